@@ -1,0 +1,52 @@
+# The whole developer interface. `make run` and `make test` work on a fresh
+# machine with Python 3.11 and make: they create .venv and install the pinned
+# dependencies (requirements/constraints.txt) first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format typecheck unit demo bench clean lock
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+## Set up, initialise (first time) and run the gateway on 127.0.0.1:8470 with the demo tools.
+run: $(STAMP)
+	@test -f ztgate.toml || $(BIN)/ztgate init --demo
+	$(BIN)/ztgate serve
+
+## Set up and run every check: lint, format, types, tests.
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/ztgate demo
+
+## Benchmarks (not timed tests): figures go to docs/performance.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/overhead.py
+
+## Re-pin the dependencies after changing pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^ztgate' > requirements/constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage

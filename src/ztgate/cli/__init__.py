@@ -1,0 +1,1 @@
+"""The `ztgate` command line: thin commands over the public API."""

@@ -1,0 +1,102 @@
+"""`ztgate init`: a commented config, the data directory, keys and the schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ztgate.audit.checkpoint import generate_key
+from ztgate.cli.toml import array_of_tables
+from ztgate.config import Settings, load_settings
+from ztgate.demo.tools import demo_tool_declarations
+from ztgate.store.database import Database
+
+DEFAULT_CONFIG_TEXT = """\
+# ztgate configuration. Every setting is optional: the values shown are the
+# defaults. Any setting can be overridden from the environment with ZTGATE_,
+# nested keys joined by a double underscore, e.g. ZTGATE_GATEWAY__PORT=9000.
+# Relative paths are relative to this file's directory.
+
+# Where the embedded database and the keys live.
+# data_dir = ".ztgate"
+
+[gateway]
+# Until agent identity is configured, calls are unauthenticated and ztgate
+# refuses to listen on anything but loopback.
+# host = "127.0.0.1"
+# port = 8470
+# max_body_bytes = 1048576        # larger request bodies get 413
+# max_json_depth = 32             # deeper nesting gets 400
+# max_result_bytes = 4194304      # larger tool results are refused (502)
+# check_timeout_seconds = 2.0     # a check that takes longer denies
+# upstream_timeout_seconds = 10.0 # a tool that takes longer gets 504
+# upstream_connections = 256
+# log_level = "info"
+
+[store]
+# SQLAlchemy URL; empty means the SQLite file <data_dir>/ztgate.db.
+# url = ""
+# "normal": committed records survive a crash of the gateway process (WAL);
+# "full": they also survive a power loss, at one fsync per commit.
+# synchronous = "normal"
+
+[audit]
+# chain = "main"
+# signing_key = ".ztgate/keys/audit-ed25519.pem"   # Ed25519, mode 0600
+# public_key = ".ztgate/keys/audit-ed25519.pub"    # give this to auditors
+# checkpoint_every_records = 1000
+# checkpoint_every_seconds = 60
+
+[demo]
+# Serve the demo tools on 127.0.0.1:<port> alongside the gateway.
+# tools = false
+# port = 8471
+
+# Tools can be declared here as well as with `ztgate tools add`:
+# [[tools]]
+# name = "get_weather"
+# url = "http://127.0.0.1:8471/weather"
+# risk = "read"            # read | write | critical
+# description = "Today's forecast for a city."
+# input_schema = { type = "object", properties = { city = { type = "string" } }, required = ["city"] }
+"""
+
+
+def config_text(*, demo: bool) -> str:
+    """The text `ztgate init` writes, with the demo tools when asked."""
+    if not demo:
+        return DEFAULT_CONFIG_TEXT
+    port = 8471
+    return (
+        DEFAULT_CONFIG_TEXT.replace("[demo]\n", "[demo]\ntools = true\n", 1)
+        + "\n# The demo tools (written by `ztgate init --demo`).\n"
+        + array_of_tables("tools", demo_tool_declarations(port))
+    )
+
+
+def initialise(config: Path, *, demo: bool, force: bool) -> tuple[Settings, list[str]]:
+    """Create what is missing: config file, data directory, audit keys, schema.
+
+    Existing keys and data are never overwritten; `force` rewrites only the
+    config file.
+    """
+    done: list[str] = []
+    if force or not config.exists():
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(config_text(demo=demo), encoding="utf-8")
+        done.append(f"wrote {config}")
+    settings = load_settings(config)
+    data_dir = settings.path(settings.data_dir)
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True, mode=0o700)
+        done.append(f"created {data_dir} (mode 0700)")
+    private = settings.path(settings.audit.signing_key)
+    if not private.exists():
+        generate_key(private, settings.path(settings.audit.public_key))
+        done.append(f"created the audit signing key {private} (mode 0600)")
+    database = Database(settings.database_url, synchronous=settings.store.synchronous)
+    try:
+        database.migrate()
+    finally:
+        database.dispose()
+    done.append(f"database ready at {settings.database_url}")
+    return settings, done

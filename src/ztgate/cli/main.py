@@ -1,0 +1,106 @@
+"""The `ztgate` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ztgate import __version__
+from ztgate.cli import audit as audit_cli
+from ztgate.cli import tools as tools_cli
+from ztgate.cli.common import console, err_console, settings
+from ztgate.config import config_path
+from ztgate.errors import GatewayError
+
+app = typer.Typer(
+    name="ztgate",
+    help="ztgate: a zero-trust gateway for autonomous AI agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(tools_cli.app, name="tools")
+app.add_typer(audit_cli.app, name="audit")
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Config file (default: $ZTGATE_CONFIG or ./ztgate.toml)."),
+    ] = None,
+) -> None:
+    ctx.ensure_object(dict)["config_path"] = config
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    demo: Annotated[bool, typer.Option(help="Also serve and register the demo tools.")] = False,
+    force: Annotated[bool, typer.Option(help="Rewrite the config file (never the keys).")] = False,
+) -> None:
+    """Write a commented config, create the data directory, keys and database."""
+    from ztgate.cli.init import initialise
+
+    _, done = initialise(config_path(ctx.obj.get("config_path")), demo=demo, force=force)
+    for line in done:
+        console.print(f"[green]✓[/] {line}")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (loopback only).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+) -> None:
+    """Run the gateway."""
+    from ztgate.http.server import serve as run_server
+
+    current = settings(ctx)
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    if overrides:
+        current = current.model_copy(
+            update={"gateway": current.gateway.model_copy(update=overrides)}
+        )
+    logging.basicConfig(
+        level=current.gateway.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    console.print(
+        f"ztgate {__version__} on http://{current.gateway.host}:{current.gateway.port} "
+        f"(store: {current.database_url})"
+    )
+    run_server(current)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+) -> None:
+    """Run a scripted scenario against a live gateway on loopback and show what happened."""
+    from ztgate.demo.scenario import run_demo
+
+    ok = run_demo(console)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(f"ztgate {__version__}")
+
+
+def main() -> None:
+    """Entry point: one line on stderr and a non-zero exit on any error."""
+    try:
+        app()
+    except GatewayError as exc:
+        err_console.print(f"ztgate: error: {exc.diagnostics()}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

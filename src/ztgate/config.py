@@ -1,0 +1,218 @@
+"""Settings: one `ztgate.toml`, overridable by `ZTGATE_*` environment variables.
+
+Every setting has a safe default, so `ztgate serve` works with no file at all.
+Nested keys use a double underscore in the environment:
+`ZTGATE_GATEWAY__PORT=9000` overrides `[gateway] port`. Relative paths are
+resolved against the directory of the config file (or the working directory
+when there is none).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ztgate.errors import ConfigError, InvalidInputError
+from ztgate.tools.model import Tool, parse_risk
+
+DEFAULT_CONFIG = Path("ztgate.toml")
+CONFIG_ENV = "ZTGATE_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySettings(_Section):
+    """The HTTP front door."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8470, ge=0, le=65535)
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    max_json_depth: int = Field(32, ge=2, le=512)
+    max_result_bytes: int = Field(4 * 1_048_576, ge=1024, le=256 * 1_048_576)
+    check_timeout_seconds: float = Field(2.0, gt=0, le=60)
+    upstream_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    upstream_connections: int = Field(256, ge=1, le=10_000)
+    workers: int = Field(1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StoreSettings(_Section):
+    """The durable store."""
+
+    url: str = ""
+    synchronous: Literal["normal", "full"] = "normal"
+
+
+class AuditSettings(_Section):
+    """The audit chain."""
+
+    chain: str = Field("main", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    signing_key: Path = Path(".ztgate/keys/audit-ed25519.pem")
+    public_key: Path = Path(".ztgate/keys/audit-ed25519.pub")
+    checkpoint_every_records: int = Field(1000, ge=1)
+    checkpoint_every_seconds: float = Field(60.0, gt=0)
+
+
+class DemoSettings(_Section):
+    """The built-in demo tool server (off unless asked for)."""
+
+    tools: bool = False
+    port: int = Field(8471, ge=0, le=65535)
+
+
+class ToolSettings(_Section):
+    """A tool declared in the config file."""
+
+    name: str
+    url: str
+    risk: str = "write"
+    description: str = ""
+    input_schema: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "additionalProperties": False}
+    )
+    output_schema: dict[str, Any] | None = None
+    timeout_seconds: float | None = None
+
+    def to_tool(self) -> Tool:
+        """The registry's `Tool` for this declaration.
+
+        Raises:
+            InvalidInputError: a field is invalid.
+        """
+        return Tool(
+            name=self.name,
+            upstream_url=self.url,
+            input_schema=self.input_schema,
+            output_schema=self.output_schema,
+            risk=parse_risk(self.risk),
+            description=self.description,
+            timeout_seconds=self.timeout_seconds,
+            source="config",
+        )
+
+
+class Settings(BaseSettings):
+    """All of ztgate's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ZTGATE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    data_dir: Path = Path(".ztgate")
+    gateway: GatewaySettings = GatewaySettings()
+    store: StoreSettings = StoreSettings()
+    audit: AuditSettings = AuditSettings()
+    demo: DemoSettings = DemoSettings()
+    tools: list[ToolSettings] = Field(default_factory=list)
+
+    # Where the settings came from, and the directory relative paths start at.
+    source: str = Field("defaults", exclude=True)
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, tools: list[ToolSettings]) -> list[ToolSettings]:
+        names = [tool.name for tool in tools]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"tool declared more than once: {', '.join(duplicates)}")
+        return tools
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables override the file, which overrides defaults."""
+        return (env_settings, init_settings)
+
+    def path(self, value: Path) -> Path:
+        """`value` resolved against the config's directory."""
+        return value if value.is_absolute() else self.base_dir / value
+
+    @property
+    def database_url(self) -> str:
+        """The store URL (an SQLite file in the data directory by default)."""
+        if self.store.url:
+            return self.store.url
+        return f"sqlite:///{self.path(self.data_dir) / 'ztgate.db'}"
+
+    def declared_tools(self) -> list[Tool]:
+        """The tools of the `[[tools]]` section.
+
+        Raises:
+            ConfigError: a declared tool is invalid.
+        """
+        declared = []
+        for index, tool in enumerate(self.tools):
+            try:
+                declared.append(tool.to_tool())
+            except InvalidInputError as exc:
+                raise ConfigError(self.source, f"tools[{index}] ({tool.name})", exc.message) from exc
+        return declared
+
+
+def config_path(explicit: Path | None = None) -> Path:
+    """The config file to read: `--config`, else `$ZTGATE_CONFIG`, else `./ztgate.toml`."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the config file (if there is one) and the environment.
+
+    Raises:
+        ConfigError: the file cannot be parsed, or a value is invalid; the
+            message names the file, the key and the reason.
+    """
+    file = config_path(path)
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(str(file), "", f"not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(str(file), "", f"cannot read: {exc.strerror}") from exc
+    elif path is not None:
+        raise ConfigError(str(file), "", "config file not found")
+    source = str(file) if file.exists() else "environment"
+    base = file.resolve().parent if file.exists() else Path.cwd()
+    try:
+        return Settings(**data, source=source, base_dir=base)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        env_name = "ZTGATE_" + "__".join(str(part) for part in error["loc"]).upper()
+        where = f"environment variable {env_name}" if env_name in os.environ else source
+        raise ConfigError(where, key, _reason(error)) from exc
+
+
+def _reason(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown setting"
+    return str(error["msg"])
+
+
+def is_loopback(host: str) -> bool:
+    """True if binding `host` exposes the gateway to this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,1 @@
+"""The demo: small tools to call, and a scripted scenario against a live gateway."""

@@ -1,0 +1,111 @@
+"""Forwarding an allowed call to its tool's HTTP upstream.
+
+aiohttp, chosen by measurement (see docs/performance.md): with one pooled
+session it held its throughput under concurrency where httpx's pool collapsed
+(encode/httpx#3215). The upstream contract: POST the arguments as a JSON
+object; a 2xx JSON answer is the result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ztgate.errors import UpstreamError
+from ztgate.models import ToolCall, ToolResult
+from ztgate.tools.model import Tool
+
+
+class Forwarder:
+    """One pooled HTTP client session for every upstream."""
+
+    def __init__(self, *, timeout: float, max_result_bytes: int, connections: int) -> None:
+        self._timeout = timeout
+        self._max_result_bytes = max_result_bytes
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the connection pool."""
+        connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            json_serialize=lambda value: orjson.dumps(value).decode(),
+            auto_decompress=False,
+        )
+
+    async def stop(self) -> None:
+        """Close the pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def forward(self, tool: Tool, call: ToolCall) -> ToolResult:
+        """POST the call's arguments to the tool and return its answer.
+
+        Raises:
+            UpstreamError: connection failure, timeout, non-2xx status, a body
+                over the size limit, or a body that is not JSON.
+        """
+        if self._session is None:
+            raise UpstreamError("the forwarder is not running")
+        timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds or self._timeout)
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "X-Ztgate-Call-Id": call.call_id,
+        }
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                tool.upstream_url,
+                data=orjson.dumps(dict(call.arguments)),
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await self._read(response)
+                status = response.status
+                content_type = response.content_type
+        except TimeoutError as exc:
+            raise UpstreamError(
+                f"tool {tool.name!r} did not answer within {timeout.total:g}s", timeout=True
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"tool {tool.name!r} is unreachable: {type(exc).__name__}") from exc
+        if not 200 <= status < 300:
+            raise UpstreamError(f"tool {tool.name!r} answered HTTP {status}")
+        return ToolResult(
+            status=status,
+            body=_decode(tool.name, body, content_type),
+            content_type=content_type,
+            elapsed_seconds=time.perf_counter() - started,
+        )
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        if (response.content_length or 0) > self._max_result_bytes:
+            raise UpstreamError(f"result is larger than {self._max_result_bytes} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self._max_result_bytes:
+                raise UpstreamError(f"result is larger than {self._max_result_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _decode(tool: str, body: bytes, content_type: str) -> Any:
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            return orjson.loads(body) if body else None
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"tool {tool!r} answered invalid JSON") from exc
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UpstreamError(f"tool {tool!r} answered a non-UTF-8 body") from exc
+

@@ -1,0 +1,292 @@
+"""The gateway runtime: state, checks, audit and forwarding, shared by every front door.
+
+A front door (HTTP now; MCP and the egress proxy later) parses its transport
+into a `ToolCall` and hands it to `Gateway.handle`, which decides, records,
+forwards and reviews. Every answer is recorded in the audit chain before the
+front door sends it; if the record cannot be written, the call fails closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from ztgate.audit import AuditEntry, AuditLog
+from ztgate.audit.checkpoint import load_signer
+from ztgate.audit.redact import preview, preview_text
+from ztgate.canonical import canonical_sha256
+from ztgate.clock import Clock, SystemClock
+from ztgate.config import Settings
+from ztgate.errors import GatewayError, StoreError, UpstreamError
+from ztgate.forward import Forwarder
+from ztgate.metrics import Metrics
+from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
+from ztgate.pipeline import CallContext, Check, Pipeline, ResultCheck
+from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
+from ztgate.store.database import Database
+from ztgate.store.generations import GenerationWatcher
+from ztgate.tools.catalog import Catalog
+from ztgate.tools.registry import GENERATION as TOOLS_GENERATION
+from ztgate.tools.registry import ToolRegistry
+
+logger = logging.getLogger(__name__)
+
+
+class Failure(Enum):
+    """Why a call got no result, when it was not simply denied."""
+
+    STORE_UNAVAILABLE = "store-unavailable"
+    UPSTREAM_FAILED = "upstream-failed"
+    UPSTREAM_TIMEOUT = "upstream-timeout"
+    RESULT_WITHHELD = "result-withheld"
+
+
+@dataclass(frozen=True, slots=True)
+class CallReport:
+    """What happened to one call: its decision and, when it ran, its result."""
+
+    call: ToolCall
+    decision: Decision | None
+    result: ToolResult | None = None
+    review: Decision | None = None
+    failure: Failure | None = None
+    detail: str = ""
+
+    @property
+    def outcome(self) -> Outcome:
+        """Allow only when the call ran and its result passed review."""
+        if self.failure is None and self.result is not None and self.decision is not None:
+            return Outcome.ALLOW
+        return Outcome.DENY
+
+
+def default_checks() -> list[Check]:
+    """The pre-call checks, in order."""
+    return [ArgumentsSchemaCheck()]
+
+
+def default_result_checks() -> list[ResultCheck]:
+    """The post-call checks, in order."""
+    return [ResultSchemaCheck()]
+
+
+@dataclass
+class Gateway:
+    """The assembled gateway."""
+
+    settings: Settings
+    database: Database
+    audit: AuditLog
+    forwarder: Forwarder
+    pipeline: Pipeline
+    clock: Clock = field(default_factory=SystemClock)
+    ids: Callable[[], str] = field(default=lambda: secrets.token_hex(16))
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.registry = ToolRegistry(self.database, self.clock)
+        self.catalog = Catalog()
+        self._watcher = GenerationWatcher(self.database)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        checks: Sequence[Check] | None = None,
+        result_checks: Sequence[ResultCheck] | None = None,
+    ) -> Gateway:
+        """Build the gateway the settings describe.
+
+        Raises:
+            ConfigError: a key file or setting is unusable.
+        """
+        clock = clock or SystemClock()
+        database = Database(settings.database_url, synchronous=settings.store.synchronous)
+        audit = AuditLog(
+            database,
+            clock,
+            chain=settings.audit.chain,
+            signer=load_signer(settings.path(settings.audit.signing_key)),
+            checkpoint_every_records=settings.audit.checkpoint_every_records,
+            checkpoint_every_seconds=settings.audit.checkpoint_every_seconds,
+        )
+        gw = settings.gateway
+        forwarder = Forwarder(
+            timeout=gw.upstream_timeout_seconds,
+            max_result_bytes=gw.max_result_bytes,
+            connections=gw.upstream_connections,
+        )
+        pipeline = Pipeline(
+            default_checks() if checks is None else checks,
+            default_result_checks() if result_checks is None else result_checks,
+            check_timeout=gw.check_timeout_seconds,
+        )
+        return cls(settings, database, audit, forwarder, pipeline, clock=clock)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Migrate, load the tools, and start the audit writer and the forwarder."""
+        self.database.migrate()
+        self.registry.sync(self.settings.declared_tools())
+        self.catalog = Catalog(self.registry.all())
+        self._watcher.prime()
+        await self.audit.start()
+        await self.forwarder.start()
+
+    async def stop(self) -> None:
+        """Drain the audit writer, close the forwarder and the database."""
+        await self.forwarder.stop()
+        await self.audit.stop()
+        self._watcher.close()
+        self.database.dispose()
+
+    def refresh(self) -> None:
+        """Reload whatever another process changed since the last call.
+
+        Raises:
+            StoreUnavailableError: the database cannot be read.
+        """
+        changed = self._watcher.changed()
+        if TOOLS_GENERATION in changed:
+            self.catalog = Catalog(self.registry.all())
+            logger.info("tool registry reloaded: %d tools", len(self.catalog))
+
+    # -- calls -------------------------------------------------------------------
+
+    def new_call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        *,
+        justification: str = "",
+        credentials: Credentials | None = None,
+        front_door: str = "http",
+        call_id: str | None = None,
+    ) -> ToolCall:
+        """A `ToolCall` with its id, canonical argument hash and arrival time.
+
+        Raises:
+            InvalidInputError: the arguments have no canonical JSON form.
+        """
+        return ToolCall(
+            call_id=call_id or self.ids(),
+            tool=tool,
+            arguments=arguments,
+            arguments_sha256=canonical_sha256(arguments),
+            justification=justification,
+            credentials=credentials or Credentials(),
+            received_at=self.clock.now(),
+            front_door=front_door,
+        )
+
+    async def handle(self, call: ToolCall) -> CallReport:
+        """Decide, record, forward and review one call.
+
+        Raises:
+            StoreError: the audit record could not be written (fail closed:
+                the caller must answer with an error, never with a result).
+        """
+        try:
+            self.refresh()
+        except StoreError as exc:
+            logger.error("store unavailable, refusing call %s: %s", call.call_id, exc)
+            return CallReport(call, None, failure=Failure.STORE_UNAVAILABLE, detail=str(exc))
+        entry = self.catalog.get(call.tool)
+        ctx = CallContext(self.clock, tool=entry)
+        decision = _ask_means_deny(await self.pipeline.decide(call, ctx))
+        self.metrics.observe(decision)
+        self.metrics.decision_seconds.observe(decision.elapsed_seconds)
+        if decision.outcome is not Outcome.ALLOW or entry is None:
+            await self._record(call, decision, "decision", decision.outcome.value, 403)
+            return CallReport(call, decision)
+        # The decision to run is durable before the tool runs: a crash after
+        # this point leaves a record of a call that may have run.
+        await self._record(call, decision, "decision", "allow", None)
+        try:
+            result = await self.forwarder.forward(entry.spec, call)
+        except UpstreamError as exc:
+            failure = Failure.UPSTREAM_TIMEOUT if exc.timeout else Failure.UPSTREAM_FAILED
+            self.metrics.upstream_errors.labels(failure.value).inc()
+            status = 504 if exc.timeout else 502
+            await self._record(call, decision, "result", "error", status, reason=exc.message)
+            return CallReport(call, decision, failure=failure, detail=exc.message)
+        self.metrics.upstream_seconds.observe(result.elapsed_seconds)
+        review = await self.pipeline.review(call, result, ctx)
+        self.metrics.observe(review)
+        if review.outcome is Outcome.DENY:
+            await self._record(call, review, "result", "deny", 502)
+            reasons = "; ".join(r["reason"] for r in review.reasons())
+            return CallReport(
+                call, decision, review=review, failure=Failure.RESULT_WITHHELD, detail=reasons
+            )
+        await self._record(
+            call, review, "result", "allow", 200, extra={"upstream_status": result.status}
+        )
+        return CallReport(call, decision, result=result, review=review)
+
+    async def record_rejection(self, call_id: str, status: int, reason: str) -> None:
+        """Record a request refused at the edge, before it became a call.
+
+        Raises:
+            StoreError: the record could not be written.
+        """
+        await self.audit.append(
+            AuditEntry(
+                kind="rejected",
+                outcome="deny",
+                call_id=call_id,
+                status=status,
+                reasons=[{"check": "edge", "outcome": "deny", "reason": reason}],
+            )
+        )
+
+    async def _record(
+        self,
+        call: ToolCall,
+        decision: Decision,
+        kind: str,
+        outcome: str,
+        status: int | None,
+        *,
+        reason: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        reasons = decision.reasons()
+        if reason is not None:
+            reasons = [{"check": "upstream", "outcome": "deny", "reason": reason}]
+        try:
+            await self.audit.append(
+                AuditEntry(
+                    kind=kind,
+                    outcome=outcome,
+                    call_id=call.call_id,
+                    agent=call.agent,
+                    task_id=call.task_id,
+                    tool=call.tool,
+                    status=status,
+                    reasons=reasons,
+                    arguments_sha256=call.arguments_sha256,
+                    arguments_preview=preview(call.arguments),
+                    justification=preview_text(call.justification) or None,
+                    detail={"phase": decision.phase.value, **(extra or {})},
+                )
+            )
+        except GatewayError:
+            self.metrics.audit_failures.inc()
+            raise
+
+
+def _ask_means_deny(decision: Decision) -> Decision:
+    # Approvals arrive in a later issue; until then nobody can answer an ask,
+    # so it is a deny that says why.
+    if decision.outcome is not Outcome.ASK:
+        return decision
+    refusal = Verdict("approval", Outcome.DENY, "a human must approve this call; approvals are not enabled")
+    return Decision(decision.call, (*decision.verdicts, refusal), decision.phase, decision.elapsed_seconds)

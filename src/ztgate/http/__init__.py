@@ -1,0 +1,1 @@
+"""The HTTP front door (FastAPI): `POST /v1/calls`, health, metrics, OpenAPI."""

@@ -1,0 +1,230 @@
+"""The HTTP front door: FastAPI routes over the `Gateway`.
+
+`POST /v1/calls` decides a call and, when allowed, forwards it and returns the
+tool's result; denied calls get 403 with every deciding reason. Every error is
+RFC 9457 problem+json; no stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from ztgate import __version__
+from ztgate.errors import GatewayError, InvalidInputError, StoreError
+from ztgate.gateway import CallReport, Failure, Gateway
+from ztgate.http.body import CallRequest, parse_call_request, read_body
+from ztgate.http.problems import MEDIA_TYPE, Problem
+from ztgate.metrics import CONTENT_TYPE
+
+logger = logging.getLogger(__name__)
+
+_FAILURE_STATUS = {
+    Failure.STORE_UNAVAILABLE: (503, "store-unavailable"),
+    Failure.UPSTREAM_FAILED: (502, "upstream-failed"),
+    Failure.UPSTREAM_TIMEOUT: (504, "upstream-timeout"),
+    Failure.RESULT_WITHHELD: (502, "result-withheld"),
+}
+_PROBLEM_SCHEMA = {
+    "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+}
+
+
+def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The ASGI application serving `gateway`."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            await gateway.start()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                await gateway.stop()
+
+    app = FastAPI(
+        title="ztgate",
+        version=__version__,
+        summary="A zero-trust gateway for autonomous AI agents.",
+        lifespan=lifespan,
+        redoc_url=None,
+    )
+    _install_error_handlers(app)
+
+    @app.post(
+        "/v1/calls",
+        tags=["calls"],
+        summary="Decide a tool call and, when allowed, run it",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": CallRequest.model_json_schema()}},
+            }
+        },
+        responses={
+            200: {"description": "Allowed: the tool ran; its result is in `result`."},
+            403: {"description": "Denied, with every deciding reason.", **_PROBLEM_SCHEMA},
+            413: {"description": "Body too large.", **_PROBLEM_SCHEMA},
+            415: {"description": "Not JSON.", **_PROBLEM_SCHEMA},
+            400: {"description": "Malformed JSON.", **_PROBLEM_SCHEMA},
+            422: {"description": "Body does not fit the schema.", **_PROBLEM_SCHEMA},
+            502: {"description": "The tool failed or its result was withheld.", **_PROBLEM_SCHEMA},
+            503: {"description": "The store is unavailable: fail closed.", **_PROBLEM_SCHEMA},
+            504: {"description": "The tool timed out.", **_PROBLEM_SCHEMA},
+        },
+    )
+    async def post_call(request: Request) -> Response:
+        started = time.perf_counter()
+        call_id = gateway.ids()
+        settings = gateway.settings.gateway
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            parsed = parse_call_request(body, settings.max_json_depth)
+            call = gateway.new_call(
+                parsed.tool,
+                parsed.arguments,
+                justification=parsed.justification,
+                call_id=call_id,
+            )
+        except InvalidInputError as exc:
+            problem = Problem(400, "invalid-arguments", exc.message)
+            return await _reject(gateway, call_id, problem)
+        except Problem as problem:
+            return await _reject(gateway, call_id, problem)
+        try:
+            report = await gateway.handle(call)
+        except StoreError as exc:
+            logger.error("audit unavailable, call %s refused: %s", call_id, exc)
+            report = CallReport(call, None, failure=Failure.STORE_UNAVAILABLE, detail=str(exc))
+        response = _answer(report)
+        gateway.metrics.call_seconds.labels(report.outcome.value).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the store answers")
+    async def readyz() -> dict[str, str]:
+        try:
+            await asyncio.to_thread(gateway.database.ping)
+        except StoreError as exc:
+            raise Problem(503, "not-ready", f"store unavailable: {exc.message}") from exc
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+    _add_problem_schema(app)
+    return app
+
+
+async def _reject(gateway: Gateway, call_id: str, problem: Problem) -> Response:
+    gateway.metrics.rejected.labels(problem.slug).inc()
+    try:
+        await gateway.record_rejection(call_id, problem.status, problem.detail)
+    except StoreError:
+        return Problem(
+            503, "store-unavailable", "the audit log is unavailable; nothing was done"
+        ).response(call_id)
+    problem.extensions.setdefault("call_id", call_id)
+    return problem.response(call_id)
+
+
+def _answer(report: CallReport) -> Response:
+    call_id = report.call.call_id
+    if report.failure is not None:
+        status, slug = _FAILURE_STATUS[report.failure]
+        detail = report.detail
+        if report.failure is Failure.STORE_UNAVAILABLE:
+            detail = "the store is unavailable; the call was refused (fail closed)"
+        return Problem(status, slug, detail, extensions={"call_id": call_id}).response(call_id)
+    decision = report.decision
+    if report.result is None or decision is None:
+        reasons = decision.reasons() if decision is not None else []
+        detail = "; ".join(f"{r['check']}: {r['reason']}" for r in reasons) or "denied"
+        return Problem(
+            403,
+            "call-denied",
+            detail,
+            extensions={"call_id": call_id, "outcome": "deny", "reasons": reasons},
+        ).response(call_id)
+    verdicts = [
+        {"check": v.check, "outcome": v.outcome.value, "reason": v.reason}
+        for v in decision.verdicts + (report.review.verdicts if report.review else ())
+    ]
+    payload: dict[str, Any] = {
+        "call_id": call_id,
+        "outcome": "allow",
+        "result": report.result.body,
+        "verdicts": verdicts,
+    }
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_problem(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Problem)  # noqa: S101 - registered for Problem only
+        return exc.response()
+
+    async def on_http(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+        return Problem(exc.status_code, "http-error", str(exc.detail)).response()
+
+    async def on_validation(_request: Request, exc: Exception) -> Response:
+        return Problem(422, "invalid-request", "the request does not fit the API").response()
+
+    async def on_gateway_error(_request: Request, exc: Exception) -> Response:
+        logger.error("request failed: %r", exc)
+        return Problem(500, "internal-error", "the gateway could not complete the request").response()
+
+    async def on_crash(_request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error", exc_info=exc)
+        return Problem(500, "internal-error", "the gateway could not complete the request").response()
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(Exception, on_crash)
+
+
+def _add_problem_schema(app: FastAPI) -> None:
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base_openapi()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = {
+            "type": "object",
+            "description": "RFC 9457 problem details.",
+            "properties": {
+                "type": {"type": "string", "format": "uri-reference"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "call_id": {"type": "string"},
+                "reasons": {"type": "array", "items": {"type": "object"}},
+            },
+            "required": ["type", "title", "status", "detail"],
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,81 @@
+"""Running the gateway under uvicorn (with uvloop and httptools)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+import uvloop
+
+from ztgate.config import Settings, is_loopback
+from ztgate.errors import ConfigError
+from ztgate.gateway import Gateway
+from ztgate.http.app import create_app
+
+logger = logging.getLogger(__name__)
+
+
+def check_bind(host: str) -> None:
+    """Refuse any address but loopback while calls are unauthenticated.
+
+    Raises:
+        ConfigError: `host` is reachable from other machines.
+    """
+    if not is_loopback(host):
+        raise ConfigError(
+            "gateway",
+            "host",
+            f"refusing to listen on {host!r}: calls are not authenticated yet, so ztgate "
+            "only listens on loopback (127.0.0.1, ::1 or localhost)",
+        )
+
+
+def uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """A uvicorn config tuned for the gateway (no access log: the audit log is the record)."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=log_level,
+        server_header=False,
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Serve the gateway (and the demo tools when enabled) until interrupted.
+
+    Raises:
+        ConfigError: an unsafe bind address or an unusable setting.
+    """
+    check_bind(settings.gateway.host)
+    gateway = Gateway.from_settings(settings)
+    servers = [
+        uvicorn.Server(
+            uvicorn_config(
+                create_app(gateway),
+                settings.gateway.host,
+                settings.gateway.port,
+                settings.gateway.log_level,
+            )
+        )
+    ]
+    if settings.demo.tools:
+        from ztgate.demo.tools import create_tools_app
+
+        servers.append(
+            uvicorn.Server(
+                uvicorn_config(
+                    create_tools_app(), "127.0.0.1", settings.demo.port, settings.gateway.log_level
+                )
+            )
+        )
+
+    async def run() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    uvloop.run(run())

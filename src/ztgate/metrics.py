@@ -1,0 +1,71 @@
+"""Prometheus metrics: decisions by outcome and check, and latencies."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ztgate.models import Decision
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+_SLOW_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+
+class Metrics:
+    """The gateway's metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "ztgate_decisions",
+            "Decisions by phase, outcome and the check that decided.",
+            ("phase", "outcome", "check"),
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "ztgate_rejected_requests",
+            "Requests refused before a decision (malformed, too large, ...), by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "ztgate_decision_seconds",
+            "Time spent in the pre-call checks.",
+            registry=self.registry,
+            buckets=_FAST_BUCKETS,
+        )
+        self.call_seconds = Histogram(
+            "ztgate_call_seconds",
+            "Time from request to answer, by outcome.",
+            ("outcome",),
+            registry=self.registry,
+            buckets=_SLOW_BUCKETS,
+        )
+        self.upstream_seconds = Histogram(
+            "ztgate_upstream_seconds",
+            "Time the tool's upstream took to answer.",
+            registry=self.registry,
+            buckets=_SLOW_BUCKETS,
+        )
+        self.upstream_errors = Counter(
+            "ztgate_upstream_errors",
+            "Upstream failures, by kind.",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.audit_failures = Counter(
+            "ztgate_audit_failures",
+            "Calls refused because the audit log could not be written.",
+            registry=self.registry,
+        )
+
+    def observe(self, decision: Decision) -> None:
+        """Count a decision under its outcome and deciding check."""
+        deciding = decision.deciding
+        check = deciding[-1].check if decision.outcome.value != "allow" and deciding else "all"
+        self.decisions.labels(decision.phase.value, decision.outcome.value, check).inc()
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

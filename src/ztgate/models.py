@@ -1,0 +1,141 @@
+"""The call model: what an agent asks for, what each check says, and the decision.
+
+These are internal records (frozen dataclasses). Wire formats live at the
+front doors, which parse into these types at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Outcome(Enum):
+    """What a check, or the pipeline as a whole, says about a call."""
+
+    ALLOW = "allow"
+    ASK = "ask"  # a human must decide
+    DENY = "deny"
+
+
+class Phase(Enum):
+    """Whether a decision is about making the call or about its result."""
+
+    CALL = "call"
+    RESULT = "result"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the caller presented, as received; checks decide what it proves."""
+
+    bearer: str | None = None
+    client_certificate: bytes | None = None
+    warrant: str | None = None
+    proof: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One request from an agent to run one tool once.
+
+    `arguments` is the parsed JSON object; `arguments_sha256` is the SHA-256 of
+    its RFC 8785 canonical form, computed once at the edge.
+    """
+
+    call_id: str
+    tool: str
+    arguments: Mapping[str, Any]
+    arguments_sha256: str
+    justification: str = ""
+    agent: str | None = None
+    task_id: str | None = None
+    credentials: Credentials = field(default_factory=Credentials)
+    received_at: float = 0.0
+    front_door: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What the tool's upstream answered."""
+
+    status: int
+    body: Any
+    content_type: str = "application/json"
+    elapsed_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Obligation:
+    """Something the front door must do to a result before the agent sees it.
+
+    `kind` is one of `redact`, `spotlight`, `quarantine`; `detail` carries its
+    parameters.
+    """
+
+    kind: str
+    check: str
+    detail: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One check's answer with its reason.
+
+    `facts` are observations later checks (policy) may read; `obligations` are
+    duties attached to an allow.
+    """
+
+    check: str
+    outcome: Outcome
+    reason: str = ""
+    facts: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    obligations: tuple[Obligation, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of a chain of checks over one call (or its result)."""
+
+    call: ToolCall
+    verdicts: tuple[Verdict, ...]
+    phase: Phase = Phase.CALL
+    elapsed_seconds: float = 0.0
+
+    @property
+    def outcome(self) -> Outcome:
+        """Deny beats ask beats allow; no verdict at all is a deny."""
+        if not self.verdicts:
+            return Outcome.DENY
+        outcomes = {verdict.outcome for verdict in self.verdicts}
+        for outcome in (Outcome.DENY, Outcome.ASK):
+            if outcome in outcomes:
+                return outcome
+        return Outcome.ALLOW
+
+    @property
+    def deciding(self) -> tuple[Verdict, ...]:
+        """The verdicts that made the outcome what it is (all of them for an allow)."""
+        outcome = self.outcome
+        if not self.verdicts or outcome is Outcome.ALLOW:
+            return self.verdicts
+        return tuple(v for v in self.verdicts if v.outcome is outcome)
+
+    @property
+    def obligations(self) -> tuple[Obligation, ...]:
+        """Every obligation attached by any verdict, in check order."""
+        return tuple(o for verdict in self.verdicts for o in verdict.obligations)
+
+    def reasons(self) -> list[dict[str, str]]:
+        """The deciding verdicts as plain dicts, for problem details and audit."""
+        if not self.verdicts:
+            return [{"check": "pipeline", "outcome": "deny", "reason": "no check ran"}]
+        return [
+            {"check": v.check, "outcome": v.outcome.value, "reason": v.reason}
+            for v in self.deciding
+        ]

@@ -1,0 +1,114 @@
+"""The call pipeline: an ordered chain of small, independent checks.
+
+Each check looks at one thing and returns a `Verdict`. The first deny stops
+the chain; an ask is remembered and the chain goes on, so a later deny still
+wins. A check that raises, times out or returns something other than a
+`Verdict` is a deny: the pipeline fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ztgate.clock import Clock
+from ztgate.models import Decision, Outcome, Phase, ToolCall, ToolResult, Verdict
+
+if TYPE_CHECKING:
+    from ztgate.tools.catalog import CatalogEntry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CallContext:
+    """What checks share about one call besides the call itself.
+
+    `tool` is the registered tool the call names (None when unknown); `facts`
+    accumulates what earlier checks observed, for later checks (policy) to read.
+    """
+
+    clock: Clock
+    tool: CatalogEntry | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Check(Protocol):
+    """A pre-call check: looks at the call before it runs."""
+
+    name: str
+
+    async def __call__(self, call: ToolCall, ctx: CallContext) -> Verdict:
+        """Return a verdict; raise only when the call cannot be evaluated."""
+        ...
+
+
+class ResultCheck(Protocol):
+    """A post-call check: looks at the tool's result before the agent sees it."""
+
+    name: str
+
+    async def __call__(self, call: ToolCall, result: ToolResult, ctx: CallContext) -> Verdict:
+        """Return a verdict; raise only when the result cannot be evaluated."""
+        ...
+
+
+class Pipeline:
+    """Runs pre-call checks over a call, and post-call checks over its result."""
+
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        result_checks: Sequence[ResultCheck] = (),
+        *,
+        check_timeout: float = 2.0,
+    ) -> None:
+        self.checks = tuple(checks)
+        self.result_checks = tuple(result_checks)
+        self.check_timeout = check_timeout
+
+    async def decide(self, call: ToolCall, ctx: CallContext) -> Decision:
+        """Decide whether `call` may run."""
+        start = ctx.clock.monotonic()
+        verdicts: list[Verdict] = []
+        for check in self.checks:
+            verdict = await self._run(check.name, lambda c=check: c(call, ctx))
+            if not self._record(verdict, verdicts, ctx):
+                break
+        return Decision(call, tuple(verdicts), Phase.CALL, ctx.clock.monotonic() - start)
+
+    async def review(self, call: ToolCall, result: ToolResult, ctx: CallContext) -> Decision:
+        """Decide whether the agent may see `result`, and with which obligations."""
+        start = ctx.clock.monotonic()
+        verdicts: list[Verdict] = []
+        for check in self.result_checks:
+            verdict = await self._run(check.name, lambda c=check: c(call, result, ctx))
+            if not self._record(verdict, verdicts, ctx):
+                break
+        if not self.result_checks:
+            # Nothing to object to: an empty post-call chain passes the result
+            # through, unlike an empty pre-call chain, which denies.
+            verdicts.append(Verdict("pipeline", Outcome.ALLOW, "no result checks configured"))
+        return Decision(call, tuple(verdicts), Phase.RESULT, ctx.clock.monotonic() - start)
+
+    @staticmethod
+    def _record(verdict: Verdict, verdicts: list[Verdict], ctx: CallContext) -> bool:
+        verdicts.append(verdict)
+        ctx.facts.update(verdict.facts)
+        return verdict.outcome is not Outcome.DENY
+
+    async def _run(self, name: str, invoke: Callable[[], Awaitable[Verdict]]) -> Verdict:
+        try:
+            async with asyncio.timeout(self.check_timeout):
+                verdict = await invoke()
+        except TimeoutError:
+            return Verdict(name, Outcome.DENY, f"check timed out after {self.check_timeout:g}s")
+        except Exception as exc:  # fail closed: a check that cannot evaluate denies
+            logger.exception("check %s failed", name)
+            return Verdict(name, Outcome.DENY, f"check failed: {type(exc).__name__}")
+        if not isinstance(verdict, Verdict):
+            return Verdict(name, Outcome.DENY, "check returned no verdict")
+        return verdict

@@ -1,0 +1,1 @@
+"""The schema checks: arguments before the call, the result after it."""

@@ -1,0 +1,1 @@
+"""Durable state (SQLAlchemy, migrated by Alembic) and hot ephemeral state."""

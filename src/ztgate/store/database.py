@@ -1,0 +1,120 @@
+"""The durable store: one SQLAlchemy engine, migrated by Alembic.
+
+SQLite (WAL) is the embedded default; the same schema runs on PostgreSQL.
+Every driver failure that means "the database is not there" becomes a
+`StoreUnavailableError`, which the front doors turn into a fail-closed 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+
+from ztgate.errors import ConfigError, StoreError, StoreUnavailableError
+
+Synchronous = Literal["normal", "full"]
+_BUSY_TIMEOUT_MS = 5000
+
+
+class Database:
+    """A database URL, its engine and the schema's migrations."""
+
+    def __init__(self, url: str, *, synchronous: Synchronous = "normal") -> None:
+        try:
+            parsed = make_url(url)
+        except exc.ArgumentError as error:
+            raise ConfigError("store", "url", f"not a database URL: {url!r}") from error
+        self.url = url
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            _create_private_file(Path(parsed.database))
+        self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine, synchronous)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection in a write transaction, committed on success.
+
+        On SQLite the transaction starts with BEGIN IMMEDIATE, so concurrent
+        writers (a CLI and the gateway) queue instead of failing mid-way.
+        """
+        with map_store_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(ztgate_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads."""
+        with map_store_errors(), self.engine.connect() as conn:
+            yield conn
+
+    def ping(self) -> None:
+        """Raise `StoreUnavailableError` unless the database answers."""
+        with self.read() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        from ztgate.store.migrate import upgrade
+
+        with map_store_errors(), self.engine.begin() as conn:
+            upgrade(conn)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+@contextlib.contextmanager
+def map_store_errors() -> Iterator[None]:
+    """Map driver errors to the store's own exceptions at the boundary."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError) as error:
+        raise StoreUnavailableError(f"database unavailable: {_short(error)}") from error
+    except exc.SQLAlchemyError as error:
+        raise StoreError(f"database error: {_short(error)}") from error
+
+
+def _short(error: exc.SQLAlchemyError) -> str:
+    original = getattr(error, "orig", None)
+    return str(original if original is not None else error).splitlines()[0]
+
+
+def _configure_sqlite(engine: Engine, synchronous: Synchronous) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so BEGIN is ours to emit.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("ztgate_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _create_private_file(path: Path) -> None:
+    # The database holds the audit log: readable by its owner only. SQLite
+    # creates its -wal and -shm files with the main file's permissions.
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of an SQLite file."""
+    return f"sqlite:///{os.fspath(path)}"

@@ -1,0 +1,96 @@
+"""The schema, in SQLAlchemy Core. Portable: no dialect-specific types or SQL.
+
+Alembic migrations under `migrations/versions` create exactly these tables;
+`tests/unit/store/test_migrations.py` checks the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One row per counter of committed management changes (tools, and later
+# agents, tasks, revocations). A running gateway reloads its caches when the
+# generation it saw last differs.
+generations = Table(
+    "generations",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+tools = Table(
+    "tools",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("upstream_url", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("risk", String(16), nullable=False),
+    Column("input_schema", Text, nullable=False),
+    Column("output_schema", Text, nullable=True),
+    Column("timeout_seconds", Float, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# The head of each audit chain: locked (SELECT ... FOR UPDATE, or SQLite's
+# single writer) by every append so that concurrent writers extend the chain
+# in one order.
+audit_heads = Table(
+    "audit_heads",
+    metadata,
+    Column("chain", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("checkpoint_seq", BigInteger, nullable=False),
+    Column("checkpoint_at", Float, nullable=False),
+)
+
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("chain", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("call_id", String(64), nullable=True),
+    Column("agent", Text, nullable=True),
+    Column("task_id", String(64), nullable=True),
+    Column("tool", String(128), nullable=True),
+    Column("body", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_records_call_id", "call_id"),
+    Index("ix_audit_records_ts", "ts"),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("chain", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("note", Text, nullable=False),
+)
+
+SCHEMA_TABLES = (generations, tools, audit_heads, audit_records, audit_checkpoints)

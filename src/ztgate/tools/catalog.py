@@ -1,0 +1,51 @@
+"""The gateway's in-memory view of the registry, with compiled validators.
+
+A `Catalog` is an immutable snapshot: the gateway swaps in a new one when the
+tools generation changes, so a call sees one consistent set of tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+from ztgate.tools.model import Tool
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """A tool with its argument and result validators compiled once."""
+
+    spec: Tool
+    arguments: Draft202012Validator
+    result: Draft202012Validator | None
+
+
+class Catalog:
+    """Tools by name, ready to validate calls."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        checker = FormatChecker()
+        self._entries: Mapping[str, CatalogEntry] = {
+            tool.name: CatalogEntry(
+                tool,
+                Draft202012Validator(tool.input_schema, format_checker=checker),
+                None
+                if tool.output_schema is None
+                else Draft202012Validator(tool.output_schema, format_checker=checker),
+            )
+            for tool in tools
+        }
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str) -> CatalogEntry | None:
+        """The entry for `name`, or None when no such tool is registered."""
+        return self._entries.get(name)
+
+    def names(self) -> list[str]:
+        """Registered tool names, sorted."""
+        return sorted(self._entries)

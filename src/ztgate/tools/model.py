@@ -1,0 +1,124 @@
+"""A registered tool, parsed and validated at construction."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import urlsplit
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from ztgate.errors import InvalidInputError
+
+# ASCII only: a name is compared byte for byte, so look-alike letters from
+# other scripts (homoglyphs) and width variants cannot name a different tool.
+_TOOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+class RiskTier(Enum):
+    """How much harm a tool can do: reads, writes, or critical actions."""
+
+    READ = "read"
+    WRITE = "write"
+    CRITICAL = "critical"
+
+
+class ToolName(str):
+    """A tool name: 1-128 ASCII letters, digits and `_ . : -`, starting alphanumeric."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: str) -> ToolName:
+        """Validate `value`.
+
+        Raises:
+            InvalidInputError: not a valid tool name.
+        """
+        if not isinstance(value, str) or not _TOOL_NAME.fullmatch(value):
+            raise InvalidInputError(
+                f"invalid tool name {value!r}: use 1-128 ASCII letters, digits, '_', '.', ':'"
+                " or '-', starting with a letter or digit"
+            )
+        return super().__new__(cls, value)
+
+
+def validate_upstream_url(url: str) -> str:
+    """Return `url` if it is an absolute http(s) URL with a host.
+
+    Raises:
+        InvalidInputError: anything else.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise InvalidInputError(f"upstream URL must be http:// or https:// with a host: {url!r}")
+    if parts.username or parts.password:
+        raise InvalidInputError("upstream URL must not carry credentials")
+    return url
+
+
+def validate_json_schema(schema: Any, what: str) -> Mapping[str, Any]:
+    """Return `schema` if it is a valid JSON Schema (Draft 2020-12) for an object.
+
+    Raises:
+        InvalidInputError: not a schema, invalid, or not describing an object.
+    """
+    if not isinstance(schema, Mapping):
+        raise InvalidInputError(f"{what} must be a JSON object")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidInputError(f"{what} is not a valid JSON Schema: {exc.message}") from exc
+    if schema.get("type") != "object":
+        raise InvalidInputError(f'{what} must have "type": "object"')
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A tool agents may call through the gateway.
+
+    Raises:
+        InvalidInputError: any field is invalid.
+    """
+
+    name: str
+    upstream_url: str
+    input_schema: Mapping[str, Any]
+    risk: RiskTier = RiskTier.WRITE
+    description: str = ""
+    output_schema: Mapping[str, Any] | None = None
+    timeout_seconds: float | None = None
+    enabled: bool = True
+    source: str = "cli"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ToolName(self.name)
+        validate_upstream_url(self.upstream_url)
+        validate_json_schema(self.input_schema, "input schema")
+        if self.output_schema is not None:
+            validate_json_schema(self.output_schema, "output schema")
+        if not isinstance(self.risk, RiskTier):
+            raise InvalidInputError(f"risk must be one of read, write, critical: {self.risk!r}")
+        if self.timeout_seconds is not None and not 0 < self.timeout_seconds <= 3600:
+            raise InvalidInputError("timeout must be between 0 and 3600 seconds")
+        if len(self.description) > 8192:
+            raise InvalidInputError("description is longer than 8192 characters")
+
+
+def parse_risk(value: str) -> RiskTier:
+    """Parse a risk tier name.
+
+    Raises:
+        InvalidInputError: not `read`, `write` or `critical`.
+    """
+    try:
+        return RiskTier(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"risk must be one of read, write, critical: {value!r}") from exc

@@ -1,0 +1,129 @@
+"""Stored tools: add, replace, list, show and remove, in the durable store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.engine import RowMapping
+
+from ztgate.clock import Clock
+from ztgate.errors import ConflictError, NotFoundError
+from ztgate.store import generations
+from ztgate.store.database import Database
+from ztgate.store.tables import tools as tools_table
+from ztgate.tools.model import RiskTier, Tool, ToolName
+
+GENERATION = "tools"
+
+
+class ToolRegistry:
+    """The tools table, behind methods that validate and bump the generation."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._database = database
+        self._clock = clock
+
+    def add(self, tool: Tool, *, replace: bool = False) -> Tool:
+        """Register `tool`; with `replace`, overwrite one of the same name.
+
+        Raises:
+            ConflictError: a tool of that name exists and `replace` is false.
+        """
+        now = self._clock.now()
+        with self._database.write() as conn:
+            existing = _get(conn, tool.name)
+            if existing is not None and not replace:
+                raise ConflictError(f"tool {tool.name!r} already exists (use --replace)")
+            created = existing.created_at if existing is not None else now
+            row = _to_row(tool) | {"created_at": created, "updated_at": now}
+            if existing is None:
+                conn.execute(insert(tools_table).values(**row))
+            else:
+                conn.execute(
+                    update(tools_table).where(tools_table.c.name == tool.name).values(**row)
+                )
+            generations.bump(conn, GENERATION)
+            stored = _get(conn, tool.name)
+        assert stored is not None  # noqa: S101 - just written in this transaction
+        return stored
+
+    def sync(self, declared: Iterable[Tool]) -> None:
+        """Make the tools declared in the config file present and current."""
+        for tool in declared:
+            current = self.find(tool.name)
+            if current is None or _to_row(current) != _to_row(tool):
+                self.add(tool, replace=True)
+
+    def remove(self, name: str) -> None:
+        """Delete a tool.
+
+        Raises:
+            NotFoundError: no such tool.
+        """
+        with self._database.write() as conn:
+            result = conn.execute(delete(tools_table).where(tools_table.c.name == name))
+            if result.rowcount == 0:
+                raise NotFoundError("tool", name)
+            generations.bump(conn, GENERATION)
+
+    def find(self, name: str) -> Tool | None:
+        """The tool called `name`, or None."""
+        with self._database.read() as conn:
+            return _get(conn, name)
+
+    def get(self, name: str) -> Tool:
+        """The tool called `name`.
+
+        Raises:
+            NotFoundError: no such tool.
+        """
+        tool = self.find(ToolName(name))
+        if tool is None:
+            raise NotFoundError("tool", name)
+        return tool
+
+    def all(self) -> list[Tool]:
+        """Every registered tool, by name."""
+        with self._database.read() as conn:
+            rows = conn.execute(select(tools_table).order_by(tools_table.c.name)).mappings()
+            return [_from_row(row) for row in rows]
+
+
+def _get(conn: Connection, name: str) -> Tool | None:
+    row = conn.execute(select(tools_table).where(tools_table.c.name == name)).mappings().first()
+    return None if row is None else _from_row(row)
+
+
+def _to_row(tool: Tool) -> dict[str, Any]:
+    return {
+        "name": tool.name,
+        "upstream_url": tool.upstream_url,
+        "description": tool.description,
+        "risk": tool.risk.value,
+        "input_schema": orjson.dumps(tool.input_schema, option=orjson.OPT_SORT_KEYS).decode(),
+        "output_schema": None
+        if tool.output_schema is None
+        else orjson.dumps(tool.output_schema, option=orjson.OPT_SORT_KEYS).decode(),
+        "timeout_seconds": tool.timeout_seconds,
+        "enabled": tool.enabled,
+        "source": tool.source,
+    }
+
+
+def _from_row(row: RowMapping) -> Tool:
+    return Tool(
+        name=row["name"],
+        upstream_url=row["upstream_url"],
+        description=row["description"],
+        risk=RiskTier(row["risk"]),
+        input_schema=orjson.loads(row["input_schema"]),
+        output_schema=None if row["output_schema"] is None else orjson.loads(row["output_schema"]),
+        timeout_seconds=row["timeout_seconds"],
+        enabled=bool(row["enabled"]),
+        source=row["source"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
