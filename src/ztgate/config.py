@@ -160,7 +160,9 @@ class Settings(BaseSettings):
             try:
                 declared.append(tool.to_tool())
             except InvalidInputError as exc:
-                raise ConfigError(self.source, f"tools[{index}] ({tool.name})", exc.message) from exc
+                raise ConfigError(
+                    self.source, f"tools[{index}] ({tool.name})", exc.message
+                ) from exc
         return declared
 
 

@@ -108,4 +108,3 @@ def _decode(tool: str, body: bytes, content_type: str) -> Any:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UpstreamError(f"tool {tool!r} answered a non-UTF-8 body") from exc
-

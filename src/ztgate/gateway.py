@@ -288,5 +288,9 @@ def _ask_means_deny(decision: Decision) -> Decision:
     # so it is a deny that says why.
     if decision.outcome is not Outcome.ASK:
         return decision
-    refusal = Verdict("approval", Outcome.DENY, "a human must approve this call; approvals are not enabled")
-    return Decision(decision.call, (*decision.verdicts, refusal), decision.phase, decision.elapsed_seconds)
+    refusal = Verdict(
+        "approval", Outcome.DENY, "a human must approve this call; approvals are not enabled"
+    )
+    return Decision(
+        decision.call, (*decision.verdicts, refusal), decision.phase, decision.elapsed_seconds
+    )

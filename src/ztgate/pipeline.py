@@ -9,6 +9,7 @@ wins. A check that raises, times out or returns something other than a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ class Pipeline:
         start = ctx.clock.monotonic()
         verdicts: list[Verdict] = []
         for check in self.checks:
-            verdict = await self._run(check.name, lambda c=check: c(call, ctx))
+            verdict = await self._run(check.name, functools.partial(check, call, ctx))
             if not self._record(verdict, verdicts, ctx):
                 break
         return Decision(call, tuple(verdicts), Phase.CALL, ctx.clock.monotonic() - start)
@@ -85,7 +86,7 @@ class Pipeline:
         start = ctx.clock.monotonic()
         verdicts: list[Verdict] = []
         for check in self.result_checks:
-            verdict = await self._run(check.name, lambda c=check: c(call, result, ctx))
+            verdict = await self._run(check.name, functools.partial(check, call, result, ctx))
             if not self._record(verdict, verdicts, ctx):
                 break
         if not self.result_checks:
@@ -103,7 +104,7 @@ class Pipeline:
     async def _run(self, name: str, invoke: Callable[[], Awaitable[Verdict]]) -> Verdict:
         try:
             async with asyncio.timeout(self.check_timeout):
-                verdict = await invoke()
+                verdict: object = await invoke()
         except TimeoutError:
             return Verdict(name, Outcome.DENY, f"check timed out after {self.check_timeout:g}s")
         except Exception as exc:  # fail closed: a check that cannot evaluate denies

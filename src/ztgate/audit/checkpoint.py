@@ -69,7 +69,9 @@ class CheckpointSigner:
         return f"{text}\n{_DASH} {self.name} {blob}\n"
 
 
-def verify_note(note: str, public_key: Ed25519PublicKey, name: str = DEFAULT_KEY_NAME) -> Checkpoint:
+def verify_note(
+    note: str, public_key: Ed25519PublicKey, name: str = DEFAULT_KEY_NAME
+) -> Checkpoint:
     """Check a checkpoint's signature and return what it commits to.
 
     Raises:

@@ -37,28 +37,33 @@ class AuditReader:
         """Every chain that has records or a head."""
         with self._database.read() as conn:
             heads = {row[0] for row in conn.execute(select(audit_heads.c.chain))}
-            recorded = {
-                row[0] for row in conn.execute(select(audit_records.c.chain).distinct())
-            }
+            recorded = {row[0] for row in conn.execute(select(audit_records.c.chain).distinct())}
         return sorted(heads | recorded)
 
     def records(self, chain: str, *, after: int = 0) -> Iterator[StoredRecord]:
         """Records of `chain` in sequence order, read page by page."""
         while True:
             with self._database.read() as conn:
-                rows = conn.execute(
-                    select(audit_records)
-                    .where(audit_records.c.chain == chain, audit_records.c.seq > after)
-                    .order_by(audit_records.c.seq)
-                    .limit(_PAGE)
-                ).mappings().all()
+                rows = (
+                    conn.execute(
+                        select(audit_records)
+                        .where(audit_records.c.chain == chain, audit_records.c.seq > after)
+                        .order_by(audit_records.c.seq)
+                        .limit(_PAGE)
+                    )
+                    .mappings()
+                    .all()
+                )
             for row in rows:
                 yield StoredRecord(
                     chain=row["chain"],
                     seq=int(row["seq"]),
                     hash=row["hash"],
                     body=row["body"],
-                    columns={c: row[c] for c in ("kind", "outcome", "call_id", "agent", "task_id", "tool")},
+                    columns={
+                        c: row[c]
+                        for c in ("kind", "outcome", "call_id", "agent", "task_id", "tool")
+                    },
                 )
             if len(rows) < _PAGE:
                 return
@@ -104,7 +109,13 @@ class AuditReader:
         count = 0
         for chain in self.chains():
             for cp in self.checkpoints(chain):
-                line = {"type": "checkpoint", "chain": chain, "seq": cp.seq, "hash": cp.hash, "note": cp.note}
+                line = {
+                    "type": "checkpoint",
+                    "chain": chain,
+                    "seq": cp.seq,
+                    "hash": cp.hash,
+                    "note": cp.note,
+                }
                 out.write(orjson.dumps(line).decode() + "\n")
             for record in self.records(chain):
                 line = {
@@ -139,7 +150,9 @@ def verify_export(path: Path, public_key: Ed25519PublicKey | None) -> VerifyRepo
                         raise InvalidInputError(f"{path}:{number}: unknown export format")
                 elif kind == "checkpoint":
                     checkpoints.setdefault(line["chain"], []).append(
-                        StoredCheckpoint(line["chain"], int(line["seq"]), line["hash"], line["note"])
+                        StoredCheckpoint(
+                            line["chain"], int(line["seq"]), line["hash"], line["note"]
+                        )
                     )
                 elif kind == "record":
                     body = canonical_json(line["record"]).decode()
@@ -147,7 +160,9 @@ def verify_export(path: Path, public_key: Ed25519PublicKey | None) -> VerifyRepo
                         StoredRecord(line["chain"], int(line["seq"]), line["hash"], body)
                     )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise InvalidInputError(f"{path}:{number}: not an audit export line ({exc})") from exc
+                raise InvalidInputError(
+                    f"{path}:{number}: not an audit export line ({exc})"
+                ) from exc
     report = VerifyReport()
     for chain in sorted(records.keys() | checkpoints.keys()):
         report.chains.append(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +19,7 @@ from ztgate.cli.common import console, database, err_console, print_json, settin
 app = typer.Typer(help="Verify, follow and export the audit log.", no_args_is_help=True)
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     """Export formats."""
 
     JSONL = "jsonl"
@@ -32,7 +32,8 @@ def verify(
         Path | None, typer.Option("--file", help="Verify an exported JSONL file instead.")
     ] = None,
     public_key: Annotated[
-        Path | None, typer.Option("--public-key", help="Audit public key (PEM) to check checkpoints.")
+        Path | None,
+        typer.Option("--public-key", help="Audit public key (PEM) to check checkpoints."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -88,7 +89,9 @@ def _print_report(report: VerifyReport, as_json: bool, *, checked_signatures: bo
 def tail(
     ctx: typer.Context,
     lines: Annotated[int, typer.Option("-n", "--lines", min=1, max=10_000)] = 20,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new records.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON Lines.")] = False,
 ) -> None:
     """Show the newest records."""
@@ -122,7 +125,9 @@ def _print_records(records: list[dict[str, Any]], as_json: bool) -> None:
     colours = {"allow": "green", "deny": "red", "ask": "yellow", "error": "magenta"}
     for r in records:
         reasons = r.get("reasons") or []
-        reason = "; ".join(f"{x['check']}: {x['reason']}" for x in reasons if x.get("outcome") != "allow")
+        reason = "; ".join(
+            f"{x['check']}: {x['reason']}" for x in reasons if x.get("outcome") != "allow"
+        )
         action = (r.get("detail") or {}).get("action", "")
         outcome = r["outcome"]
         table.add_row(
@@ -139,8 +144,10 @@ def _print_records(records: list[dict[str, Any]], as_json: bool) -> None:
 @app.command("export")
 def export(
     ctx: typer.Context,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default stdout).")] = None,
-    format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.JSONL,  # noqa: A002
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default stdout).")
+    ] = None,
+    format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.JSONL,
 ) -> None:
     """Export every chain, with its checkpoints, for a third party to verify."""
     current = settings(ctx)

@@ -57,7 +57,8 @@ DEFAULT_CONFIG_TEXT = """\
 # url = "http://127.0.0.1:8471/weather"
 # risk = "read"            # read | write | critical
 # description = "Today's forecast for a city."
-# input_schema = { type = "object", properties = { city = { type = "string" } }, required = ["city"] }
+# input_schema = {type = "object", required = ["city"], properties = {city = {type = "string"}}}
+# (JSON Schema, Draft 2020-12)
 """
 
 

@@ -32,7 +32,9 @@ def _options(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Config file (default: $ZTGATE_CONFIG or ./ztgate.toml)."),
+        typer.Option(
+            "--config", "-c", help="Config file (default: $ZTGATE_CONFIG or ./ztgate.toml)."
+        ),
     ] = None,
 ) -> None:
     ctx.ensure_object(dict)["config_path"] = config
@@ -68,7 +70,8 @@ def serve(
             update={"gateway": current.gateway.model_copy(update=overrides)}
         )
     logging.basicConfig(
-        level=current.gateway.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=current.gateway.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     console.print(
         f"ztgate {__version__} on http://{current.gateway.host}:{current.gateway.port} "

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from ztgate.audit import AuditEntry, AuditLog
-from ztgate.clock import SystemClock
 from ztgate.cli.common import console, database, print_json
+from ztgate.clock import SystemClock
 from ztgate.errors import InvalidInputError
 from ztgate.tools.model import Tool, parse_risk
 from ztgate.tools.registry import ToolRegistry
@@ -93,7 +93,9 @@ def add(
     audit.append_now(
         [AuditEntry(kind="admin", outcome="allow", tool=name, detail={"action": "tool.add"})]
     )
-    console.print(f"registered tool [bold]{stored.name}[/] ({stored.risk.value}) -> {stored.upstream_url}")
+    console.print(
+        f"registered tool [bold]{stored.name}[/] ({stored.risk.value}) -> {stored.upstream_url}"
+    )
 
 
 @app.command("list")
@@ -126,7 +128,11 @@ def show(
         print_json(tool)
         return
     for key, value in tool.items():
-        shown = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() if isinstance(value, dict) else value
+        shown = (
+            orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+            if isinstance(value, dict)
+            else value
+        )
         console.print(f"[bold]{key}[/]: {shown}")
 
 

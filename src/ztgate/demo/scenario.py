@@ -42,21 +42,52 @@ class Step:
 
 
 STEPS = [
-    Step("Read the weather", {"tool": "get_weather", "arguments": {"city": "Lisbon"},
-                              "justification": "the user asked for the forecast"}, 200),
-    Step("Send an email", {"tool": "send_email", "arguments": {
-        "to": "alice@example.com", "subject": "Forecast", "body": "Sunny in Lisbon."},
-        "justification": "the user asked to mail the forecast to Alice"}, 200),
+    Step(
+        "Read the weather",
+        {
+            "tool": "get_weather",
+            "arguments": {"city": "Lisbon"},
+            "justification": "the user asked for the forecast",
+        },
+        200,
+    ),
+    Step(
+        "Send an email",
+        {
+            "tool": "send_email",
+            "arguments": {
+                "to": "alice@example.com",
+                "subject": "Forecast",
+                "body": "Sunny in Lisbon.",
+            },
+            "justification": "the user asked to mail the forecast to Alice",
+        },
+        200,
+    ),
     Step("Call a tool nobody registered", {"tool": "delete_all_files", "arguments": {}}, 403),
-    Step("Smuggle an extra argument", {"tool": "get_weather",
-                                       "arguments": {"city": "Lisbon", "shell": "rm -rf /"}}, 403),
-    Step("Send to something that is not an address", {"tool": "send_email", "arguments": {
-        "to": "not an address", "subject": "x", "body": "y"}}, 403),
+    Step(
+        "Smuggle an extra argument",
+        {"tool": "get_weather", "arguments": {"city": "Lisbon", "shell": "rm -rf /"}},
+        403,
+    ),
+    Step(
+        "Send to something that is not an address",
+        {"tool": "send_email", "arguments": {"to": "not an address", "subject": "x", "body": "y"}},
+        403,
+    ),
     Step("Send malformed JSON", None, 400, raw=b'{"tool": "echo", "arguments": {'),
-    Step("Send JSON nested 100 levels deep", None, 400,
-         raw=b'{"tool":"echo","arguments":{"a":' + b"[" * 100 + b"]" * 100 + b"}}"),
-    Step("Send a 2 MiB body", None, 413,
-         raw=b'{"tool":"echo","arguments":{"a":"' + b"x" * 2_097_152 + b'"}}'),
+    Step(
+        "Send JSON nested 100 levels deep",
+        None,
+        400,
+        raw=b'{"tool":"echo","arguments":{"a":' + b"[" * 100 + b"]" * 100 + b"}}",
+    ),
+    Step(
+        "Send a 2 MiB body",
+        None,
+        413,
+        raw=b'{"tool":"echo","arguments":{"a":"' + b"x" * 2_097_152 + b'"}}',
+    ),
 ]
 
 
@@ -75,7 +106,9 @@ def live_gateway(workdir: Path) -> Iterator[tuple[str, Settings]]:
     initialise(config, demo=True, force=False)
     text = config.read_text().replace("8471", str(tools_port))
     config.write_text(text + f"\n[gateway]\nport = {gateway_port}\n".replace("[gateway]\n", "", 0))
-    env = dict(os.environ, ZTGATE_GATEWAY__PORT=str(gateway_port), ZTGATE_DEMO__PORT=str(tools_port))
+    env = dict(
+        os.environ, ZTGATE_GATEWAY__PORT=str(gateway_port), ZTGATE_DEMO__PORT=str(tools_port)
+    )
     settings, _ = initialise(config, demo=True, force=False)
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "ztgate", "--config", str(config), "serve"],
@@ -121,11 +154,14 @@ def run_demo(console: Console) -> bool:
                 for number, step in enumerate(STEPS, start=1):
                     response = _send(client, step)
                     ok &= response.status_code == step.expect
-                    table.add_row(str(number), step.title, str(response.status_code),
-                                  *_describe(response))
+                    table.add_row(
+                        str(number), step.title, str(response.status_code), *_describe(response)
+                    )
             console.print(table)
         ok &= _show_audit(console, settings)
-    console.print("[green]demo finished as expected[/]" if ok else "[red]demo: something unexpected[/]")
+    console.print(
+        "[green]demo finished as expected[/]" if ok else "[red]demo: something unexpected[/]"
+    )
     return ok
 
 
@@ -153,7 +189,9 @@ def _show_audit(console: Console, settings: Settings) -> bool:
     finally:
         database.dispose()
     for chain in report.chains:
-        state = "[green]verifies[/]" if chain.ok else f"[red]BROKEN at record {chain.first_bad_seq}[/]"
+        state = (
+            "[green]verifies[/]" if chain.ok else f"[red]BROKEN at record {chain.first_bad_seq}[/]"
+        )
         console.print(
             f"audit chain {chain.chain}: {chain.records} records, "
             f"{chain.checkpoints} signed checkpoints — {state}"

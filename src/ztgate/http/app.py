@@ -35,9 +35,7 @@ _FAILURE_STATUS = {
     Failure.UPSTREAM_TIMEOUT: (504, "upstream-timeout"),
     Failure.RESULT_WITHHELD: (502, "result-withheld"),
 }
-_PROBLEM_SCHEMA = {
-    "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-}
+_PROBLEM_SCHEMA = {"content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
 def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
@@ -190,11 +188,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_gateway_error(_request: Request, exc: Exception) -> Response:
         logger.error("request failed: %r", exc)
-        return Problem(500, "internal-error", "the gateway could not complete the request").response()
+        return Problem(
+            500, "internal-error", "the gateway could not complete the request"
+        ).response()
 
     async def on_crash(_request: Request, exc: Exception) -> Response:
         logger.exception("unhandled error", exc_info=exc)
-        return Problem(500, "internal-error", "the gateway could not complete the request").response()
+        return Problem(
+            500, "internal-error", "the gateway could not complete the request"
+        ).response()
 
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)

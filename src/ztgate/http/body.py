@@ -36,7 +36,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if media_type.strip().lower() != "application/json":
         raise Problem(415, "unsupported-media-type", "send the call as application/json")
     charset = params.strip().lower()
-    if charset and charset.replace(" ", "") not in {"charset=utf-8", "charset=\"utf-8\""}:
+    if charset and charset.replace(" ", "") not in {"charset=utf-8", 'charset="utf-8"'}:
         raise Problem(415, "unsupported-media-type", "the body must be UTF-8 JSON")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -14,6 +14,8 @@ from jsonschema.exceptions import best_match
 from ztgate.models import Outcome, ToolCall, ToolResult, Verdict
 from ztgate.pipeline import CallContext
 
+_NAMES_ONLY_KEYS = frozenset({"required", "additionalProperties", "unevaluatedProperties"})
+
 
 def describe(errors: Iterable[ValidationError]) -> str | None:
     """One line naming the most relevant schema violation, or None if there is none."""
@@ -21,6 +23,9 @@ def describe(errors: Iterable[ValidationError]) -> str | None:
     if error is None:
         return None
     location = "/" + "/".join(str(part) for part in error.absolute_path)
+    if error.validator in _NAMES_ONLY_KEYS:
+        # These messages name only property keys, never values.
+        return f"at {location}: {error.message}"
     expected = repr(error.validator_value)
     if len(expected) > 80:
         expected = expected[:77] + "..."
@@ -42,7 +47,9 @@ class ArgumentsSchemaCheck:
         problem = describe(entry.arguments.iter_errors(call.arguments))
         if problem is not None:
             return Verdict(
-                self.name, Outcome.DENY, f"arguments do not match the schema of {call.tool!r}: {problem}"
+                self.name,
+                Outcome.DENY,
+                f"arguments do not match the schema of {call.tool!r}: {problem}",
             )
         return Verdict(self.name, Outcome.ALLOW, "arguments match the schema")
 

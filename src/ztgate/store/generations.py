@@ -19,9 +19,7 @@ from ztgate.store.tables import generations
 def bump(conn: Connection, name: str) -> None:
     """Increment generation `name` inside the caller's write transaction."""
     result = conn.execute(
-        update(generations)
-        .where(generations.c.name == name)
-        .values(value=generations.c.value + 1)
+        update(generations).where(generations.c.name == name).values(value=generations.c.value + 1)
     )
     if result.rowcount == 0:
         conn.execute(insert(generations).values(name=name, value=1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection
@@ -18,4 +20,6 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def upgrade(connection: Connection, revision: str = "head") -> None:
     """Upgrade the schema on `connection` to `revision`."""
+    # Alembic announces every plugin at INFO; the gateway's log is for decisions.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(alembic_config(connection), revision)
