@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ztgate.errors import ConfigError, InvalidInputError
+from ztgate.store.database import Database
 from ztgate.tools.model import Tool, parse_risk
 
 DEFAULT_CONFIG = Path("ztgate.toml")
@@ -49,6 +50,11 @@ class StoreSettings(_Section):
 
     url: str = ""
     synchronous: Literal["normal", "full"] = "normal"
+    busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
+
+    def open(self, url: str) -> Database:
+        """A `Database` for `url` with these settings."""
+        return Database(url, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms)
 
 
 class AuditSettings(_Section):
@@ -141,6 +147,10 @@ class Settings(BaseSettings):
     def path(self, value: Path) -> Path:
         """`value` resolved against the config's directory."""
         return value if value.is_absolute() else self.base_dir / value
+
+    def open_database(self) -> Database:
+        """The database these settings point at (not yet migrated)."""
+        return self.store.open(self.database_url)
 
     @property
     def database_url(self) -> str:

@@ -107,7 +107,7 @@ class Gateway:
             ConfigError: a key file or setting is unusable.
         """
         clock = clock or SystemClock()
-        database = Database(settings.database_url, synchronous=settings.store.synchronous)
+        database = settings.open_database()
         audit = AuditLog(
             database,
             clock,

@@ -35,7 +35,7 @@ def config_path(ctx: typer.Context) -> Path | None:
 def database(ctx: typer.Context) -> Database:
     """The migrated database the settings point at."""
     current = settings(ctx)
-    db = Database(current.database_url, synchronous=current.store.synchronous)
+    db = current.open_database()
     db.migrate()
     return db
 

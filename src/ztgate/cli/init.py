@@ -8,7 +8,6 @@ from ztgate.audit.checkpoint import generate_key
 from ztgate.cli.toml import array_of_tables
 from ztgate.config import Settings, load_settings
 from ztgate.demo.tools import demo_tool_declarations
-from ztgate.store.database import Database
 
 DEFAULT_CONFIG_TEXT = """\
 # ztgate configuration. Every setting is optional: the values shown are the
@@ -38,6 +37,8 @@ DEFAULT_CONFIG_TEXT = """\
 # "normal": committed records survive a crash of the gateway process (WAL);
 # "full": they also survive a power loss, at one fsync per commit.
 # synchronous = "normal"
+# How long a write waits for another writer (the CLI, another worker) before failing closed.
+# busy_timeout_ms = 5000
 
 [audit]
 # chain = "main"
@@ -94,7 +95,7 @@ def initialise(config: Path, *, demo: bool, force: bool) -> tuple[Settings, list
     if not private.exists():
         generate_key(private, settings.path(settings.audit.public_key))
         done.append(f"created the audit signing key {private} (mode 0600)")
-    database = Database(settings.database_url, synchronous=settings.store.synchronous)
+    database = settings.open_database()
     try:
         database.migrate()
     finally:

@@ -28,7 +28,6 @@ from ztgate.audit.checkpoint import load_public_key
 from ztgate.audit.reader import AuditReader
 from ztgate.cli.init import initialise
 from ztgate.config import Settings
-from ztgate.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -182,7 +181,7 @@ def _describe(response: httpx.Response) -> tuple[str, str]:
 
 
 def _show_audit(console: Console, settings: Settings) -> bool:
-    database = Database(settings.database_url)
+    database = settings.open_database()
     try:
         reader = AuditReader(database)
         report = reader.verify(load_public_key(settings.path(settings.audit.public_key)))

@@ -19,13 +19,19 @@ from sqlalchemy.engine import make_url
 from ztgate.errors import ConfigError, StoreError, StoreUnavailableError
 
 Synchronous = Literal["normal", "full"]
-_BUSY_TIMEOUT_MS = 5000
+DEFAULT_BUSY_TIMEOUT_MS = 5000
 
 
 class Database:
     """A database URL, its engine and the schema's migrations."""
 
-    def __init__(self, url: str, *, synchronous: Synchronous = "normal") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        synchronous: Synchronous = "normal",
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    ) -> None:
         try:
             parsed = make_url(url)
         except exc.ArgumentError as error:
@@ -36,7 +42,7 @@ class Database:
             _create_private_file(Path(parsed.database))
         self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
-            _configure_sqlite(self.engine, synchronous)
+            _configure_sqlite(self.engine, synchronous, busy_timeout_ms)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -89,13 +95,13 @@ def _short(error: exc.SQLAlchemyError) -> str:
     return str(original if original is not None else error).splitlines()[0]
 
 
-def _configure_sqlite(engine: Engine, synchronous: Synchronous) -> None:
+def _configure_sqlite(engine: Engine, synchronous: Synchronous, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so BEGIN is ours to emit.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         cursor.execute("PRAGMA foreign_keys = ON")
