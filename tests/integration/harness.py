@@ -264,6 +264,7 @@ def main_tools(upstream: Upstream, dead_port: int, tag: str = "main") -> list[di
                 },
             },
         },
+        {"name": "sink", "url": f"{upstream.url}/sink", "input_schema": any_object},
         {
             "name": "slow",
             "url": f"{upstream.url}/sleep",

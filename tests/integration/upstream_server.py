@@ -53,6 +53,10 @@ def create_app() -> Starlette:
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse({"echo": await record(request)})
 
+    async def sink(request: Request) -> JSONResponse:
+        args = await record(request) or {}
+        return JSONResponse({"keys": sorted(args), "bytes": len(json.dumps(args))})
+
     async def sleep(request: Request) -> JSONResponse:
         args = await record(request) or {}
         seconds = float(args.get("seconds", 5))
@@ -103,6 +107,7 @@ def create_app() -> Starlette:
         routes=[
             Route("/echo", echo, methods=["POST"]),
             Route("/echo/{tag}", echo, methods=["POST"]),
+            Route("/sink", sink, methods=["POST"]),
             Route("/sleep", sleep, methods=["POST"]),
             Route("/fail", fail, methods=["POST"]),
             Route("/notjson", not_json, methods=["POST"]),
