@@ -13,18 +13,38 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from sqlalchemy import Connection, insert, select, update
-
 from ztgate.audit.checkpoint import CheckpointSigner
 from ztgate.audit.record import GENESIS, AuditEntry, AuditReceipt, build_body, seal
 from ztgate.clock import Clock
 from ztgate.errors import AuditError, GatewayError, StoreUnavailableError
-from ztgate.store.database import Database
-from ztgate.store.tables import audit_checkpoints, audit_heads, audit_records
+from ztgate.store.database import Database, RawCursor
 
 logger = logging.getLogger(__name__)
 
 _Pending = tuple[AuditEntry, "asyncio.Future[AuditReceipt]"]
+
+# The append runs on every call, so it speaks plain SQL through the driver
+# (`Database.raw_write`): SQLAlchemy Core costs about 100 us per statement.
+_SELECT_HEAD = (
+    "SELECT seq, hash, checkpoint_seq, checkpoint_at FROM audit_heads WHERE chain = :chain"
+)
+_INSERT_HEAD = (
+    "INSERT INTO audit_heads (chain, seq, hash, checkpoint_seq, checkpoint_at)"
+    " VALUES (:chain, :seq, :hash, :checkpoint_seq, :checkpoint_at)"
+)
+_INSERT_RECORD = (
+    "INSERT INTO audit_records"
+    " (chain, seq, ts, kind, outcome, call_id, agent, task_id, tool, body, hash)"
+    " VALUES (:chain, :seq, :ts, :kind, :outcome, :call_id, :agent, :task_id, :tool, :body, :hash)"
+)
+_INSERT_CHECKPOINT = (
+    "INSERT INTO audit_checkpoints (chain, seq, hash, created_at, note)"
+    " VALUES (:chain, :seq, :hash, :created_at, :note)"
+)
+_UPDATE_HEAD = (
+    "UPDATE audit_heads SET seq = :seq, hash = :hash, checkpoint_seq = :checkpoint_seq,"
+    " checkpoint_at = :checkpoint_at WHERE chain = :chain"
+)
 
 
 class AuditLog:
@@ -48,6 +68,10 @@ class AuditLog:
         self._every_records = checkpoint_every_records
         self._every_seconds = checkpoint_every_seconds
         self._max_batch = max_batch
+        # An SQLite commit without fsync takes tens of microseconds: cheaper on
+        # the event loop than the two thread switches of a worker thread. A
+        # commit that waits for a disk (fsync) or a network runs in a thread.
+        self._inline = database.is_sqlite and database.synchronous == "normal"
         self._queue: asyncio.Queue[_Pending | None] | None = None
         self._writer: asyncio.Task[None] | None = None
 
@@ -100,8 +124,12 @@ class AuditLog:
                 await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        entries = [entry for entry, _ in batch]
         try:
-            receipts = await asyncio.to_thread(self.append_now, [entry for entry, _ in batch])
+            if self._inline:
+                receipts = self.append_now(entries)
+            else:
+                receipts = await asyncio.to_thread(self.append_now, entries)
         except Exception as exc:
             error = exc if isinstance(exc, GatewayError) else StoreUnavailableError(str(exc))
             logger.error("audit write failed: %s", error)
@@ -121,7 +149,7 @@ class AuditLog:
         Raises:
             StoreUnavailableError: the database could not be written.
         """
-        with self._database.write() as conn:
+        with self._database.raw_write() as conn:
             seq, head, cp_seq, cp_at = self._lock_head(conn)
             now = self._clock.now()
             receipts: list[AuditReceipt] = []
@@ -147,67 +175,68 @@ class AuditLog:
                 )
                 receipts.append(AuditReceipt(self.chain, seq, head))
             if rows:
-                conn.execute(insert(audit_records), rows)
+                conn.executemany(_INSERT_RECORD, rows)
             if self._checkpoint_due(seq, cp_seq, cp_at, now):
                 self._write_checkpoint(conn, seq, head, now)
                 cp_seq, cp_at = seq, now
-            conn.execute(
-                update(audit_heads)
-                .where(audit_heads.c.chain == self.chain)
-                .values(seq=seq, hash=head, checkpoint_seq=cp_seq, checkpoint_at=cp_at)
-            )
+            self._update_head(conn, seq, head, cp_seq, cp_at)
         return receipts
 
     def checkpoint_now(self) -> None:
         """Sign a checkpoint of the current head, if it has moved since the last one."""
         if self._signer is None:
             return
-        with self._database.write() as conn:
+        with self._database.raw_write() as conn:
             seq, head, cp_seq, _ = self._lock_head(conn)
             if seq == 0 or seq == cp_seq:
                 return
             now = self._clock.now()
             self._write_checkpoint(conn, seq, head, now)
-            conn.execute(
-                update(audit_heads)
-                .where(audit_heads.c.chain == self.chain)
-                .values(checkpoint_seq=seq, checkpoint_at=now)
-            )
+            self._update_head(conn, seq, head, seq, now)
 
-    def _lock_head(self, conn: Connection) -> tuple[int, str, int, float]:
-        row = conn.execute(
-            select(
-                audit_heads.c.seq,
-                audit_heads.c.hash,
-                audit_heads.c.checkpoint_seq,
-                audit_heads.c.checkpoint_at,
-            )
-            .where(audit_heads.c.chain == self.chain)
-            .with_for_update()
-        ).first()
+    def _lock_head(self, conn: RawCursor) -> tuple[int, str, int, float]:
+        row = conn.execute(_SELECT_HEAD + conn.for_update, {"chain": self.chain}).fetchone()
         if row is None:
             now = self._clock.now()
             conn.execute(
-                insert(audit_heads).values(
-                    chain=self.chain, seq=0, hash=GENESIS, checkpoint_seq=0, checkpoint_at=now
-                )
+                _INSERT_HEAD,
+                {
+                    "chain": self.chain,
+                    "seq": 0,
+                    "hash": GENESIS,
+                    "checkpoint_seq": 0,
+                    "checkpoint_at": now,
+                },
             )
             return 0, GENESIS, 0, now
-        return int(row.seq), str(row.hash), int(row.checkpoint_seq), float(row.checkpoint_at)
+        return int(row[0]), str(row[1]), int(row[2]), float(row[3])
+
+    def _update_head(self, conn: RawCursor, seq: int, head: str, cp_seq: int, cp_at: float) -> None:
+        conn.execute(
+            _UPDATE_HEAD,
+            {
+                "chain": self.chain,
+                "seq": seq,
+                "hash": head,
+                "checkpoint_seq": cp_seq,
+                "checkpoint_at": cp_at,
+            },
+        )
 
     def _checkpoint_due(self, seq: int, cp_seq: int, cp_at: float, now: float) -> bool:
         if self._signer is None or seq == cp_seq:
             return False
         return seq - cp_seq >= self._every_records or now - cp_at >= self._every_seconds
 
-    def _write_checkpoint(self, conn: Connection, seq: int, head: str, now: float) -> None:
+    def _write_checkpoint(self, conn: RawCursor, seq: int, head: str, now: float) -> None:
         assert self._signer is not None  # noqa: S101 - checked by callers
         conn.execute(
-            insert(audit_checkpoints).values(
-                chain=self.chain,
-                seq=seq,
-                hash=head,
-                created_at=now,
-                note=self._signer.sign(self.chain, seq, head),
-            )
+            _INSERT_CHECKPOINT,
+            {
+                "chain": self.chain,
+                "seq": seq,
+                "hash": head,
+                "created_at": now,
+                "note": self._signer.sign(self.chain, seq, head),
+            },
         )

@@ -8,10 +8,12 @@ change made by another process (the CLI) holds from the very next call.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from ztgate.errors import StoreError, StoreUnavailableError
 from ztgate.store.database import Database, map_store_errors
 from ztgate.store.tables import generations
 
@@ -55,9 +57,11 @@ class GenerationWatcher:
         Raises:
             StoreUnavailableError: the database cannot be read.
         """
-        with map_store_errors():
-            if self._database.is_sqlite and not self._sqlite_data_changed():
+        if self._database.is_sqlite:
+            if not self._sqlite_data_changed():
                 return set()
+            current = self._read_raw()
+        else:
             with self._database.read() as conn:
                 current = read_all(conn)
         changed = {n for n, v in current.items() if self._seen.get(n) != v}
@@ -65,21 +69,36 @@ class GenerationWatcher:
         return changed
 
     def _sqlite_data_changed(self) -> bool:
-        if self._raw is None:
-            self._raw = self._database.engine.raw_connection()
-        try:
-            version = self._raw.cursor().execute("PRAGMA data_version").fetchone()[0]
-        except Exception:
-            self.close()
-            raise
+        # The audit writer commits on another connection, so data_version
+        # moves on most calls; the generations table is then read on this
+        # same raw connection (a few microseconds), not through the pool.
+        version = self._query("PRAGMA data_version")[0][0]
         if version == self._data_version:
             return False
         self._data_version = version
         return True
 
+    def _read_raw(self) -> dict[str, int]:
+        rows = self._query("SELECT name, value FROM generations")
+        return {str(name): int(value) for name, value in rows}
+
+    def _query(self, sql: str) -> list[Any]:
+        try:
+            if self._raw is None:
+                with map_store_errors():
+                    self._raw = self._database.engine.raw_connection()
+            rows: list[Any] = self._raw.cursor().execute(sql).fetchall()
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreUnavailableError(f"database unavailable: {exc}") from exc
+        return rows
+
     def close(self) -> None:
         """Release the watcher's own connection."""
         if self._raw is not None:
-            self._raw.close()
+            with contextlib.suppress(Exception):
+                self._raw.close()
             self._raw = None
             self._data_version = None

@@ -1,0 +1,135 @@
+"""Shared benchmark plumbing: processes pinned to cores, wrk runs, CPU accounting."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its reaped children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextlib.contextmanager
+def process(args: list[str], *, cpus: set[int] | None, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, preexec_fn=pin)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"process exited early: {err[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50: float
+    p99: float
+    requests: int
+    non_2xx: int
+
+
+def wrk(url: str, body: str, *, connections: int, seconds: int, cpus: set[int]) -> WrkResult:
+    """Run wrk with a POST body; latencies in seconds."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: run `apt-get install -y wrk` (make bench does)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        escaped = body.replace("\\", "\\\\").replace("'", "\\'")
+        script.write(
+            "wrk.method = 'POST'\n"
+            f"wrk.body = '{escaped}'\n"
+            "wrk.headers['Content-Type'] = 'application/json'\n"
+        )
+    cpu_list = ",".join(str(c) for c in sorted(cpus))
+    out = subprocess.run(
+        ["taskset", "-c", cpu_list, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+         "--latency", "-s", script.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(script.name)
+    return _parse_wrk(out)
+
+
+def _parse_wrk(out: str) -> WrkResult:
+    def latency(pct: str) -> float:
+        match = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
+        if not match:
+            raise RuntimeError(f"cannot parse wrk output:\n{out}")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(rps, latency("50"), latency("99"), total, int(bad.group(1)) if bad else 0)
+
+
+def python() -> str:
+    return sys.executable
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return (f"{model}, {os.cpu_count()} cores, {int(mem) / 1048576:.0f} GiB, "
+            f"Python {sys.version.split()[0]}, Linux {os.uname().release}")
