@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import pytest
@@ -180,3 +181,29 @@ def test_malformed_http_never_yields_a_traceback(
     assert not answer.startswith(b"HTTP/1.1 5"), answer[:500]
     # And the gateway is still serving.
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /v1/calls HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 40\r\nConnection: close\r\n\r\n{"tool":',
+        b"POST /v1/calls HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    ],
+    ids=["truncated-body", "bad-chunk"],
+)
+def test_client_leaving_mid_body_is_not_an_internal_error(
+    gateway: GatewayProcess, client: httpx.Client, request_bytes: bytes
+) -> None:
+    # A client that hangs up while sending its body is routine, not a crash of
+    # the gateway: it must not be logged as an unhandled error with a traceback.
+    log_before = gateway.log_path.stat().st_size
+    _raw(gateway, request_bytes)
+    time.sleep(0.3)
+    assert client.get("/healthz").status_code == 200
+    with gateway.log_path.open("rb") as log:
+        log.seek(log_before)
+        new_lines = log.read().decode(errors="replace")
+    assert "unhandled error" not in new_lines, new_lines[-3000:]
+    assert "Traceback" not in new_lines, new_lines[-3000:]
