@@ -103,8 +103,7 @@ def live_gateway(workdir: Path) -> Iterator[tuple[str, Settings]]:
     gateway_port, tools_port = _free_port(), _free_port()
     config = workdir / "ztgate.toml"
     initialise(config, demo=True, force=False)
-    text = config.read_text().replace("8471", str(tools_port))
-    config.write_text(text + f"\n[gateway]\nport = {gateway_port}\n".replace("[gateway]\n", "", 0))
+    config.write_text(config.read_text().replace(":8471/", f":{tools_port}/"))
     env = dict(
         os.environ, ZTGATE_GATEWAY__PORT=str(gateway_port), ZTGATE_DEMO__PORT=str(tools_port)
     )
@@ -126,6 +125,9 @@ def live_gateway(workdir: Path) -> Iterator[tuple[str, Settings]]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -1,0 +1,113 @@
+"""The README's tour works as written, against a gateway started the way `make run` starts it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+BIN = Path(sys.executable).parent
+
+
+def tour_commands() -> list[str]:
+    """Every `$ ` line of the console blocks in the tour section."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## A five-minute tour", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```console\n(.*?)```", section, re.DOTALL):
+        commands += [line[2:] for line in block.splitlines() if line.startswith("$ ")]
+    return commands
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def made_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """`ztgate init --demo` then `ztgate serve`, as `make run` does, on free ports."""
+    workdir = tmp_path_factory.mktemp("tour")
+    gateway_port, tools_port = _free_port(), _free_port()
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    subprocess.run([BIN / "ztgate", "init", "--demo"], cwd=workdir, env=env, check=True)
+    config = workdir / "ztgate.toml"
+    config.write_text(config.read_text().replace("8471", str(tools_port)))
+    env.update(ZTGATE_GATEWAY__PORT=str(gateway_port), ZTGATE_DEMO__PORT=str(tools_port))
+    server = subprocess.Popen(
+        [BIN / "ztgate", "serve"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{gateway_port}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "gateway not ready"
+            time.sleep(0.1)
+        env["TOUR_GATEWAY_PORT"], env["TOUR_TOOLS_PORT"] = str(gateway_port), str(tools_port)
+        yield workdir, env
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=15)
+        if server.stderr is not None:
+            server.stderr.close()
+
+
+def test_the_tour_has_commands() -> None:
+    commands = tour_commands()
+    assert any(c.startswith("curl") for c in commands)
+    assert any(c.startswith("ztgate audit verify") for c in commands)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="the tour uses curl")
+def test_every_tour_command_succeeds(made_run: tuple[Path, dict[str, str]]) -> None:
+    workdir, env = made_run
+    outputs = []
+    for command in tour_commands():
+        if command.startswith(". "):
+            continue  # activating the venv: PATH already points at it
+        runnable = command.replace(":8470", f":{env['TOUR_GATEWAY_PORT']}").replace(
+            ":8471", f":{env['TOUR_TOOLS_PORT']}"
+        )
+        done = subprocess.run(
+            runnable, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        outputs.append((command, done.stdout))
+    by_command = dict(outputs)
+    weather = next(
+        out
+        for cmd, out in outputs
+        if '"get_weather", "arguments": {"city": "Lisbon"}' in cmd and "shell" not in cmd
+    )
+    assert '"outcome":"allow"' in weather
+    smuggled = next(out for cmd, out in outputs if '"shell"' in cmd)
+    assert "Additional properties are not allowed" in smuggled and '"status":403' in smuggled
+    unknown = next(out for cmd, out in outputs if "delete_all_files" in cmd)
+    assert "unknown tool" in unknown
+    forecast = next(out for cmd, out in outputs if '"tool": "forecast"' in cmd)
+    assert '"outcome":"allow"' in forecast
+    assert "ok chain main" in by_command["ztgate audit verify"]
+    assert "demo finished as expected" in by_command["ztgate demo"]
