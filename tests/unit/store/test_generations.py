@@ -1,0 +1,189 @@
+"""Change generations, and the watcher that notices commits from other processes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from ztgate.config import Settings
+from ztgate.errors import StoreUnavailableError
+from ztgate.store.database import Database, sqlite_url
+from ztgate.store.generations import GenerationWatcher, bump, read_all
+
+
+@pytest.fixture
+def other(settings: Settings) -> Iterator[Database]:
+    """A second Database on the same file, as the CLI would open it."""
+    db = Database(settings.database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def watcher(database: Database) -> Iterator[GenerationWatcher]:
+    w = GenerationWatcher(database)
+    yield w
+    w.close()
+
+
+def test_bump_creates_then_increments(database: Database) -> None:
+    with database.write() as conn:
+        assert read_all(conn) == {}
+        bump(conn, "tools")
+    with database.write() as conn:
+        assert read_all(conn) == {"tools": 1}
+        bump(conn, "tools")
+        bump(conn, "tools")
+        bump(conn, "agents")
+    with database.read() as conn:
+        assert read_all(conn) == {"tools": 3, "agents": 1}
+
+
+def test_bump_is_part_of_the_callers_transaction(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.write() as conn:
+        bump(conn, "tools")
+        raise RuntimeError("abort")
+    with database.read() as conn:
+        assert read_all(conn) == {}
+
+
+def test_watcher_reports_everything_on_first_look(
+    database: Database, watcher: GenerationWatcher
+) -> None:
+    with database.write() as conn:
+        bump(conn, "tools")
+        bump(conn, "agents")
+    assert watcher.changed() == {"tools", "agents"}
+
+
+def test_no_change_is_an_empty_set(database: Database, watcher: GenerationWatcher) -> None:
+    with database.write() as conn:
+        bump(conn, "tools")
+    watcher.prime()
+    assert watcher.changed() == set()
+    assert watcher.changed() == set()
+
+
+def test_watcher_sees_a_commit_by_another_database_instance(
+    database: Database, other: Database, watcher: GenerationWatcher
+) -> None:
+    watcher.prime()
+    with other.write() as conn:
+        bump(conn, "tools")
+    assert watcher.changed() == {"tools"}
+    assert watcher.changed() == set()
+    with other.write() as conn:
+        bump(conn, "agents")
+        bump(conn, "tools")
+    assert watcher.changed() == {"agents", "tools"}
+
+
+def test_watcher_sees_a_commit_through_its_own_database(
+    database: Database, watcher: GenerationWatcher
+) -> None:
+    watcher.prime()
+    with database.write() as conn:
+        bump(conn, "tools")
+    assert watcher.changed() == {"tools"}
+
+
+def test_a_commit_that_changes_no_generation_reports_nothing(
+    database: Database, other: Database, watcher: GenerationWatcher
+) -> None:
+    with other.write() as conn:
+        bump(conn, "tools")
+    watcher.prime()
+    with other.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO audit_checkpoints (chain, seq, hash, created_at, note)"
+                " VALUES ('main', 1, 'h', 0, '')"
+            )
+        )
+    assert watcher.changed() == set()
+
+
+def test_a_rolled_back_bump_is_not_a_change(
+    database: Database, other: Database, watcher: GenerationWatcher
+) -> None:
+    watcher.prime()
+    with pytest.raises(RuntimeError), other.write() as conn:
+        bump(conn, "tools")
+        raise RuntimeError("abort")
+    assert watcher.changed() == set()
+
+
+def test_watcher_reopens_after_close(
+    database: Database, other: Database, watcher: GenerationWatcher
+) -> None:
+    watcher.prime()
+    watcher.close()
+    watcher.close()  # idempotent
+    with other.write() as conn:
+        bump(conn, "tools")
+    assert watcher.changed() == {"tools"}
+    assert watcher.changed() == set()
+
+
+def test_watchers_are_independent(database: Database, other: Database) -> None:
+    first, second = GenerationWatcher(database), GenerationWatcher(other)
+    try:
+        first.prime()
+        second.prime()
+        with database.write() as conn:
+            bump(conn, "tools")
+        assert first.changed() == {"tools"}
+        assert second.changed() == {"tools"}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_watcher_of_an_unreadable_database_is_unavailable(tmp_path: Path) -> None:
+    db = Database(sqlite_url(tmp_path))  # a directory, not a database
+    watcher = GenerationWatcher(db)
+    try:
+        with pytest.raises(StoreUnavailableError):
+            watcher.changed()
+    finally:
+        watcher.close()
+        db.dispose()
+
+
+class _BrokenCursor:
+    def execute(self, sql: str) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+class _BrokenConnection:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def cursor(self) -> _BrokenCursor:
+        return _BrokenCursor()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_driver_error_on_the_watchers_connection_is_unavailable_and_recovers(
+    database: Database, other: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = _BrokenConnection()
+    monkeypatch.setattr(database.engine, "raw_connection", lambda: broken)
+    watcher = GenerationWatcher(database)
+    try:
+        with pytest.raises(StoreUnavailableError, match="disk I/O error"):
+            watcher.changed()
+        assert broken.closed
+        monkeypatch.undo()
+        with other.write() as conn:
+            bump(conn, "tools")
+        assert watcher.changed() == {"tools"}
+    finally:
+        watcher.close()

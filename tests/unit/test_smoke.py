@@ -1,5 +1,0 @@
-from ztgate.store.database import Database
-
-
-def test_database_fixture_is_migrated(database: Database) -> None:
-    database.ping()
