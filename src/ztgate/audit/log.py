@@ -72,6 +72,7 @@ class AuditLog:
         # the event loop than the two thread switches of a worker thread. A
         # commit that waits for a disk (fsync) or a network runs in a thread.
         self._inline = database.is_sqlite and database.synchronous == "normal"
+        self._connection = database.dedicated()
         self._queue: asyncio.Queue[_Pending | None] | None = None
         self._writer: asyncio.Task[None] | None = None
 
@@ -93,6 +94,7 @@ class AuditLog:
         if self._signer is not None:
             with contextlib.suppress(GatewayError):
                 await asyncio.to_thread(self.checkpoint_now)
+        self._connection.close()
 
     async def append(self, entry: AuditEntry) -> AuditReceipt:
         """Record `entry`; returns once it is committed.
@@ -149,7 +151,7 @@ class AuditLog:
         Raises:
             StoreUnavailableError: the database could not be written.
         """
-        with self._database.raw_write() as conn:
+        with self._connection.transaction() as conn:
             seq, head, cp_seq, cp_at = self._lock_head(conn)
             now = self._clock.now()
             receipts: list[AuditReceipt] = []
@@ -186,7 +188,7 @@ class AuditLog:
         """Sign a checkpoint of the current head, if it has moved since the last one."""
         if self._signer is None:
             return
-        with self._database.raw_write() as conn:
+        with self._connection.transaction() as conn:
             seq, head, cp_seq, _ = self._lock_head(conn)
             if seq == 0 or seq == cp_seq:
                 return

@@ -81,14 +81,18 @@ class AuditReader:
 
     def tail(self, limit: int, chain: str | None = None) -> list[dict[str, Any]]:
         """The newest `limit` record bodies (oldest first), across chains unless one is named."""
-        query = select(audit_records.c.body).order_by(
-            audit_records.c.ts.desc(), audit_records.c.seq.desc()
-        )
-        if chain is not None:
-            query = query.where(audit_records.c.chain == chain)
-        with self._database.read() as conn:
-            bodies = [row[0] for row in conn.execute(query.limit(limit))]
-        return [orjson.loads(body) for body in reversed(bodies)]
+        bodies: list[dict[str, Any]] = []
+        for name in [chain] if chain is not None else self.chains():
+            query = (
+                select(audit_records.c.body)
+                .where(audit_records.c.chain == name)
+                .order_by(audit_records.c.seq.desc())
+                .limit(limit)
+            )
+            with self._database.read() as conn:
+                bodies += [orjson.loads(row[0]) for row in conn.execute(query)]
+        bodies.sort(key=lambda body: (body["ts"], body["chain"], body["seq"]))
+        return bodies[-limit:]
 
     def verify(self, public_key: Ed25519PublicKey | None) -> VerifyReport:
         """Verify every chain in the database."""

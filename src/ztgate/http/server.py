@@ -11,7 +11,7 @@ import uvloop
 from ztgate.config import Settings, is_loopback
 from ztgate.errors import ConfigError
 from ztgate.gateway import Gateway
-from ztgate.http.app import create_app
+from ztgate.http.app import create_asgi
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def serve(settings: Settings) -> None:
     servers = [
         uvicorn.Server(
             uvicorn_config(
-                create_app(gateway),
+                create_asgi(gateway),
                 settings.gateway.host,
                 settings.gateway.port,
                 settings.gateway.log_level,

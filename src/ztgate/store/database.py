@@ -64,6 +64,10 @@ class Database:
         with map_store_errors(), self.engine.connect() as conn:
             yield conn
 
+    def dedicated(self) -> DedicatedConnection:
+        """A connection of its own, kept open, for a single long-lived writer."""
+        return DedicatedConnection(self)
+
     @contextlib.contextmanager
     def raw_write(self) -> Iterator[RawCursor]:
         """A DBAPI cursor in a write transaction, committed on success.
@@ -107,6 +111,56 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class DedicatedConnection:
+    """One DBAPI connection kept out of the pool, for the audit writer.
+
+    Checking a connection out of SQLAlchemy's pool and back (with its reset)
+    costs more than an SQLite commit; the writer keeps its own instead and
+    reopens it after any failure.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Any = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[RawCursor]:
+        """A cursor in a write transaction, committed on success.
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached or written.
+            StoreError: any other database failure.
+        """
+        dbapi = self._database.engine.dialect.loaded_dbapi
+        if self._connection is None:
+            with map_store_errors():
+                fairy = self._database.engine.raw_connection()
+                fairy.detach()  # ours alone: closing it closes the DBAPI connection
+                self._connection = fairy
+        connection = self._connection
+        try:
+            cursor = connection.cursor()
+            if self._database.is_sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            yield RawCursor(cursor, self._database.is_sqlite)
+            connection.commit()
+        except dbapi.Error as error:
+            self.close()
+            kind = StoreUnavailableError if _is_unavailable(dbapi, error) else StoreError
+            raise kind(f"database unavailable: {str(error).splitlines()[0]}") from error
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Roll back anything open and close the connection."""
+        if self._connection is not None:
+            _rollback_quietly(self._connection)
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
 
 
 class RawCursor:

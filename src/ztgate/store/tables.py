@@ -80,7 +80,6 @@ audit_records = Table(
     Column("body", Text, nullable=False),
     Column("hash", String(64), nullable=False),
     Index("ix_audit_records_call_id", "call_id"),
-    Index("ix_audit_records_ts", "ts"),
 )
 
 audit_checkpoints = Table(

@@ -62,7 +62,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("chain", "seq", name="pk_audit_records"),
     )
     op.create_index("ix_audit_records_call_id", "audit_records", ["call_id"])
-    op.create_index("ix_audit_records_ts", "audit_records", ["ts"])
     op.create_table(
         "audit_checkpoints",
         sa.Column("chain", sa.String(64), nullable=False),
@@ -76,7 +75,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_checkpoints")
-    op.drop_index("ix_audit_records_ts", "audit_records")
     op.drop_index("ix_audit_records_call_id", "audit_records")
     op.drop_table("audit_records")
     op.drop_table("audit_heads")
