@@ -1,0 +1,406 @@
+"""Settings: safe defaults, one TOML file, ZTGATE_* overrides, errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ztgate.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    Settings,
+    config_path,
+    is_loopback,
+    load_settings,
+)
+from ztgate.errors import ConfigError
+from ztgate.tools.model import RiskTier
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+def write(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "ztgate.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def config_error(path: Path | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    return caught.value
+
+
+# -- defaults and files ----------------------------------------------------------------------
+
+
+def test_defaults_with_no_file(workdir: Path) -> None:
+    settings = load_settings()
+    assert settings.gateway.host == "127.0.0.1"
+    assert settings.gateway.port == 8470
+    assert settings.gateway.max_body_bytes == 1_048_576
+    assert settings.gateway.max_json_depth == 32
+    assert settings.gateway.check_timeout_seconds == 2.0
+    assert settings.store.url == ""
+    assert settings.store.synchronous == "normal"
+    assert settings.store.busy_timeout_ms == 5000
+    assert settings.audit.chain == "main"
+    assert settings.demo.tools is False
+    assert settings.tools == []
+    assert settings.source == "environment"
+    assert settings.base_dir == workdir
+    assert settings.database_url == f"sqlite:///{workdir / '.ztgate' / 'ztgate.db'}"
+
+
+def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    settings = load_settings(path)
+    assert settings.gateway == Settings().gateway
+    assert settings.source == str(path)
+
+
+def test_file_values_are_read(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+data_dir = "state"
+
+[gateway]
+port = 9001
+max_json_depth = 8
+log_level = "debug"
+
+[store]
+synchronous = "full"
+busy_timeout_ms = 250
+
+[audit]
+chain = "prod-1"
+checkpoint_every_records = 10
+
+[demo]
+tools = true
+""",
+    )
+    settings = load_settings(path)
+    assert settings.gateway.port == 9001
+    assert settings.gateway.max_json_depth == 8
+    assert settings.gateway.log_level == "debug"
+    assert settings.gateway.host == "127.0.0.1"  # untouched keys keep their defaults
+    assert settings.store.synchronous == "full"
+    assert settings.store.busy_timeout_ms == 250
+    assert settings.audit.chain == "prod-1"
+    assert settings.audit.checkpoint_every_records == 10
+    assert settings.demo.tools is True
+    assert settings.data_dir == Path("state")
+    assert settings.source == str(path)
+
+
+def test_the_busy_timeout_setting_reaches_the_database(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[store]\nbusy_timeout_ms = 321\n"))
+    db = settings.open_database()
+    try:
+        with db.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 321
+    finally:
+        db.dispose()
+
+
+def test_the_default_file_is_read_from_the_working_directory(workdir: Path) -> None:
+    write(workdir, "[gateway]\nport = 9002\n")
+    settings = load_settings()
+    assert settings.gateway.port == 9002
+    assert settings.source == str(DEFAULT_CONFIG)
+
+
+def test_ztgate_config_names_the_file(
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "elsewhere", "[gateway]\nport = 9003\n")
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    assert config_path() == path
+    assert load_settings().gateway.port == 9003
+
+
+def test_an_explicit_path_beats_ztgate_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "other.toml"))
+    explicit = tmp_path / "explicit.toml"
+    assert config_path(explicit) == explicit
+
+
+def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    error = config_error(missing)
+    assert error.source == str(missing)
+    assert error.reason == "config file not found"
+
+
+# -- environment -----------------------------------------------------------------------------
+
+
+def test_environment_beats_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, '[gateway]\nport = 9001\nhost = "::1"\n')
+    monkeypatch.setenv("ZTGATE_GATEWAY__PORT", "9100")
+    settings = load_settings(path)
+    assert settings.gateway.port == 9100
+    assert settings.gateway.host == "::1"  # the rest of the file's section still holds
+
+
+def test_environment_alone(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZTGATE_STORE__SYNCHRONOUS", "full")
+    monkeypatch.setenv("ZTGATE_DATA_DIR", "/srv/ztgate")
+    settings = load_settings()
+    assert settings.store.synchronous == "full"
+    assert settings.data_dir == Path("/srv/ztgate")
+
+
+def test_environment_error_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "[gateway]\nport = 9001\n")
+    monkeypatch.setenv("ZTGATE_GATEWAY__PORT", "not-a-port")
+    error = config_error(path)
+    assert error.source == "environment variable ZTGATE_GATEWAY__PORT"
+    assert error.key == "gateway.port"
+    assert "ZTGATE_GATEWAY__PORT" in error.diagnostics()
+
+
+def test_environment_value_out_of_range_names_the_variable(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZTGATE_STORE__BUSY_TIMEOUT_MS", "-1")
+    error = config_error()
+    assert error.source == "environment variable ZTGATE_STORE__BUSY_TIMEOUT_MS"
+    assert error.key == "store.busy_timeout_ms"
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_bad_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[gateway\nport = 1\n")
+    error = config_error(path)
+    assert error.source == str(path)
+    assert error.key == ""
+    assert "not valid TOML" in error.reason
+    assert str(path) in error.diagnostics()
+
+
+def test_a_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "ztgate.toml"
+    path.write_bytes(b'[gateway]\nhost = "\xff"\n')
+    error = config_error(path)
+    assert error.source == str(path)
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    directory = tmp_path / "ztgate.toml"
+    directory.mkdir()
+    error = config_error(directory)
+    assert error.source == str(directory)
+    assert "cannot read" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[gateway]\nport = 70000\n", "gateway.port"),
+        ("[gateway]\nport = -1\n", "gateway.port"),
+        ('[gateway]\nport = "http"\n', "gateway.port"),
+        ("[gateway]\nmax_json_depth = 1\n", "gateway.max_json_depth"),
+        ("[gateway]\nmax_body_bytes = 10\n", "gateway.max_body_bytes"),
+        ("[gateway]\ncheck_timeout_seconds = 0\n", "gateway.check_timeout_seconds"),
+        ('[gateway]\nlog_level = "trace"\n', "gateway.log_level"),
+        ('[store]\nsynchronous = "off"\n', "store.synchronous"),
+        ("[store]\nbusy_timeout_ms = 600001\n", "store.busy_timeout_ms"),
+        ('[audit]\nchain = "../etc"\n', "audit.chain"),
+        ("[audit]\ncheckpoint_every_records = 0\n", "audit.checkpoint_every_records"),
+        ("[demo]\nport = 65536\n", "demo.port"),
+        ("gateway = 5\n", "gateway"),
+        ('[[tools]]\nurl = "http://127.0.0.1:1/"\n', "tools.0.name"),
+    ],
+)
+def test_a_bad_value_names_the_file_and_key(tmp_path: Path, toml: str, key: str) -> None:
+    path = write(tmp_path, toml)
+    error = config_error(path)
+    assert error.source == str(path)
+    assert error.key == key
+    assert error.reason
+    assert error.diagnostics().startswith(f"{path}: {key}: ")
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ("[gateway]\nprot = 9000\n", "gateway.prot"),
+        ("colour = 1\n", "colour"),
+        ("[gatway]\nport = 9000\n", "gatway"),
+        ('[[tools]]\nname = "a"\nurl = "http://127.0.0.1:1/"\nrisky = "read"\n', "tools.0.risky"),
+    ],
+)
+def test_an_unknown_key_is_an_unknown_setting(tmp_path: Path, toml: str, key: str) -> None:
+    error = config_error(write(tmp_path, toml))
+    assert error.key == key
+    assert error.reason == "unknown setting"
+
+
+@pytest.mark.parametrize("field", ["source", "base_dir"])
+def test_internal_fields_in_the_file_are_unknown_settings(tmp_path: Path, field: str) -> None:
+    """Where the settings came from is not a setting: a config error, not a TypeError."""
+    path = write(tmp_path, f'{field} = "/elsewhere"\n')
+    error = config_error(path)
+    assert error.source == str(path)
+    assert error.key == field
+    assert error.reason == "unknown setting"
+
+
+def test_the_environment_cannot_move_the_base_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative paths resolve against the config file's directory, whatever ZTGATE_* says."""
+    path = write(tmp_path / "conf", 'data_dir = "data"\n')
+    monkeypatch.setenv("ZTGATE_BASE_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("ZTGATE_SOURCE", "forged")
+    try:
+        settings = load_settings(path)
+    except ConfigError:
+        return  # refusing the variables is fine too
+    assert settings.path(settings.data_dir) == tmp_path / "conf" / "data"
+    assert settings.source == str(path)
+
+
+# -- tools -----------------------------------------------------------------------------------
+
+TOOL = """
+[[tools]]
+name = "{name}"
+url = "http://127.0.0.1:8471/{name}"
+risk = "{risk}"
+"""
+
+
+def test_declared_tools(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TOOL.format(name="get_weather", risk="read")
+        + 'input_schema = {type = "object", required = ["city"]}\n'
+        + TOOL.format(name="send_mail", risk="critical")
+        + "timeout_seconds = 3.0\n",
+    )
+    tools = load_settings(path).declared_tools()
+    assert [t.name for t in tools] == ["get_weather", "send_mail"]
+    assert tools[0].risk is RiskTier.READ
+    assert tools[0].input_schema == {"type": "object", "required": ["city"]}
+    assert tools[1].risk is RiskTier.CRITICAL
+    assert tools[1].timeout_seconds == 3.0
+    assert all(t.source == "config" for t in tools)
+    assert tools[1].input_schema == {"type": "object", "additionalProperties": False}
+
+
+def test_duplicate_tool_names_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TOOL.format(name="a", risk="read")
+        + TOOL.format(name="b", risk="read")
+        + TOOL.format(name="a", risk="write"),
+    )
+    error = config_error(path)
+    assert error.source == str(path)
+    assert error.key == "tools"
+    assert "tool declared more than once: a" in error.reason
+
+
+@pytest.mark.parametrize(
+    ("tool", "problem"),
+    [
+        (TOOL.format(name="ok", risk="extreme"), "risk must be one of"),
+        (TOOL.format(name="\u0435cho", risk="read"), "invalid tool name"),
+        ('[[tools]]\nname = "x"\nurl = "ftp://h/"\n', "upstream URL"),
+        ('[[tools]]\nname = "x"\nurl = "http://h/"\ninput_schema = {type = "string"}\n', "object"),
+    ],
+)
+def test_an_invalid_declared_tool_names_its_entry(tmp_path: Path, tool: str, problem: str) -> None:
+    path = write(tmp_path, TOOL.format(name="first", risk="read") + tool)
+    settings = load_settings(path)
+    with pytest.raises(ConfigError) as caught:
+        settings.declared_tools()
+    assert caught.value.source == str(path)
+    assert caught.value.key.startswith("tools[1] (")
+    assert problem in caught.value.reason
+
+
+# -- paths -----------------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path, workdir: Path) -> None:
+    config_dir = tmp_path / "etc" / "ztgate"
+    path = write(config_dir, 'data_dir = "data"\n[audit]\nsigning_key = "keys/audit.pem"\n')
+    settings = load_settings(path)
+    assert settings.base_dir == config_dir
+    assert settings.path(settings.data_dir) == config_dir / "data"
+    assert settings.path(settings.audit.signing_key) == config_dir / "keys" / "audit.pem"
+    assert settings.database_url == f"sqlite:///{config_dir / 'data' / 'ztgate.db'}"
+
+
+def test_a_relative_config_path_is_resolved(tmp_path: Path, workdir: Path) -> None:
+    write(workdir / "conf", "")
+    settings = load_settings(Path("conf/ztgate.toml"))
+    assert settings.base_dir == workdir / "conf"
+    assert settings.base_dir.is_absolute()
+
+
+def test_absolute_paths_are_kept(tmp_path: Path) -> None:
+    path = write(tmp_path / "conf", 'data_dir = "/var/lib/ztgate"\n')
+    settings = load_settings(path)
+    assert settings.path(settings.data_dir) == Path("/var/lib/ztgate")
+
+
+def test_an_explicit_store_url_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nurl = "postgresql://db.internal/ztgate"\n')
+    assert load_settings(path).database_url == "postgresql://db.internal/ztgate"
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, ""))
+    with pytest.raises(ValueError, match="frozen"):
+        settings.gateway.port = 1  # type: ignore[misc]
+
+
+# -- loopback --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("127.255.255.254", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("192.168.1.10", False),
+        ("10.0.0.1", False),
+        ("fe80::1", False),
+        ("example.com", False),
+        ("localhost.example.com", False),
+        ("127.0.0.1.nip.io", False),
+        ("128.0.0.1", False),
+        (" 127.0.0.1", False),
+        ("[::1]", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
