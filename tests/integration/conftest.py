@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from integration.harness import (
+from .harness import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
     MAX_RESULT_BYTES,

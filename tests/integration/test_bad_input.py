@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.harness import (
+from .harness import (
     MAX_BODY_BYTES,
     MAX_JSON_DEPTH,
     GatewayProcess,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.harness import (
+from .harness import (
     LEAK_MARKER,
     SLOW_TOOL_TIMEOUT,
     GatewayProcess,
@@ -116,7 +116,7 @@ def _assert_upstream_error(
 def test_upstream_timeout_is_504_and_audited(
     client: httpx.Client, gateway: GatewayProcess, upstream: Upstream
 ) -> None:
-    problem, records = _failed_call(client, gateway, "slow", {"seconds": 5})
+    problem, records = _failed_call(client, gateway, "slow", {"seconds": 2})
     _assert_upstream_error(problem, records, 504, "upstream-timeout", "did not answer within")
     assert f"{SLOW_TOOL_TIMEOUT:g}s" in problem["detail"]
     assert problem["call_id"] in _received_ids(upstream, "/sleep")

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from integration.harness import GatewayProcess, Upstream, assert_problem, run_cli
 from ztgate.testing import make_settings
+
+from .harness import GatewayProcess, Upstream, assert_problem, run_cli
 
 
 def test_tool_added_by_cli_is_callable_on_the_next_call(

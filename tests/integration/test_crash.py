@@ -22,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.harness import GatewayProcess, Upstream, gateway_toml
 from ztgate.testing import make_settings
+
+from .harness import GatewayProcess, Upstream, gateway_toml, make_client
 
 TOTAL_ANSWERS = 1100
 KILL_AFTER = 600
@@ -73,7 +74,7 @@ class Load:
 
     def worker(self) -> None:
         try:
-            with httpx.Client(timeout=15) as client:
+            with make_client("", timeout=15) as client:
                 while self._one(client):
                     pass
         except BaseException as exc:

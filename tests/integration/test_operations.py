@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from integration.harness import (
+from .harness import (
     PROBLEM_JSON,
     TRACEBACK_SIGNS,
     GatewayProcess,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.harness import (
+from .harness import (
     GatewayProcess,
     Upstream,
     assert_problem,
@@ -76,6 +76,8 @@ def test_locked_store_fails_closed_then_recovers(
             for request in requests:
                 response = client.post("/v1/calls", **request)
                 problem = assert_problem(response, 503)
+                # Promptly: the busy timeout is 200 ms.
+                assert response.elapsed.total_seconds() < 3
                 assert problem["type"] == "urn:ztgate:problem:store-unavailable"
                 assert "result" not in problem
                 # (`call_id` itself: see test_every_503_names_its_call.)
