@@ -16,6 +16,7 @@ from ztgate.errors import ConfigError, StoreError, StoreUnavailableError
 from ztgate.store.database import (
     DEFAULT_BUSY_TIMEOUT_MS,
     Database,
+    RawCursor,
     Synchronous,
     map_store_errors,
     sqlite_url,
@@ -247,3 +248,113 @@ def test_migrate_is_idempotent(open_db: list[Database], db_path: Path) -> None:
 
 def test_sqlite_url() -> None:
     assert sqlite_url(Path("/var/lib/ztgate/ztgate.db")) == "sqlite:////var/lib/ztgate/ztgate.db"
+
+
+# -- raw writes (the audit hot path) ---------------------------------------------------------
+
+
+def _count(db: Database) -> int:
+    with db.read() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM generations")).scalar_one())
+
+
+def test_raw_write_commits(database: Database) -> None:
+    with database.raw_write() as cursor:
+        cursor.execute(
+            "INSERT INTO generations (name, value) VALUES (:name, :value)",
+            {
+                "name": "tools",
+                "value": 7,
+            },
+        )
+        cursor.executemany(
+            "INSERT INTO generations (name, value) VALUES (:name, :value)",
+            [{"name": "a", "value": 1}, {"name": "b", "value": 2}],
+        )
+        row = cursor.execute("SELECT value FROM generations WHERE name = :n", {"n": "tools"})
+        assert row.fetchone()[0] == 7
+    assert _count(database) == 3
+
+
+def test_raw_write_rolls_back_when_the_block_raises(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.raw_write() as cursor:
+        cursor.execute("INSERT INTO generations (name, value) VALUES ('x', 1)")
+        raise RuntimeError("abort")
+    assert _count(database) == 0
+
+
+def test_raw_write_constraint_failure_is_a_store_error_and_rolls_back(database: Database) -> None:
+    with pytest.raises(StoreError) as caught, database.raw_write() as cursor:
+        cursor.execute("INSERT INTO generations (name, value) VALUES ('x', 1)")
+        cursor.execute("INSERT INTO generations (name, value) VALUES ('x', 2)")
+    assert not isinstance(caught.value, StoreUnavailableError)
+    assert "UNIQUE" in caught.value.message
+    assert _count(database) == 0
+
+
+def test_raw_write_fails_closed_while_another_connection_holds_the_lock(
+    open_db: list[Database], db_path: Path, locked: sqlite3.Connection
+) -> None:
+    db = _open(open_db, db_path, busy_timeout_ms=20)
+    ran = False
+    with pytest.raises(StoreUnavailableError, match="locked"), db.raw_write():
+        ran = True
+    assert not ran
+
+
+def test_raw_write_returns_its_connection_to_the_pool(database: Database) -> None:
+    for _ in range(30):  # more than the pool holds, were connections leaked
+        with database.raw_write() as cursor:
+            cursor.execute("SELECT 1")
+    assert database.engine.pool.checkedout() == 0
+
+
+def test_raw_cursor_needs_no_row_locks_on_sqlite(database: Database) -> None:
+    with database.raw_write() as cursor:
+        assert cursor.for_update == ""
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    def execute(self, sql: str, params: object) -> None:
+        self.sql.append(sql)
+
+    def executemany(self, sql: str, rows: object) -> None:
+        self.sql.append(sql)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (
+            "SELECT * FROM t WHERE a = :a AND b = :b_2",
+            "SELECT * FROM t WHERE a = %(a)s AND b = %(b_2)s",
+        ),
+        ("SELECT x::text FROM t WHERE y = :y", "SELECT x::text FROM t WHERE y = %(y)s"),
+        ("SELECT 1", "SELECT 1"),
+    ],
+)
+def test_raw_cursor_converts_named_parameters_for_other_drivers(sql: str, expected: str) -> None:
+    recorder = _Recorder()
+    cursor = RawCursor(recorder, is_sqlite=False)
+    assert cursor.for_update == " FOR UPDATE"
+    cursor.execute(sql, {})
+    cursor.executemany(sql, [])
+    assert recorder.sql == [expected, expected]
+
+
+def test_raw_cursor_escapes_literal_percent_signs_for_pyformat_drivers() -> None:
+    """psycopg reads `%` as a placeholder once parameters are passed: portable SQL must survive."""
+    recorder = _Recorder()
+    RawCursor(recorder, is_sqlite=False).execute(
+        "SELECT name FROM tools WHERE name LIKE 'mail%' AND risk = :risk", {"risk": "read"}
+    )
+    assert recorder.sql == ["SELECT name FROM tools WHERE name LIKE 'mail%%' AND risk = %(risk)s"]
+
+
+def test_raw_cursor_passes_sql_through_on_sqlite() -> None:
+    recorder = _Recorder()
+    RawCursor(recorder, is_sqlite=True).execute("SELECT :a, '50%'", {"a": 1})
+    assert recorder.sql == ["SELECT :a, '50%'"]
