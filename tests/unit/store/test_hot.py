@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from ztgate.store.hot import HotState, MemoryHotState
+from ztgate.store.hot import MemoryHotState
 from ztgate.testing import FrozenClock
 
 
 @pytest.fixture
 def hot(clock: FrozenClock) -> MemoryHotState:
     return MemoryHotState(clock)
-
-
-def test_memory_hot_state_is_a_hot_state(hot: MemoryHotState) -> None:
-    state: HotState = hot  # the type checker holds it to the protocol
-    assert state is hot
 
 
 # -- remember_once ---------------------------------------------------------------------------
