@@ -30,9 +30,12 @@ def canonical_json(value: Any) -> bytes:
             IEEE 754 double range, NaN, a non-string key, a non-JSON type).
     """
     if _orjson_is_canonical(value):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        try:
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate
+            raise InvalidInputError(f"value has no canonical JSON form: {exc}") from exc
     try:
-        return rfc8785.dumps(value)
+        return rfc8785.dumps(_exact_doubles(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise InvalidInputError(f"value has no canonical JSON form: {exc}") from exc
 
@@ -62,6 +65,23 @@ def _orjson_is_canonical(value: Any) -> bool:
             continue
         return False
     return True
+
+
+def _exact_doubles(value: Any) -> Any:
+    # RFC 8785 numbers are IEEE 754 doubles: an integer beyond 2**53 that a
+    # double holds exactly is that double (10**16 is 1e16); one it cannot
+    # hold is left as it is, for rfc8785 to refuse.
+    if type(value) is int and abs(value) > _SAFE_INTEGER:
+        try:
+            as_double = float(value)
+        except OverflowError:
+            return value
+        return as_double if int(as_double) == value else value
+    if isinstance(value, dict):
+        return {key: _exact_doubles(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_exact_doubles(item) for item in value]
+    return value
 
 
 def sha256_hex(data: bytes) -> str:

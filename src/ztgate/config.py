@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ztgate.errors import ConfigError, InvalidInputError
@@ -119,9 +119,20 @@ class Settings(BaseSettings):
     demo: DemoSettings = DemoSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 
-    # Where the settings came from, and the directory relative paths start at.
-    source: str = Field("defaults", exclude=True)
-    base_dir: Path = Field(Path("."), exclude=True)
+    # Where the settings came from, and the directory relative paths start
+    # at: set by `load_settings`, never read from the file or the environment.
+    _source: str = PrivateAttr("defaults")
+    _base_dir: Path = PrivateAttr(Path("."))
+
+    @property
+    def source(self) -> str:
+        """The config file these settings came from (or "environment")."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths resolve against."""
+        return self._base_dir
 
     @field_validator("tools")
     @classmethod
@@ -205,13 +216,16 @@ def load_settings(path: Path | None = None) -> Settings:
     source = str(file) if file.exists() else "environment"
     base = file.resolve().parent if file.exists() else Path.cwd()
     try:
-        return Settings(**data, source=source, base_dir=base)
+        settings = Settings(**data)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"])
         env_name = "ZTGATE_" + "__".join(str(part) for part in error["loc"]).upper()
         where = f"environment variable {env_name}" if env_name in os.environ else source
         raise ConfigError(where, key, _reason(error)) from exc
+    settings._source = source
+    settings._base_dir = base
+    return settings
 
 
 def _reason(error: Any) -> str:

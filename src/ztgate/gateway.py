@@ -220,7 +220,7 @@ class Gateway:
         self.metrics.upstream_seconds.observe(result.elapsed_seconds)
         review = await self.pipeline.review(call, result, ctx)
         self.metrics.observe(review)
-        if review.outcome is Outcome.DENY:
+        if review.outcome is not Outcome.ALLOW:  # nobody can answer an ask about a result yet
             await self._record(call, review, "result", "deny", 502)
             reasons = "; ".join(r["reason"] for r in review.reasons())
             return CallReport(

@@ -113,10 +113,11 @@ class Decision:
         if not self.verdicts:
             return Outcome.DENY
         outcomes = {verdict.outcome for verdict in self.verdicts}
-        for outcome in (Outcome.DENY, Outcome.ASK):
-            if outcome in outcomes:
-                return outcome
-        return Outcome.ALLOW
+        if outcomes == {Outcome.ALLOW}:
+            return Outcome.ALLOW
+        if outcomes <= {Outcome.ALLOW, Outcome.ASK}:
+            return Outcome.ASK
+        return Outcome.DENY  # a deny, or anything that is not an Outcome at all
 
     @property
     def deciding(self) -> tuple[Verdict, ...]:
@@ -124,7 +125,9 @@ class Decision:
         outcome = self.outcome
         if not self.verdicts or outcome is Outcome.ALLOW:
             return self.verdicts
-        return tuple(v for v in self.verdicts if v.outcome is outcome)
+        if outcome is Outcome.ASK:
+            return tuple(v for v in self.verdicts if v.outcome is Outcome.ASK)
+        return tuple(v for v in self.verdicts if v.outcome not in (Outcome.ALLOW, Outcome.ASK))
 
     @property
     def obligations(self) -> tuple[Obligation, ...]:
@@ -136,6 +139,10 @@ class Decision:
         if not self.verdicts:
             return [{"check": "pipeline", "outcome": "deny", "reason": "no check ran"}]
         return [
-            {"check": v.check, "outcome": v.outcome.value, "reason": v.reason}
+            {
+                "check": str(v.check),
+                "outcome": v.outcome.value if isinstance(v.outcome, Outcome) else "deny",
+                "reason": str(v.reason),
+            }
             for v in self.deciding
         ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -112,4 +112,8 @@ class Pipeline:
             return Verdict(name, Outcome.DENY, f"check failed: {type(exc).__name__}")
         if not isinstance(verdict, Verdict):
             return Verdict(name, Outcome.DENY, "check returned no verdict")
+        outcome: object = verdict.outcome
+        facts: object = verdict.facts
+        if not isinstance(outcome, Outcome) or not isinstance(facts, Mapping):
+            return Verdict(name, Outcome.DENY, "check returned a malformed verdict")
         return verdict

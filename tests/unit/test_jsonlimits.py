@@ -16,7 +16,7 @@ from ztgate.jsonlimits import JsonTooDeepError, json_depth_exceeds, parse_json
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
+    | st.integers(-(2**53 - 1), 2**53 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(st.characters(codec="utf-8"), max_size=8),
     lambda inner: (
@@ -231,7 +231,7 @@ def test_malformed_json_is_invalid_input(document: bytes) -> None:
 
 @pytest.mark.parametrize(
     "document",
-    [b"18446744073709551616", b"-9223372036854775809", b"[100000000000000000000000000000]"],
+    [b"18446744073709551617", b"-9223372036854775809", b"[100000000000000000000000000001]"],
 )
 def test_integers_outside_64_bits_are_rejected(document: bytes) -> None:
     """Not silently parsed as a rounded float (and then forwarded as a different number)."""
@@ -241,7 +241,14 @@ def test_integers_outside_64_bits_are_rejected(document: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("document", "value"),
-    [(b"18446744073709551615", 2**64 - 1), (b"-9223372036854775808", -(2**63))],
+    [(b"18446744073709551616", 2**64), (b"-9223372036854775808", -(2**63))],
 )
-def test_integers_inside_64_bits_are_exact(document: bytes, value: int) -> None:
+def test_integers_a_double_holds_exactly_are_accepted(document: bytes, value: int) -> None:
     assert parse_json(document, max_depth=1) == value
+
+
+@pytest.mark.parametrize("document", [b"18446744073709551615", b"9007199254740993"])
+def test_integers_a_double_would_round_are_refused(document: bytes) -> None:
+    """I-JSON (RFC 7493): two parsers could read these as two different numbers."""
+    with pytest.raises(InvalidInputError, match="exactly"):
+        parse_json(document, max_depth=1)

@@ -81,16 +81,25 @@ class AuditLog:
     async def start(self) -> None:
         """Start the writer task."""
         self._queue = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(self._queue))
 
     async def stop(self) -> None:
-        """Write what is queued, sign a final checkpoint and stop the writer."""
-        if self._queue is None or self._writer is None:
+        """Write what is queued, sign a final checkpoint and stop the writer.
+
+        An append that arrives once stopping has begun is refused, never left
+        waiting.
+        """
+        queue, writer = self._queue, self._writer
+        if queue is None or writer is None:
             return
-        self._queue.put_nowait(None)
-        with contextlib.suppress(Exception):
-            await self._writer
         self._queue = self._writer = None
+        queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await writer
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not None and not item[1].done():
+                item[1].set_exception(AuditError("the audit writer has stopped"))
         if self._signer is not None:
             with contextlib.suppress(GatewayError):
                 await asyncio.to_thread(self.checkpoint_now)
@@ -109,9 +118,7 @@ class AuditLog:
         self._queue.put_nowait((entry, future))
         return await future
 
-    async def _write_loop(self) -> None:
-        assert self._queue is not None  # noqa: S101 - set by start()
-        queue = self._queue
+    async def _write_loop(self, queue: asyncio.Queue[_Pending | None]) -> None:
         stopping = False
         while not stopping:
             item = await queue.get()

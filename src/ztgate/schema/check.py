@@ -14,7 +14,10 @@ from jsonschema.exceptions import best_match
 from ztgate.models import Outcome, ToolCall, ToolResult, Verdict
 from ztgate.pipeline import CallContext
 
-_NAMES_ONLY_KEYS = frozenset({"required", "additionalProperties", "unevaluatedProperties"})
+# Property names in these messages come from the schema, not from the agent.
+_SCHEMA_NAMES_ONLY = frozenset({"required", "dependentRequired"})
+# These would echo the agent's own keys, which may carry anything: count them.
+_UNEXPECTED_KEYS = frozenset({"additionalProperties", "unevaluatedProperties"})
 
 
 def describe(errors: Iterable[ValidationError]) -> str | None:
@@ -23,9 +26,12 @@ def describe(errors: Iterable[ValidationError]) -> str | None:
     if error is None:
         return None
     location = "/" + "/".join(str(part) for part in error.absolute_path)
-    if error.validator in _NAMES_ONLY_KEYS:
-        # These messages name only property keys, never values.
+    if error.validator in _SCHEMA_NAMES_ONLY:
         return f"at {location}: {error.message}"
+    if error.validator in _UNEXPECTED_KEYS and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unexpected = sum(1 for key in error.instance if key not in allowed)
+        return f"at {location}: {unexpected} unexpected propert{'y' if unexpected == 1 else 'ies'}"
     expected = repr(error.validator_value)
     if len(expected) > 80:
         expected = expected[:77] + "..."

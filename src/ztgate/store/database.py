@@ -192,7 +192,7 @@ class RawCursor:
             return sql
         converted = self._converted.get(sql)
         if converted is None:
-            converted = self._NAMED.sub(r"%(\1)s", sql)
+            converted = self._NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
             self._converted[sql] = converted
         return converted
 

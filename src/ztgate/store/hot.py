@@ -53,7 +53,8 @@ class MemoryHotState:
         self._heap: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
-        return sum(1 for key in self._expiry if self._alive(key))
+        now = self._clock.now()
+        return sum(1 for expires in self._expiry.values() if expires > now)
 
     async def remember_once(self, key: str, ttl: float) -> bool:
         """Store `key` for `ttl` seconds; True if it was new."""
@@ -98,6 +99,10 @@ class MemoryHotState:
         expires = self._clock.now() + ttl
         self._expiry[key] = expires
         heapq.heappush(self._heap, (expires, key))
+        if len(self._heap) > 2 * len(self._expiry) + 64:
+            # Renewed keys leave stale heap entries behind; rebuild from the truth.
+            self._heap = [(when, name) for name, when in self._expiry.items()]
+            heapq.heapify(self._heap)
         self._sweep()
 
     def _sweep(self) -> None:

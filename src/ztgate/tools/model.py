@@ -57,6 +57,12 @@ def validate_upstream_url(url: str) -> str:
         raise InvalidInputError(f"upstream URL must be http:// or https:// with a host: {url!r}")
     if parts.username or parts.password:
         raise InvalidInputError("upstream URL must not carry credentials")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidInputError(f"upstream URL has an invalid port: {url!r}") from exc
+    if port == 0:
+        raise InvalidInputError(f"upstream URL has an invalid port: {url!r}")
     return url
 
 
