@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -87,88 +88,97 @@ def test_same_arguments_in_any_key_order_hash_the_same(
     assert one["arguments_sha256"] == two["arguments_sha256"]
 
 
+@dataclass(frozen=True)
+class Failed:
+    """A call that got no result: the answer, its problem document, its audit records."""
+
+    response: httpx.Response
+    problem: dict[str, Any]
+    records: list[dict[str, Any]]
+
+
 def _failed_call(
     client: httpx.Client, gateway: GatewayProcess, tool: str, arguments: dict[str, Any]
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> Failed:
     before = gateway.audit_count()
     response = client.post("/v1/calls", json={"tool": tool, "arguments": arguments})
     problem = response.json()
     records = gateway.audit_records(problem.get("call_id", ""))
     assert gateway.audit_count() == before + 2, "expected a decision and a result record"
-    return {"status": response.status_code, "response": response, **problem}, records
+    return Failed(response, problem, records)
 
 
-def _assert_upstream_error(
-    problem: dict[str, Any], records: list[dict[str, Any]], status: int, slug: str, reason: str
-) -> None:
-    assert_problem(problem["response"], status)
+def _assert_upstream_error(failed: Failed, status: int, slug: str, reason: str) -> None:
+    problem = assert_problem(failed.response, status)
     assert problem["type"] == f"urn:ztgate:problem:{slug}"
     assert reason in problem["detail"]
+    assert problem["call_id"]
     assert "result" not in problem
-    assert [(r["kind"], r["outcome"]) for r in records] == [
+    assert [(r["kind"], r["outcome"]) for r in failed.records] == [
         ("decision", "allow"),
         ("result", "error"),
     ]
-    assert records[1]["status"] == status
-    assert any(reason in r["reason"] for r in records[1]["reasons"]), records[1]
+    assert failed.records[1]["status"] == status
+    assert any(reason in r["reason"] for r in failed.records[1]["reasons"]), failed.records[1]
 
 
 def test_upstream_timeout_is_504_and_audited(
     client: httpx.Client, gateway: GatewayProcess, upstream: Upstream
 ) -> None:
-    problem, records = _failed_call(client, gateway, "slow", {"seconds": 2})
-    _assert_upstream_error(problem, records, 504, "upstream-timeout", "did not answer within")
-    assert f"{SLOW_TOOL_TIMEOUT:g}s" in problem["detail"]
-    assert problem["call_id"] in _received_ids(upstream, "/sleep")
+    failed = _failed_call(client, gateway, "slow", {"seconds": 2})
+    _assert_upstream_error(failed, 504, "upstream-timeout", "did not answer within")
+    assert f"{SLOW_TOOL_TIMEOUT:g}s" in failed.problem["detail"]
+    assert failed.response.elapsed.total_seconds() < 1.9, "the per-tool timeout was not applied"
+    assert failed.problem["call_id"] in _received_ids(upstream, "/sleep")
 
 
 def test_upstream_http_500_is_502_and_audited(
     client: httpx.Client, gateway: GatewayProcess
 ) -> None:
-    problem, records = _failed_call(client, gateway, "failing", {})
-    _assert_upstream_error(problem, records, 502, "upstream-failed", "answered HTTP 500")
-    assert "internal failure in the tool" not in problem["response"].text
+    failed = _failed_call(client, gateway, "failing", {})
+    _assert_upstream_error(failed, 502, "upstream-failed", "answered HTTP 500")
+    assert "internal failure in the tool" not in failed.response.text
 
 
 def test_unreachable_upstream_is_502_and_audited(
     client: httpx.Client, gateway: GatewayProcess
 ) -> None:
-    problem, records = _failed_call(client, gateway, "unreachable", {})
-    _assert_upstream_error(problem, records, 502, "upstream-failed", "unreachable")
+    failed = _failed_call(client, gateway, "unreachable", {})
+    _assert_upstream_error(failed, 502, "upstream-failed", "unreachable")
 
 
 def test_upstream_closing_the_connection_is_502_and_audited(
     client: httpx.Client, gateway: GatewayProcess
 ) -> None:
-    problem, records = _failed_call(client, gateway, "closer", {})
-    _assert_upstream_error(problem, records, 502, "upstream-failed", "unreachable")
+    failed = _failed_call(client, gateway, "closer", {})
+    _assert_upstream_error(failed, 502, "upstream-failed", "unreachable")
 
 
 def test_invalid_json_result_is_502_and_audited(
     client: httpx.Client, gateway: GatewayProcess
 ) -> None:
-    problem, records = _failed_call(client, gateway, "notjson", {})
-    _assert_upstream_error(problem, records, 502, "upstream-failed", "invalid JSON")
-    assert "this is not JSON" not in problem["response"].text
+    failed = _failed_call(client, gateway, "notjson", {})
+    _assert_upstream_error(failed, 502, "upstream-failed", "invalid JSON")
+    assert "this is not JSON" not in failed.response.text
 
 
 def test_non_json_content_type_result_is_502(client: httpx.Client, gateway: GatewayProcess) -> None:
     # The upstream contract (forward.py): "a 2xx JSON answer is the result".
     # A text/plain answer is not JSON and must not reach the agent as a result.
-    problem, records = _failed_call(client, gateway, "plaintext", {})
-    assert problem["status"] == 502, problem["response"].text
-    assert "plain text, not JSON" not in problem["response"].text
-    assert [(r["kind"], r["outcome"]) for r in records][-1][0] == "result"
-    assert records[-1]["outcome"] in {"error", "deny"}
+    failed = _failed_call(client, gateway, "plaintext", {})
+    assert failed.response.status_code == 502, failed.response.text
+    assert "plain text, not JSON" not in failed.response.text
+    assert failed.records[-1]["kind"] == "result"
+    assert failed.records[-1]["outcome"] in {"error", "deny"}
 
 
 @pytest.mark.parametrize("tool", ["big", "bigchunked"])
 def test_oversized_result_is_502_and_audited(
     client: httpx.Client, gateway: GatewayProcess, tool: str
 ) -> None:
-    problem, records = _failed_call(client, gateway, tool, {})
-    _assert_upstream_error(problem, records, 502, "upstream-failed", "result is larger than")
-    assert "xxxxxxxx" not in problem["response"].text
+    failed = _failed_call(client, gateway, tool, {})
+    _assert_upstream_error(failed, 502, "upstream-failed", "result is larger than")
+    assert "xxxxxxxx" not in failed.response.text
 
 
 def test_result_matching_output_schema_is_returned(client: httpx.Client) -> None:
@@ -180,20 +190,19 @@ def test_result_matching_output_schema_is_returned(client: httpx.Client) -> None
 def test_result_violating_output_schema_is_withheld(
     client: httpx.Client, gateway: GatewayProcess, upstream: Upstream
 ) -> None:
-    problem, records = _failed_call(client, gateway, "shaped", {"leak": True})
+    failed = _failed_call(client, gateway, "shaped", {"leak": True})
 
-    response = problem["response"]
-    assert_problem(response, 502)
+    problem = assert_problem(failed.response, 502)
     assert problem["type"] == "urn:ztgate:problem:result-withheld"
     assert "output schema" in problem["detail"]
     assert "/count" in problem["detail"]
     # The tool did run, but nothing of its result reaches the client or the log.
     assert problem["call_id"] in _received_ids(upstream, "/shaped")
-    assert LEAK_MARKER not in response.text
+    assert LEAK_MARKER not in failed.response.text
     assert "result" not in problem
-    assert [(r["kind"], r["outcome"]) for r in records] == [
+    assert [(r["kind"], r["outcome"]) for r in failed.records] == [
         ("decision", "allow"),
         ("result", "deny"),
     ]
-    assert records[1]["status"] == 502
-    assert all(LEAK_MARKER not in str(r) for r in records)
+    assert failed.records[1]["status"] == 502
+    assert all(LEAK_MARKER not in str(r) for r in failed.records)
