@@ -166,7 +166,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(detail=st.dictionaries(st.text(max_size=8), _json, max_size=5), text=st.text(max_size=30))
 def test_seal_matches_the_rfc8785_reference(detail: dict[str, Any], text: str) -> None:
     body = _body(AuditEntry(kind="call", outcome="allow", justification=text, detail=detail))

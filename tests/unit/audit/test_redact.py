@@ -262,7 +262,6 @@ ADVERSARIAL = [
     "://",
     "://a:",
     "bearer ",
-    " ",
     "sk-",
     "ghp_",
     "AKIA",
@@ -316,10 +315,10 @@ def test_adversarial_input_runs_in_linear_time(
     unit: str, linear_cost: float, time_limit: Callable[[float], None]
 ) -> None:
     text = (unit * (SIZE // len(unit) + 1))[:SIZE]
-    # Generous: 25x the cost of the same length of prose, and at least 1 s. A
+    # Generous: 15x the cost of the same length of prose, and at least 1 s. A
     # quadratic pattern needs minutes on 256 KB; a linear one stays within a
     # small factor of prose.
-    budget = max(1.0, 25 * linear_cost)
+    budget = max(1.0, 15 * linear_cost)
 
     time_limit(budget)
     try:
@@ -331,7 +330,7 @@ def test_adversarial_input_runs_in_linear_time(
 def test_a_huge_key_is_checked_in_linear_time(
     linear_cost: float, time_limit: Callable[[float], None]
 ) -> None:
-    budget = max(1.0, 25 * linear_cost)
+    budget = max(1.0, 15 * linear_cost)
     time_limit(budget)
     try:
         for unit in ("aA", "_", "pass_", "Ab1"):

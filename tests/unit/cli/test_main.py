@@ -122,10 +122,3 @@ def test_the_real_command_reports_a_bad_value_on_one_line(run_ztgate: Run, tmp_p
     line = lines[0]
     assert line.startswith(f"ztgate: error: {config}: gateway.port: ")
     assert "65535" in line
-
-
-def test_the_real_command_prints_its_version(run_ztgate: Run) -> None:
-    done = run_ztgate("version")
-
-    assert done.returncode == 0
-    assert done.stdout == f"ztgate {__version__}\n"
