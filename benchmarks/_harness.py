@@ -45,14 +45,20 @@ def rss_mib(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def process(args: list[str], *, cpus: set[int] | None, env: dict[str, str] | None = None,
-            cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str],
+    *,
+    cpus: set[int] | None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
     def pin() -> None:
         if cpus:
             os.sched_setaffinity(0, cpus)
 
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, preexec_fn=pin)
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin
+    )
     try:
         yield proc
     finally:
@@ -99,9 +105,22 @@ def wrk(url: str, body: str, *, connections: int, seconds: int, cpus: set[int]) 
         )
     cpu_list = ",".join(str(c) for c in sorted(cpus))
     out = subprocess.run(
-        ["taskset", "-c", cpu_list, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-         "--latency", "-s", script.name, url],
-        capture_output=True, text=True, check=True,
+        [
+            "taskset",
+            "-c",
+            cpu_list,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script.name)
     return _parse_wrk(out)
@@ -131,5 +150,7 @@ def machine() -> str:
             model = line.split(":", 1)[1].strip()
             break
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-    return (f"{model}, {os.cpu_count()} cores, {int(mem) / 1048576:.0f} GiB, "
-            f"Python {sys.version.split()[0]}, Linux {os.uname().release}")
+    return (
+        f"{model}, {os.cpu_count()} cores, {int(mem) / 1048576:.0f} GiB, "
+        f"Python {sys.version.split()[0]}, Linux {os.uname().release}"
+    )

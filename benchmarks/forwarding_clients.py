@@ -26,7 +26,9 @@ from rich.table import Table
 BODY = orjson.dumps({"to": "alice@example.com", "subject": "Quarterly report", "priority": 2})
 
 
-async def drive(send: Callable[[], Awaitable[None]], concurrency: int, seconds: float) -> dict[str, float]:
+async def drive(
+    send: Callable[[], Awaitable[None]], concurrency: int, seconds: float
+) -> dict[str, float]:
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
@@ -50,8 +52,11 @@ async def drive(send: Callable[[], Awaitable[None]], concurrency: int, seconds: 
 async def with_httpx(url: str, concurrency: int, seconds: float) -> dict[str, float]:
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
         async def send() -> None:
-            response = await client.post(url, content=BODY, headers={"content-type": "application/json"})
+            response = await client.post(
+                url, content=BODY, headers={"content-type": "application/json"}
+            )
             response.raise_for_status()
             response.json()
 
@@ -61,8 +66,11 @@ async def with_httpx(url: str, concurrency: int, seconds: float) -> dict[str, fl
 async def with_aiohttp(url: str, concurrency: int, seconds: float) -> dict[str, float]:
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def send() -> None:
-            async with session.post(url, data=BODY, headers={"content-type": "application/json"}) as r:
+            async with session.post(
+                url, data=BODY, headers={"content-type": "application/json"}
+            ) as r:
                 r.raise_for_status()
                 orjson.loads(await r.read())
 
@@ -81,18 +89,27 @@ def main() -> None:
     lines = ["| client | concurrency | calls/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]
     with process([python(), str(ROOT / "benchmarks/upstream.py"), str(port)], cpus={1}) as upstream:
         wait_http(url, upstream)
-        for name, run in (("httpx " + httpx.__version__, with_httpx),
-                          ("aiohttp " + aiohttp.__version__, with_aiohttp)):
+        for name, run in (
+            ("httpx " + httpx.__version__, with_httpx),
+            ("aiohttp " + aiohttp.__version__, with_aiohttp),
+        ):
             for concurrency in (1, 50):
                 result = asyncio.run(run(url, concurrency, options.seconds))
-                row = (name, str(concurrency), f"{result['calls_per_second']:.0f}",
-                       f"{result['p50_ms']:.2f}", f"{result['p99_ms']:.2f}")
+                row = (
+                    name,
+                    str(concurrency),
+                    f"{result['calls_per_second']:.0f}",
+                    f"{result['p50_ms']:.2f}",
+                    f"{result['p99_ms']:.2f}",
+                )
                 table.add_row(*row)
                 lines.append("| " + " | ".join(row) + " |")
     console.print(table)
     out = ROOT / "benchmarks/results"
     out.mkdir(exist_ok=True)
-    (out / "forwarding_clients.md").write_text(f"Machine: {machine()}\n\n" + "\n".join(lines) + "\n")
+    (out / "forwarding_clients.md").write_text(
+        f"Machine: {machine()}\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -70,10 +70,15 @@ def main() -> None:
         direct_body = orjson.dumps(ARGUMENTS).decode()
         env = dict(os.environ)
         with (
-            process([python(), str(ROOT / "benchmarks/upstream.py"), str(upstream_port)],
-                    cpus=LOAD_CPU) as upstream,
-            process([python(), "-m", "ztgate", "--config", str(workdir / "ztgate.toml"), "serve"],
-                    cpus=GATEWAY_CPU, env=env, cwd=workdir) as gateway,
+            process(
+                [python(), str(ROOT / "benchmarks/upstream.py"), str(upstream_port)], cpus=LOAD_CPU
+            ) as upstream,
+            process(
+                [python(), "-m", "ztgate", "--config", str(workdir / "ztgate.toml"), "serve"],
+                cpus=GATEWAY_CPU,
+                env=env,
+                cwd=workdir,
+            ) as gateway,
         ):
             wait_http(upstream_url, upstream)
             wait_http(f"http://127.0.0.1:{gateway_port}/healthz", gateway)
@@ -83,11 +88,21 @@ def main() -> None:
             wrk(gateway_url, call, connections=4, seconds=2, cpus=LOAD_CPU)
             for connections in (1, 32):
                 console.print(f"concurrency {connections}: direct, then through the gateway")
-                direct = wrk(upstream_url, direct_body, connections=connections,
-                             seconds=options.seconds, cpus=LOAD_CPU)
+                direct = wrk(
+                    upstream_url,
+                    direct_body,
+                    connections=connections,
+                    seconds=options.seconds,
+                    cpus=LOAD_CPU,
+                )
                 before = cpu_seconds(gateway.pid)
-                via = wrk(gateway_url, call, connections=connections,
-                          seconds=options.seconds, cpus=LOAD_CPU)
+                via = wrk(
+                    gateway_url,
+                    call,
+                    connections=connections,
+                    seconds=options.seconds,
+                    cpus=LOAD_CPU,
+                )
                 cpu = cpu_seconds(gateway.pid) - before
                 if via.non_2xx or direct.non_2xx:
                     raise SystemExit(f"errors during the run: {via.non_2xx} / {direct.non_2xx}")
@@ -108,7 +123,9 @@ def report(console: Console, results: dict[str, object]) -> None:
     out = ROOT / "benchmarks/results"
     out.mkdir(exist_ok=True)
     (out / "overhead.json").write_text(json.dumps(results, indent=2))
-    table = Table("concurrency", "path", "calls/s", "p50 ms", "p99 ms", title="POST through ztgate vs direct")
+    table = Table(
+        "concurrency", "path", "calls/s", "p50 ms", "p99 ms", title="POST through ztgate vs direct"
+    )
     lines = [
         f"Machine: {results['machine']}. {results['seconds']} s per run, wrk (1 thread).",
         "",
@@ -120,8 +137,13 @@ def report(console: Console, results: dict[str, object]) -> None:
     for connections, run in runs.items():
         for path in ("direct", "gateway"):
             r = run[path]
-            row = (connections, path, f"{r['requests_per_second']:.0f}",
-                   f"{r['p50'] * 1000:.3f}", f"{r['p99'] * 1000:.3f}")
+            row = (
+                connections,
+                path,
+                f"{r['requests_per_second']:.0f}",
+                f"{r['p50'] * 1000:.3f}",
+                f"{r['p99'] * 1000:.3f}",
+            )
             table.add_row(*row)
             lines.append("| " + " | ".join(row) + " |")
     console.print(table)
@@ -137,8 +159,10 @@ def report(console: Console, results: dict[str, object]) -> None:
         )
         console.print(summary)
         lines.append(f"- {summary}")
-    lines.append(f"- gateway RSS after the run: {results['gateway_rss_mib']:.0f} MiB; "
-                 f"audit records written: {results['audit_records']}")
+    lines.append(
+        f"- gateway RSS after the run: {results['gateway_rss_mib']:.0f} MiB; "
+        f"audit records written: {results['audit_records']}"
+    )
     (out / "overhead.md").write_text("\n".join(lines) + "\n")
     console.print(f"written to {out}/overhead.json and overhead.md")
 

@@ -99,12 +99,9 @@ class Forwarder:
 
 
 def _decode(tool: str, body: bytes, content_type: str) -> Any:
-    if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            return orjson.loads(body) if body else None
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"tool {tool!r} answered invalid JSON") from exc
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise UpstreamError(f"tool {tool!r} answered {content_type or 'no content type'}, not JSON")
     try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UpstreamError(f"tool {tool!r} answered a non-UTF-8 body") from exc
+        return orjson.loads(body) if body else None
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"tool {tool!r} answered invalid JSON") from exc

@@ -73,7 +73,6 @@ _LONG_DIGITS = re.compile(rb"[0-9]{16}")
 _MAX_SAFE_INTEGER = 2**53 - 1
 
 
-
 def _exact_integer(text: str) -> int:
     number = int(text)
     if abs(number) > _MAX_SAFE_INTEGER and not _double_holds(number):

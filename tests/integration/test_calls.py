@@ -163,8 +163,8 @@ def test_invalid_json_result_is_502_and_audited(
 
 
 def test_non_json_content_type_result_is_502(client: httpx.Client, gateway: GatewayProcess) -> None:
-    # The upstream contract (forward.py): "a 2xx JSON answer is the result".
-    # A text/plain answer is not JSON and must not reach the agent as a result.
+    # The upstream contract (docs/tools.md): a 2xx answer with a JSON content
+    # type is the result. A text/plain answer must not reach the agent.
     failed = _failed_call(client, gateway, "plaintext", {})
     assert failed.response.status_code == 502, failed.response.text
     assert "plain text, not JSON" not in failed.response.text

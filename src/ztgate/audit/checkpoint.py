@@ -16,6 +16,7 @@ check a log it was given with any signed-note verifier and our public key.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,10 @@ def verify_note(
         parts = line.split(" ")
         if len(parts) != 3 or parts[0] != _DASH or parts[1] != name:
             continue
-        blob = base64.b64decode(parts[2], validate=True)
+        try:
+            blob = base64.b64decode(parts[2], validate=True)
+        except (binascii.Error, ValueError):
+            continue  # not a signature of ours
         if blob[:4] != expected:
             continue
         try:

@@ -13,6 +13,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
+
 from ztgate.audit.checkpoint import CheckpointSigner
 from ztgate.audit.record import GENESIS, AuditEntry, AuditReceipt, build_body, seal
 from ztgate.clock import Clock
@@ -158,37 +160,51 @@ class AuditLog:
         Raises:
             StoreUnavailableError: the database could not be written.
         """
-        with self._connection.transaction() as conn:
-            seq, head, cp_seq, cp_at = self._lock_head(conn)
-            now = self._clock.now()
-            receipts: list[AuditReceipt] = []
-            rows = []
-            for entry in entries:
-                seq += 1
-                body = build_body(entry, chain=self.chain, seq=seq, prev=head, ts=now)
-                text, head = seal(body)
-                rows.append(
-                    {
-                        "chain": self.chain,
-                        "seq": seq,
-                        "ts": now,
-                        "kind": entry.kind,
-                        "outcome": entry.outcome,
-                        "call_id": entry.call_id,
-                        "agent": entry.agent,
-                        "task_id": entry.task_id,
-                        "tool": entry.tool,
-                        "body": text,
-                        "hash": head,
-                    }
-                )
-                receipts.append(AuditReceipt(self.chain, seq, head))
-            if rows:
-                conn.executemany(_INSERT_RECORD, rows)
-            if self._checkpoint_due(seq, cp_seq, cp_at, now):
-                self._write_checkpoint(conn, seq, head, now)
-                cp_seq, cp_at = seq, now
-            self._update_head(conn, seq, head, cp_seq, cp_at)
+        with self._connection.transaction() as cursor:
+            return self._append(cursor, entries)
+
+    def append_within(self, conn: Connection, entries: Sequence[AuditEntry]) -> list[AuditReceipt]:
+        """Append `entries` inside the caller's write transaction on `conn`.
+
+        For management changes, so that the change and its audit record are
+        committed together or not at all.
+        """
+        raw = conn.connection.driver_connection
+        if raw is None:
+            raise AuditError("the transaction has no open database connection")
+        return self._append(RawCursor(raw.cursor(), self._database.is_sqlite), entries)
+
+    def _append(self, conn: RawCursor, entries: Sequence[AuditEntry]) -> list[AuditReceipt]:
+        seq, head, cp_seq, cp_at = self._lock_head(conn)
+        now = self._clock.now()
+        receipts: list[AuditReceipt] = []
+        rows = []
+        for entry in entries:
+            seq += 1
+            body = build_body(entry, chain=self.chain, seq=seq, prev=head, ts=now)
+            text, head = seal(body)
+            rows.append(
+                {
+                    "chain": self.chain,
+                    "seq": seq,
+                    "ts": now,
+                    "kind": entry.kind,
+                    "outcome": entry.outcome,
+                    "call_id": entry.call_id,
+                    "agent": entry.agent,
+                    "task_id": entry.task_id,
+                    "tool": entry.tool,
+                    "body": text,
+                    "hash": head,
+                }
+            )
+            receipts.append(AuditReceipt(self.chain, seq, head))
+        if rows:
+            conn.executemany(_INSERT_RECORD, rows)
+        if self._checkpoint_due(seq, cp_seq, cp_at, now):
+            self._write_checkpoint(conn, seq, head, now)
+            cp_seq, cp_at = seq, now
+        self._update_head(conn, seq, head, cp_seq, cp_at)
         return receipts
 
     def checkpoint_now(self) -> None:

@@ -62,7 +62,7 @@ class AuditReader:
                     body=row["body"],
                     columns={
                         c: row[c]
-                        for c in ("kind", "outcome", "call_id", "agent", "task_id", "tool")
+                        for c in ("ts", "kind", "outcome", "call_id", "agent", "task_id", "tool")
                     },
                 )
             if len(rows) < _PAGE:
@@ -94,11 +94,25 @@ class AuditReader:
         bodies.sort(key=lambda body: (body["ts"], body["chain"], body["seq"]))
         return bodies[-limit:]
 
+    def head_seq(self, chain: str) -> int | None:
+        """The length the chain head records for `chain`."""
+        with self._database.read() as conn:
+            row = conn.execute(
+                select(audit_heads.c.seq).where(audit_heads.c.chain == chain)
+            ).first()
+        return None if row is None else int(row[0])
+
     def verify(self, public_key: Ed25519PublicKey | None) -> VerifyReport:
         """Verify every chain in the database."""
         return VerifyReport(
             [
-                verify_chain(chain, self.records(chain), self.checkpoints(chain), public_key)
+                verify_chain(
+                    chain,
+                    self.records(chain),
+                    self.checkpoints(chain),
+                    public_key,
+                    head_seq=self.head_seq(chain),
+                )
                 for chain in self.chains()
             ]
         )
@@ -142,16 +156,25 @@ def verify_export(path: Path, public_key: Ed25519PublicKey | None) -> VerifyRepo
     """
     records: dict[str, list[StoredRecord]] = {}
     checkpoints: dict[str, list[StoredCheckpoint]] = {}
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from exc
+    header_seen = False
+    with handle:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
             try:
                 line = orjson.loads(raw)
                 kind = line["type"]
-                if kind == "header":
-                    if line.get("format") != EXPORT_FORMAT:
-                        raise InvalidInputError(f"{path}:{number}: unknown export format")
+                if not header_seen:
+                    if kind != "header" or line.get("format") != EXPORT_FORMAT:
+                        raise InvalidInputError(
+                            f"{path}:{number}: not a ztgate audit export "
+                            f"(no {EXPORT_FORMAT} header)"
+                        )
+                    header_seen = True
                 elif kind == "checkpoint":
                     checkpoints.setdefault(line["chain"], []).append(
                         StoredCheckpoint(
@@ -163,10 +186,18 @@ def verify_export(path: Path, public_key: Ed25519PublicKey | None) -> VerifyRepo
                     records.setdefault(line["chain"], []).append(
                         StoredRecord(line["chain"], int(line["seq"]), line["hash"], body)
                     )
+                else:
+                    raise InvalidInputError(f"{path}:{number}: unknown line type {kind!r}")
+            except InvalidInputError as exc:
+                if exc.message.startswith(f"{path}:"):
+                    raise
+                raise InvalidInputError(f"{path}:{number}: {exc.message}") from exc
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise InvalidInputError(
                     f"{path}:{number}: not an audit export line ({exc})"
                 ) from exc
+    if not header_seen:
+        raise InvalidInputError(f"{path}: empty, not a ztgate audit export")
     report = VerifyReport()
     for chain in sorted(records.keys() | checkpoints.keys()):
         report.chains.append(

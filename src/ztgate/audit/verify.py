@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ztgate.audit.checkpoint import DEFAULT_KEY_NAME, verify_note
 from ztgate.audit.record import GENESIS
 from ztgate.canonical import canonical_json, sha256_hex
+from ztgate.clock import isoformat
 from ztgate.errors import AuditError, InvalidInputError
 
 _COLUMNS = ("kind", "outcome", "call_id", "agent", "task_id", "tool")
@@ -91,8 +92,14 @@ def verify_chain(
     checkpoints: Iterable[StoredCheckpoint],
     public_key: Ed25519PublicKey | None,
     key_name: str = DEFAULT_KEY_NAME,
+    *,
+    head_seq: int | None = None,
 ) -> ChainReport:
-    """Verify one chain's records (in sequence order) and checkpoints."""
+    """Verify one chain's records (in sequence order) and checkpoints.
+
+    `head_seq`, when given, is the length the store believes the chain has;
+    fewer records than that means records were removed from the end.
+    """
     report = ChainReport(chain)
     signed: dict[int, str] = {}
     for cp in checkpoints:
@@ -100,17 +107,32 @@ def verify_chain(
         problem = _check_checkpoint(cp, public_key, key_name)
         if problem is not None:
             report.fail(cp.seq, problem)
-        signed[cp.seq] = cp.hash
+        else:
+            signed[cp.seq] = cp.hash
     expected_seq, prev = 1, GENESIS
+    broken: StoredRecord | None = None
     for record in records:
         report.records += 1
+        if broken is not None:
+            # (3) again: a record whose own hash is intact but that does not
+            # link back may be innocent. If its successor links to it, the
+            # record before it was changed and re-hashed: name that one.
+            blamed = broken.seq - 1 if _links(record, broken.hash) else broken.seq
+            report.fail(blamed, _RELINK if blamed < broken.seq else _UNLINKED)
+            return report
         problem, seq_for_problem = _check_record(record, expected_seq, prev)
         if problem is None and record.seq in signed and signed[record.seq] != record.hash:
             problem, seq_for_problem = "differs from the signed checkpoint", record.seq
+        if problem == _UNLINKED and seq_for_problem > 1:
+            broken = record
+            continue
         if problem is not None:
             report.fail(seq_for_problem, problem)
             return report
         expected_seq, prev = record.seq + 1, record.hash
+    if broken is not None:
+        report.fail(broken.seq, _UNLINKED)
+        return report
     last = expected_seq - 1
     beyond = [seq for seq in signed if seq > last]
     if beyond:
@@ -118,7 +140,23 @@ def verify_chain(
             last + 1,
             f"missing: a signed checkpoint covers {max(beyond)} records but the log ends at {last}",
         )
+    elif head_seq is not None and head_seq > last:
+        report.fail(
+            last + 1, f"missing: the chain head says {head_seq} records, the log ends at {last}"
+        )
     return report
+
+
+_UNLINKED = "does not link to the previous record (changed, removed or reordered)"
+_RELINK = "changed and re-hashed (the next record no longer links to it)"
+
+
+def _links(record: StoredRecord, prev_hash: str) -> bool:
+    try:
+        body = orjson.loads(record.body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("prev") == prev_hash
 
 
 def _check_record(record: StoredRecord, expected_seq: int, prev: str) -> tuple[str | None, int]:
@@ -139,7 +177,7 @@ def _check_record(record: StoredRecord, expected_seq: int, prev: str) -> tuple[s
         return "body names another chain or sequence number", record.seq
     # (3) link to the previous record
     if body.get("prev") != prev:
-        return "does not link to the previous record (changed, removed or reordered)", record.seq
+        return _UNLINKED, record.seq
     # (4) the hash commits to the body
     if sha256_hex(record.body.encode()) != record.hash:
         return "hash does not match its body (record changed)", record.seq
@@ -148,6 +186,9 @@ def _check_record(record: StoredRecord, expected_seq: int, prev: str) -> tuple[s
         for column in _COLUMNS:
             if record.columns.get(column) != body.get(column):
                 return f"column {column!r} does not match the body", record.seq
+        ts = record.columns.get("ts")
+        if not isinstance(ts, float | int) or isoformat(float(ts)) != body.get("ts"):
+            return "column 'ts' does not match the body", record.seq
     return None, record.seq
 
 

@@ -12,7 +12,7 @@ import typer
 from ztgate import __version__
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import tools as tools_cli
-from ztgate.cli.common import console, err_console, settings
+from ztgate.cli.common import console, settings
 from ztgate.config import config_path
 from ztgate.errors import GatewayError
 
@@ -61,6 +61,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Run the gateway."""
+    from ztgate.http.server import check_bind
     from ztgate.http.server import serve as run_server
 
     current = settings(ctx)
@@ -69,6 +70,7 @@ def serve(
         current = current.model_copy(
             update={"gateway": current.gateway.model_copy(update=overrides)}
         )
+    check_bind(current.gateway.host)
     logging.basicConfig(
         level=current.gateway.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -103,7 +105,8 @@ def main() -> None:
     try:
         app()
     except GatewayError as exc:
-        err_console.print(f"ztgate: error: {exc.diagnostics()}", markup=False)
+        # Plain write, not Rich: one line however wide the terminal is.
+        sys.stderr.write(f"ztgate: error: {' '.join(exc.diagnostics().split())}\n")
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)

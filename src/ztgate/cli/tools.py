@@ -89,9 +89,9 @@ def add(
         source="cli",
     )
     registry, audit = _registry(ctx)
-    stored = registry.add(tool, replace=replace)
-    audit.append_now(
-        [AuditEntry(kind="admin", outcome="allow", tool=name, detail={"action": "tool.add"})]
+    entry = AuditEntry(kind="admin", outcome="allow", tool=name, detail={"action": "tool.add"})
+    stored = registry.add(
+        tool, replace=replace, also=lambda conn: audit.append_within(conn, [entry])
     )
     console.print(
         f"registered tool [bold]{stored.name}[/] ({stored.risk.value}) -> {stored.upstream_url}"
@@ -140,8 +140,6 @@ def show(
 def remove(ctx: typer.Context, name: str) -> None:
     """Remove a tool; calls to it are denied from the next call on."""
     registry, audit = _registry(ctx)
-    registry.remove(name)
-    audit.append_now(
-        [AuditEntry(kind="admin", outcome="allow", tool=name, detail={"action": "tool.remove"})]
-    )
+    entry = AuditEntry(kind="admin", outcome="allow", tool=name, detail={"action": "tool.remove"})
+    registry.remove(name, also=lambda conn: audit.append_within(conn, [entry]))
     console.print(f"removed tool [bold]{name}[/]")

@@ -18,6 +18,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -90,10 +91,12 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: the store answers")
+    @app.get("/readyz", tags=["operations"], summary="Readiness: the store takes writes")
     async def readyz() -> dict[str, str]:
         try:
-            await asyncio.to_thread(gateway.database.ping)
+            # A write transaction, not just a read: every call needs an audit
+            # write, and WAL readers still succeed while writes are blocked.
+            await asyncio.to_thread(gateway.database.probe_write)
         except StoreError as exc:
             raise Problem(503, "not-ready", f"store unavailable: {exc.message}") from exc
         return {"status": "ready"}
@@ -113,6 +116,13 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
     settings = gateway.settings.gateway
     try:
         body = await read_body(request, settings.max_body_bytes)
+    except ClientDisconnect:
+        # Nothing was asked and nobody is listening: no decision, no record.
+        logger.debug("client left before sending the whole body (call %s)", call_id)
+        return Problem(400, "incomplete-body", "the client disconnected mid-body").response()
+    except Problem as refused:
+        return await _reject(gateway, call_id, refused)
+    try:
         parsed = parse_call_request(body, settings.max_json_depth)
         call = gateway.new_call(
             parsed.tool,
@@ -121,8 +131,7 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
             call_id=call_id,
         )
     except InvalidInputError as exc:
-        problem = Problem(400, "invalid-arguments", exc.message)
-        return await _reject(gateway, call_id, problem)
+        return await _reject(gateway, call_id, Problem(400, "invalid-arguments", exc.message))
     except Problem as problem:
         return await _reject(gateway, call_id, problem)
     try:
@@ -177,7 +186,10 @@ async def _reject(gateway: Gateway, call_id: str, problem: Problem) -> Response:
         await gateway.record_rejection(call_id, problem.status, problem.detail)
     except StoreError:
         return Problem(
-            503, "store-unavailable", "the audit log is unavailable; nothing was done"
+            503,
+            "store-unavailable",
+            "the audit log is unavailable; nothing was done",
+            extensions={"call_id": call_id},
         ).response(call_id)
     problem.extensions.setdefault("call_id", call_id)
     return problem.response(call_id)
@@ -221,7 +233,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-        return Problem(exc.status_code, "http-error", str(exc.detail)).response()
+        headers = dict(exc.headers or {})  # e.g. Allow on a 405 (RFC 9110 section 15.5.6)
+        return Problem(exc.status_code, "http-error", str(exc.detail), headers=headers).response()
 
     async def on_validation(_request: Request, exc: Exception) -> Response:
         return Problem(422, "invalid-request", "the request does not fit the API").response()

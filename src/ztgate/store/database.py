@@ -96,6 +96,11 @@ class Database:
         finally:
             connection.close()
 
+    def probe_write(self) -> None:
+        """Raise `StoreUnavailableError` unless a write transaction can start and commit."""
+        with self.raw_write():
+            pass
+
     def ping(self) -> None:
         """Raise `StoreUnavailableError` unless the database answers."""
         with self.read() as conn:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -17,6 +17,7 @@ from ztgate.store.tables import tools as tools_table
 from ztgate.tools.model import RiskTier, Tool, ToolName
 
 GENERATION = "tools"
+InTransaction = Callable[[Connection], object]
 
 
 class ToolRegistry:
@@ -26,8 +27,11 @@ class ToolRegistry:
         self._database = database
         self._clock = clock
 
-    def add(self, tool: Tool, *, replace: bool = False) -> Tool:
+    def add(self, tool: Tool, *, replace: bool = False, also: InTransaction | None = None) -> Tool:
         """Register `tool`; with `replace`, overwrite one of the same name.
+
+        `also` runs inside the same transaction (the audit record of the
+        change), so both are committed or neither is.
 
         Raises:
             ConflictError: a tool of that name exists and `replace` is false.
@@ -46,6 +50,8 @@ class ToolRegistry:
                     update(tools_table).where(tools_table.c.name == tool.name).values(**row)
                 )
             generations.bump(conn, GENERATION)
+            if also is not None:
+                also(conn)
             stored = _get(conn, tool.name)
         assert stored is not None  # noqa: S101 - just written in this transaction
         return stored
@@ -57,8 +63,8 @@ class ToolRegistry:
             if current is None or _to_row(current) != _to_row(tool):
                 self.add(tool, replace=True)
 
-    def remove(self, name: str) -> None:
-        """Delete a tool.
+    def remove(self, name: str, *, also: InTransaction | None = None) -> None:
+        """Delete a tool (`also` runs in the same transaction, as for `add`).
 
         Raises:
             NotFoundError: no such tool.
@@ -68,6 +74,8 @@ class ToolRegistry:
             if result.rowcount == 0:
                 raise NotFoundError("tool", name)
             generations.bump(conn, GENERATION)
+            if also is not None:
+                also(conn)
 
     def find(self, name: str) -> Tool | None:
         """The tool called `name`, or None."""

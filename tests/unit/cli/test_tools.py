@@ -292,10 +292,10 @@ def test_a_change_that_cannot_be_audited_is_not_made(
 ) -> None:
     # Everything is recorded: if the audit record cannot be written, the
     # command fails, and so the change it reports as failed must not be in place.
-    def unavailable(self: AuditLog, entries: Any) -> Any:
+    def unavailable(self: AuditLog, cursor: Any, entries: Any) -> Any:
         raise StoreUnavailableError("database unavailable: database is locked")
 
-    monkeypatch.setattr(AuditLog, "append_now", unavailable)
+    monkeypatch.setattr(AuditLog, "_append", unavailable)
 
     _error(_add(ztgate, "get_weather"), StoreUnavailableError)
 
