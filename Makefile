@@ -40,9 +40,12 @@ unit: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ztgate demo
 
-## Benchmarks (not timed tests): figures go to docs/performance.md.
+## Benchmarks (not timed tests): figures go to docs/performance.md. Needs wrk
+## (Debian's package; installed here when missing and we are root).
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/forwarding_clients.py
 
 ## Re-pin the dependencies after changing pyproject.toml.
 lock: $(STAMP)

@@ -9,6 +9,10 @@ depend on the load generator.
 
     python benchmarks/overhead.py [--seconds 10]
 
+Two tools: a `read` one (one audit record per call, after the result) and a
+`write` one (two records: the decision before the tool runs, the result
+after). Each figure is the median of interleaved repeats.
+
 Writes benchmarks/results/overhead.{json,md}.
 """
 
@@ -18,6 +22,7 @@ import argparse
 import json
 import os
 import sqlite3
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -53,20 +58,32 @@ LOAD_CPU = {1}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     options = parser.parse_args()
     console = Console()
-    results: dict[str, object] = {"machine": machine(), "seconds": options.seconds, "runs": {}}
+    results: dict[str, object] = {
+        "machine": machine(),
+        "seconds": options.seconds,
+        "repeat": options.repeat,
+        "runs": {},
+    }
     with tempfile.TemporaryDirectory(prefix="ztgate-bench-") as scratch:
         workdir = Path(scratch)
         upstream_port, gateway_port = free_port(), free_port()
         upstream_url = f"http://127.0.0.1:{upstream_port}/echo"
-        tool = {"name": "echo", "url": upstream_url, "risk": "read", "input_schema": SCHEMA}
-        toml = f"[gateway]\nport = {gateway_port}\n\n" + array_of_tables("tools", [tool])
+        tools = [
+            {"name": "echo", "url": upstream_url, "risk": "read", "input_schema": SCHEMA},
+            {"name": "echo_write", "url": upstream_url, "risk": "write", "input_schema": SCHEMA},
+        ]
+        toml = f"[gateway]\nport = {gateway_port}\n\n" + array_of_tables("tools", tools)
         settings = make_settings(workdir, toml)
-        call = orjson.dumps(
-            {"tool": "echo", "arguments": ARGUMENTS, "justification": "benchmark"}
-        ).decode()
+        calls = {
+            tier: orjson.dumps(
+                {"tool": name, "arguments": ARGUMENTS, "justification": "benchmark"}
+            ).decode()
+            for tier, name in (("read", "echo"), ("write", "echo_write"))
+        }
         direct_body = orjson.dumps(ARGUMENTS).decode()
         env = dict(os.environ)
         with (
@@ -85,7 +102,7 @@ def main() -> None:
             gateway_url = f"http://127.0.0.1:{gateway_port}/v1/calls"
             console.print(f"[bold]warming up[/] ({machine()})")
             wrk(upstream_url, direct_body, connections=4, seconds=2, cpus=LOAD_CPU)
-            wrk(gateway_url, call, connections=4, seconds=2, cpus=LOAD_CPU)
+            wrk(gateway_url, calls["read"], connections=4, seconds=2, cpus=LOAD_CPU)
             for connections in (1, 32):
                 console.print(f"concurrency {connections}: direct, then through the gateway")
                 direct = wrk(
@@ -95,23 +112,24 @@ def main() -> None:
                     seconds=options.seconds,
                     cpus=LOAD_CPU,
                 )
-                before = cpu_seconds(gateway.pid)
-                via = wrk(
-                    gateway_url,
-                    call,
-                    connections=connections,
-                    seconds=options.seconds,
-                    cpus=LOAD_CPU,
-                )
-                cpu = cpu_seconds(gateway.pid) - before
-                if via.non_2xx or direct.non_2xx:
-                    raise SystemExit(f"errors during the run: {via.non_2xx} / {direct.non_2xx}")
-                results["runs"][str(connections)] = {  # type: ignore[index]
-                    "direct": direct.__dict__,
-                    "gateway": via.__dict__,
-                    "gateway_cpu_ms_per_call": 1000 * cpu / via.requests,
-                    "calls_per_cpu_second": via.requests / cpu if cpu else None,
-                }
+                run: dict[str, object] = {"direct": direct.__dict__}
+                for tier, call in calls.items():
+                    before = cpu_seconds(gateway.pid)
+                    via = wrk(
+                        gateway_url,
+                        call,
+                        connections=connections,
+                        seconds=options.seconds,
+                        cpus=LOAD_CPU,
+                    )
+                    cpu = cpu_seconds(gateway.pid) - before
+                    if via.non_2xx or direct.non_2xx:
+                        raise SystemExit(f"errors during the run: {via.non_2xx} / {direct.non_2xx}")
+                    run[tier] = via.__dict__ | {
+                        "cpu_ms_per_call": 1000 * cpu / via.requests,
+                        "calls_per_cpu_second": via.requests / cpu if cpu else None,
+                    }
+                results["runs"][str(connections)] = run  # type: ignore[index]
             results["gateway_rss_mib"] = rss_mib(gateway.pid)
         db = sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))
         results["audit_records"] = db.execute("SELECT count(*) FROM audit_records").fetchone()[0]
@@ -119,46 +137,58 @@ def main() -> None:
     report(console, results)
 
 
+PATHS = ("direct", "read", "write")
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the repeats."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
 def report(console: Console, results: dict[str, object]) -> None:
     out = ROOT / "benchmarks/results"
     out.mkdir(exist_ok=True)
     (out / "overhead.json").write_text(json.dumps(results, indent=2))
-    table = Table(
-        "concurrency", "path", "calls/s", "p50 ms", "p99 ms", title="POST through ztgate vs direct"
+    columns = (
+        "concurrency",
+        "path",
+        "calls/s",
+        "p50 ms",
+        "p99 ms",
+        "added p50 ms",
+        "gateway CPU ms/call",
+        "calls per CPU-second",
     )
+    table = Table(*columns, title="POST through ztgate vs direct")
     lines = [
-        f"Machine: {results['machine']}. {results['seconds']} s per run, wrk (1 thread).",
+        f"Machine: {results['machine']}. wrk (1 thread), {results['seconds']} s per run; "
+        f"each figure is the median of {results['repeat']} interleaved runs.",
         "",
-        "| concurrency | path | calls/s | p50 ms | p99 ms |",
-        "|---|---|---|---|---|",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     runs = results["runs"]
     assert isinstance(runs, dict)
+    labels = {"direct": "direct", "read": "gateway, read tool", "write": "gateway, write tool"}
     for connections, run in runs.items():
-        for path in ("direct", "gateway"):
+        direct = run["direct"]
+        for path in ("direct", "read", "write"):
             r = run[path]
+            gateway = path != "direct"
             row = (
                 connections,
-                path,
+                labels[path],
                 f"{r['requests_per_second']:.0f}",
                 f"{r['p50'] * 1000:.3f}",
                 f"{r['p99'] * 1000:.3f}",
+                f"{(r['p50'] - direct['p50']) * 1000:.3f}" if gateway else "",
+                f"{r['cpu_ms_per_call']:.3f}" if gateway else "",
+                f"{r['calls_per_cpu_second']:.0f}" if gateway else "",
             )
             table.add_row(*row)
             lines.append("| " + " | ".join(row) + " |")
     console.print(table)
     lines.append("")
-    for connections, run in runs.items():
-        d, g = run["direct"], run["gateway"]
-        summary = (
-            f"concurrency {connections}: gateway adds {1000 * (g['p50'] - d['p50']):.3f} ms at p50 "
-            f"({g['p50'] / d['p50']:.2f}x), {1000 * (g['p99'] - d['p99']):.3f} ms at p99; "
-            f"throughput {g['requests_per_second'] / d['requests_per_second']:.2f}x of direct; "
-            f"gateway CPU {run['gateway_cpu_ms_per_call']:.3f} ms/call "
-            f"= {run['calls_per_cpu_second']:.0f} calls per CPU-second"
-        )
-        console.print(summary)
-        lines.append(f"- {summary}")
     lines.append(
         f"- gateway RSS after the run: {results['gateway_rss_mib']:.0f} MiB; "
         f"audit records written: {results['audit_records']}"

@@ -64,6 +64,9 @@ class AuditSettings(_Section):
     signing_key: Path = Path(".ztgate/keys/audit-ed25519.pem")
     public_key: Path = Path(".ztgate/keys/audit-ed25519.pub")
     checkpoint_every_records: int = Field(1000, ge=1)
+    # Risk tiers whose allowed calls are recorded before the tool runs too
+    # (two records: the decision, then the result), not only after.
+    record_before_forward: tuple[Literal["read", "write", "critical"], ...] = ("write", "critical")
     checkpoint_every_seconds: float = Field(60.0, gt=0)
 
 

@@ -13,10 +13,14 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
+from yarl import URL
 
 from ztgate.errors import UpstreamError
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.model import Tool
+
+_HEADERS = CIMultiDict({"Content-Type": "application/json", "Accept": "application/json"})
 
 
 class Forwarder:
@@ -27,14 +31,17 @@ class Forwarder:
         self._max_result_bytes = max_result_bytes
         self._connections = connections
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}  # parsed once per upstream, not per call
 
     async def start(self) -> None:
         """Open the connection pool."""
         connector = aiohttp.TCPConnector(limit=self._connections, ttl_dns_cache=60)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            json_serialize=lambda value: orjson.dumps(value).decode(),
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies must not leak between calls
             auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
         )
 
     async def stop(self) -> None:
@@ -52,16 +59,19 @@ class Forwarder:
         """
         if self._session is None:
             raise UpstreamError("the forwarder is not running")
-        timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds or self._timeout)
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "X-Ztgate-Call-Id": call.call_id,
-        }
+        timeout = self._timeouts.get(tool.timeout_seconds or self._timeout)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds or self._timeout)
+            self._timeouts[timeout.total or self._timeout] = timeout
+        headers = CIMultiDict(_HEADERS)
+        headers["X-Ztgate-Call-Id"] = call.call_id
+        url = self._urls.get(tool.upstream_url)
+        if url is None:
+            url = self._urls[tool.upstream_url] = URL(tool.upstream_url)
         started = time.perf_counter()
         try:
             async with self._session.post(
-                tool.upstream_url,
+                url,
                 data=orjson.dumps(dict(call.arguments)),
                 headers=headers,
                 timeout=timeout,
@@ -86,8 +96,11 @@ class Forwarder:
         )
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
-        if (response.content_length or 0) > self._max_result_bytes:
-            raise UpstreamError(f"result is larger than {self._max_result_bytes} bytes")
+        declared = response.content_length
+        if declared is not None:
+            if declared > self._max_result_bytes:
+                raise UpstreamError(f"result is larger than {self._max_result_bytes} bytes")
+            return await response.read()  # aiohttp stops at Content-Length
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(65536):

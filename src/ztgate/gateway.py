@@ -8,8 +8,12 @@ front door sends it; if the record cannot be written, the call fails closed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -84,13 +88,18 @@ class Gateway:
     forwarder: Forwarder
     pipeline: Pipeline
     clock: Clock = field(default_factory=SystemClock)
-    ids: Callable[[], str] = field(default=lambda: secrets.token_hex(16))
+    ids: Callable[[], str] = field(default=lambda: time_ordered_id())
     metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.registry = ToolRegistry(self.database, self.clock)
         self.catalog = Catalog()
-        self._watcher = GenerationWatcher(self.database)
+        # Sharing the audit writer's connection when it writes on the event
+        # loop: then only other processes' commits move data_version.
+        shared = self.audit.connection if self.audit.inline else None
+        self._watcher = GenerationWatcher(self.database, shared)
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._in_flight = 0
 
     @classmethod
     def from_settings(
@@ -139,13 +148,33 @@ class Gateway:
         self._watcher.prime()
         await self.audit.start()
         await self.forwarder.start()
+        self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
 
     async def stop(self) -> None:
         """Drain the audit writer, close the forwarder and the database."""
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         await self.forwarder.stop()
         await self.audit.stop()
+        if self.audit.batches:
+            logger.info(
+                "audit: %d records in %d commits (%.1f per commit)",
+                self.audit.batched_records,
+                self.audit.batches,
+                self.audit.batched_records / self.audit.batches,
+            )
         self._watcher.close()
         self.database.dispose()
+
+    async def _checkpoint_wal(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(self.database.checkpoint_wal)
+            except StoreError as exc:
+                logger.warning("WAL checkpoint failed: %s", exc)
 
     def refresh(self) -> None:
         """Reload whatever another process changed since the last call.
@@ -193,6 +222,13 @@ class Gateway:
             StoreError: the audit record could not be written (fail closed:
                 the caller must answer with an error, never with a result).
         """
+        self._in_flight += 1
+        try:
+            return await self._handle(call)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle(self, call: ToolCall) -> CallReport:
         try:
             self.refresh()
         except StoreError as exc:
@@ -200,34 +236,44 @@ class Gateway:
             return CallReport(call, None, failure=Failure.STORE_UNAVAILABLE, detail=str(exc))
         entry = self.catalog.get(call.tool)
         ctx = CallContext(self.clock, tool=entry)
+        previews = _Previews(call)
         decision = _ask_means_deny(await self.pipeline.decide(call, ctx))
         self.metrics.observe(decision)
         self.metrics.decision_seconds.observe(decision.elapsed_seconds)
         if decision.outcome is not Outcome.ALLOW or entry is None:
-            await self._record(call, decision, "decision", decision.outcome.value, 403)
+            await self._record(previews, decision, "decision", decision.outcome.value, 403)
             return CallReport(call, decision)
-        # The decision to run is durable before the tool runs: a crash after
-        # this point leaves a record of a call that may have run.
-        await self._record(call, decision, "decision", "allow", None)
+        early = entry.spec.risk.value in self.settings.audit.record_before_forward
+        if early:
+            # A tool with side effects: the decision is durable before the
+            # tool runs, so a crash mid-call still leaves a record that it may
+            # have run. A read leaves one record, after its result.
+            await self._record(previews, decision, "decision", "allow", None)
         try:
             result = await self.forwarder.forward(entry.spec, call)
         except UpstreamError as exc:
             failure = Failure.UPSTREAM_TIMEOUT if exc.timeout else Failure.UPSTREAM_FAILED
             self.metrics.upstream_errors.labels(failure.value).inc()
             status = 504 if exc.timeout else 502
-            await self._record(call, decision, "result", "error", status, reason=exc.message)
+            await self._record(previews, decision, "result", "error", status, reason=exc.message)
             return CallReport(call, decision, failure=failure, detail=exc.message)
         self.metrics.upstream_seconds.observe(result.elapsed_seconds)
         review = await self.pipeline.review(call, result, ctx)
         self.metrics.observe(review)
         if review.outcome is not Outcome.ALLOW:  # nobody can answer an ask about a result yet
-            await self._record(call, review, "result", "deny", 502)
+            await self._record(previews, review, "result", "deny", 502)
             reasons = "; ".join(r["reason"] for r in review.reasons())
             return CallReport(
                 call, decision, review=review, failure=Failure.RESULT_WITHHELD, detail=reasons
             )
         await self._record(
-            call, review, "result", "allow", 200, extra={"upstream_status": result.status}
+            previews,
+            review,
+            "result",
+            "allow",
+            200,
+            extra={"upstream_status": result.status},
+            checked=() if early else decision.verdicts,
         )
         return CallReport(call, decision, result=result, review=review)
 
@@ -249,7 +295,7 @@ class Gateway:
 
     async def _record(
         self,
-        call: ToolCall,
+        previews: _Previews,
         decision: Decision,
         kind: str,
         outcome: str,
@@ -257,13 +303,16 @@ class Gateway:
         *,
         reason: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        checked: tuple[Verdict, ...] = (),
     ) -> None:
-        reasons = decision.reasons()
+        call = previews.call
+        reasons = [_as_reason(v) for v in checked] + decision.reasons()
         if reason is not None:
             reasons = [{"check": "upstream", "outcome": "deny", "reason": reason}]
         try:
             await self.audit.append(
-                AuditEntry(
+                gather=self._in_flight > 1,  # alone, nothing to group-commit with
+                entry=AuditEntry(
                     kind=kind,
                     outcome=outcome,
                     call_id=call.call_id,
@@ -273,14 +322,41 @@ class Gateway:
                     status=status,
                     reasons=reasons,
                     arguments_sha256=call.arguments_sha256,
-                    arguments_preview=preview(call.arguments),
-                    justification=preview_text(call.justification) or None,
+                    arguments_preview=previews.arguments,
+                    justification=previews.justification,
                     detail={"phase": decision.phase.value, **(extra or {})},
-                )
+                ),
             )
         except GatewayError:
             self.metrics.audit_failures.inc()
             raise
+
+
+def time_ordered_id() -> str:
+    """32 hex characters: milliseconds since the epoch, then 80 random bits.
+
+    Ids that sort by time keep the audit log's call-id index append-mostly.
+    """
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+def _as_reason(verdict: Verdict) -> dict[str, str]:
+    return {"check": verdict.check, "outcome": verdict.outcome.value, "reason": verdict.reason}
+
+
+class _Previews:
+    """A call's redacted previews, computed once however many records it gets."""
+
+    def __init__(self, call: ToolCall) -> None:
+        self.call = call
+
+    @functools.cached_property
+    def arguments(self) -> str:
+        return preview(self.call.arguments)
+
+    @functools.cached_property
+    def justification(self) -> str | None:
+        return preview_text(self.call.justification) or None
 
 
 def _ask_means_deny(decision: Decision) -> Decision:

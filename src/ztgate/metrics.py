@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -24,6 +26,7 @@ class Metrics:
     """The gateway's metrics, in a registry of its own."""
 
     def __init__(self) -> None:
+        self._decision_children: dict[tuple[str, str, str], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.decisions = Counter(
             "ztgate_decisions",
@@ -70,9 +73,14 @@ class Metrics:
 
     def observe(self, decision: Decision) -> None:
         """Count a decision under its outcome and deciding check."""
+        outcome = decision.outcome.value
         deciding = decision.deciding
-        check = deciding[-1].check if decision.outcome.value != "allow" and deciding else "all"
-        self.decisions.labels(decision.phase.value, decision.outcome.value, check).inc()
+        check = deciding[-1].check if outcome != "allow" and deciding else "all"
+        key = (decision.phase.value, outcome, check)
+        child = self._decision_children.get(key)
+        if child is None:  # labels() costs a lock and a lookup; the label sets are few
+            child = self._decision_children[key] = self.decisions.labels(*key)
+        child.inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -251,7 +251,7 @@ def main_tools(upstream: Upstream, dead_port: int, tag: str = "main") -> list[di
         {
             "name": "echo",
             "url": f"{upstream.url}/echo/{tag}",
-            "risk": "read",
+            "risk": "write",
             "description": "Returns its arguments.",
             "input_schema": {
                 "type": "object",
@@ -265,6 +265,12 @@ def main_tools(upstream: Upstream, dead_port: int, tag: str = "main") -> list[di
             },
         },
         {"name": "sink", "url": f"{upstream.url}/sink", "input_schema": any_object},
+        {
+            "name": "lookup",
+            "url": f"{upstream.url}/echo/{tag}",
+            "risk": "read",
+            "input_schema": any_object,
+        },
         {
             "name": "slow",
             "url": f"{upstream.url}/sleep",

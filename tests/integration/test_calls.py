@@ -69,6 +69,20 @@ def test_allowed_call_returns_the_result_and_is_audited(
     gateway.verify_audit()
 
 
+def test_a_read_is_recorded_once_after_its_result(
+    client: httpx.Client, gateway: GatewayProcess
+) -> None:
+    # Reads have no side effects to account for if the gateway dies mid-call,
+    # so (by default) they get one record, carrying every check's verdict.
+    response = client.post("/v1/calls", json={"tool": "lookup", "arguments": {"q": _unique()}})
+    assert response.status_code == 200, response.text
+    records = gateway.audit_records(response.json()["call_id"])
+    assert [(r["kind"], r["outcome"]) for r in records] == [("result", "allow")]
+    checks = {(r["check"], r["outcome"]) for r in records[0]["reasons"]}
+    assert {("schema", "allow"), ("result_schema", "allow")} <= checks
+    gateway.verify_audit()
+
+
 def test_same_arguments_in_any_key_order_hash_the_same(
     client: httpx.Client, gateway: GatewayProcess
 ) -> None:

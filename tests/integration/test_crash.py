@@ -129,7 +129,7 @@ def test_sigkill_mid_load_loses_no_answered_call(tmp_path: Path, upstream: Upstr
         {
             "name": "echo",
             "url": f"{upstream.url}/echo/{tag}",
-            "risk": "read",
+            "risk": "write",  # recorded before it runs: the property under test
             "input_schema": {
                 "type": "object",
                 "properties": {"n": {"type": "integer"}},

@@ -34,9 +34,15 @@ def lock_gateway(
         {
             "name": "echo",
             "url": f"{upstream.url}/echo/{TAG}",
-            "risk": "read",
+            "risk": "write",
             "input_schema": {"type": "object", "properties": {"msg": {"type": "string"}}},
-        }
+        },
+        {
+            "name": "lookup",
+            "url": f"{upstream.url}/echo/read-{TAG}",
+            "risk": "read",
+            "input_schema": {"type": "object"},
+        },
     ]
     toml = gateway_toml(tools, store={"busy_timeout_ms": 200})
     with start_gateway(tmp_path_factory.mktemp("locked"), toml) as process:
@@ -82,8 +88,14 @@ def test_locked_store_fails_closed_then_recovers(
                 assert "result" not in problem
                 # (`call_id` itself: see test_every_503_names_its_call.)
                 refused.append(problem.get("call_id") or problem["instance"])
-            # Nothing reached the tool while the log could not be written.
+            # Nothing with side effects reached a tool while the log could not be written.
             assert len(upstream.received(f"/echo/{TAG}")) == received_before
+            # A read is recorded once, after its result: it may reach its tool,
+            # but its result is withheld when it cannot be recorded.
+            read = client.post("/v1/calls", json={"tool": "lookup", "arguments": {"q": "x"}})
+            problem = assert_problem(read, 503)
+            assert "result" not in problem and '"q"' not in read.text
+            refused.append(problem.get("call_id") or problem["instance"])
 
         # Nothing about the refused calls was recorded, least of all an allow.
         assert gateway.audit_count() == records_before

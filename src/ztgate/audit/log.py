@@ -1,8 +1,8 @@
 """Appending to the audit chain, durably, before any answer leaves the gateway.
 
-Concurrent requests hand their entries to one writer task, which commits
-whatever has queued in a single transaction (group commit) and only then
-releases the waiting requests. Each transaction locks the chain head, so the
+Concurrent requests are group-committed: whatever is ready to be recorded in
+the same turn of the event loop goes into one transaction, and every request
+waits until that transaction has committed. Each transaction locks the chain head, so the
 CLI and the gateway can append to the same chain safely.
 """
 
@@ -23,7 +23,8 @@ from ztgate.store.database import Database, RawCursor
 
 logger = logging.getLogger(__name__)
 
-_Pending = tuple[AuditEntry, "asyncio.Future[AuditReceipt]"]
+# An entry and the future its appender waits on (None for the batch's leader).
+_Pending = tuple[AuditEntry, "asyncio.Future[AuditReceipt] | None"]
 
 # The append runs on every call, so it speaks plain SQL through the driver
 # (`Database.raw_write`): SQLAlchemy Core costs about 100 us per statement.
@@ -73,84 +74,94 @@ class AuditLog:
         # An SQLite commit without fsync takes tens of microseconds: cheaper on
         # the event loop than the two thread switches of a worker thread. A
         # commit that waits for a disk (fsync) or a network runs in a thread.
-        self._inline = database.is_sqlite and database.synchronous == "normal"
-        self._connection = database.dedicated()
-        self._queue: asyncio.Queue[_Pending | None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self.inline = database.is_sqlite and database.synchronous == "normal"
+        self.connection = database.dedicated()
+        self._running = False
+        self.batches = self.batched_records = 0  # group-commit effectiveness, for metrics
+        self._gathering: list[_Pending] | None = None
+        self._write_lock: asyncio.Lock | None = None
 
     # -- asynchronous, group-committed appends (the gateway) -----------------
 
     async def start(self) -> None:
-        """Start the writer task."""
-        self._queue = asyncio.Queue()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(self._queue))
+        """Accept appends."""
+        self._write_lock = asyncio.Lock()
+        self._running = True
 
     async def stop(self) -> None:
-        """Write what is queued, sign a final checkpoint and stop the writer.
-
-        An append that arrives once stopping has begun is refused, never left
-        waiting.
-        """
-        queue, writer = self._queue, self._writer
-        if queue is None or writer is None:
+        """Refuse new appends, let accepted ones commit, sign a final checkpoint."""
+        if not self._running or self._write_lock is None:
             return
-        self._queue = self._writer = None
-        queue.put_nowait(None)
-        with contextlib.suppress(Exception):
-            await writer
-        while not queue.empty():
-            item = queue.get_nowait()
-            if item is not None and not item[1].done():
-                item[1].set_exception(AuditError("the audit writer has stopped"))
-        if self._signer is not None:
-            with contextlib.suppress(GatewayError):
-                await asyncio.to_thread(self.checkpoint_now)
-        self._connection.close()
+        self._running = False
+        # Batches already gathering were accepted: wait until they are written.
+        while self._gathering is not None or self._write_lock.locked():
+            await asyncio.sleep(0.001)
+        async with self._write_lock:
+            if self._signer is not None:
+                with contextlib.suppress(GatewayError):
+                    if self.inline:
+                        self.checkpoint_now()
+                    else:
+                        await asyncio.to_thread(self.checkpoint_now)
+            self.connection.close()
 
-    async def append(self, entry: AuditEntry) -> AuditReceipt:
+    async def append(self, entry: AuditEntry, *, gather: bool = True) -> AuditReceipt:
         """Record `entry`; returns once it is committed.
 
+        Group commit without a writer task: the first append to find no batch
+        open leads one, yields to the event loop once so that every other
+        request ready to append joins it, then writes the whole batch in one
+        transaction. Alone (one call in flight), an append costs one commit
+        and no task switch; `gather=False` (the caller knows it is alone)
+        skips even the one yield.
+
         Raises:
-            AuditError: the writer is not running.
+            AuditError: the log is not accepting appends (not started, or stopping).
             StoreUnavailableError: the database could not be written.
         """
-        if self._queue is None or self._writer is None or self._writer.done():
-            raise AuditError("the audit writer is not running")
-        future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((entry, future))
-        return await future
-
-    async def _write_loop(self, queue: asyncio.Queue[_Pending | None]) -> None:
-        stopping = False
-        while not stopping:
-            item = await queue.get()
-            batch: list[_Pending] = []
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= self._max_batch or queue.empty():
-                    break
-                item = queue.get_nowait()
-            stopping = item is None
-            if batch:
-                await self._commit(batch)
-
-    async def _commit(self, batch: list[_Pending]) -> None:
-        entries = [entry for entry, _ in batch]
+        if not self._running or self._write_lock is None:
+            raise AuditError("the audit log is not running (not started, or stopping)")
+        if self._gathering is not None and len(self._gathering) < self._max_batch:
+            future: asyncio.Future[AuditReceipt] = asyncio.get_running_loop().create_future()
+            self._gathering.append((entry, future))
+            return await future
+        batch: list[_Pending] = [(entry, None)]
+        self._gathering = batch
         try:
-            if self._inline:
-                receipts = self.append_now(entries)
-            else:
-                receipts = await asyncio.to_thread(self.append_now, entries)
+            if gather or self._write_lock.locked():
+                await asyncio.sleep(0)
+            async with self._write_lock:
+                if self._gathering is batch:
+                    self._gathering = None
+                receipts = await self._commit([item[0] for item in batch])
+                self.batches += 1
+                self.batched_records += len(batch)
+        except BaseException as exc:
+            if self._gathering is batch:
+                self._gathering = None
+            error = (
+                exc if isinstance(exc, Exception) else AuditError("the audit write was cancelled")
+            )
+            for _, waiting in batch[1:]:
+                if waiting is not None and not waiting.done():
+                    waiting.set_exception(error)
+            raise
+        for (_, waiting), receipt in zip(batch[1:], receipts[1:], strict=True):
+            if waiting is not None and not waiting.done():
+                waiting.set_result(receipt)
+        return receipts[0]
+
+    async def _commit(self, entries: list[AuditEntry]) -> list[AuditReceipt]:
+        try:
+            if self.inline:
+                return self.append_now(entries)
+            return await asyncio.to_thread(self.append_now, entries)
+        except GatewayError as exc:
+            logger.error("audit write failed: %s", exc)
+            raise
         except Exception as exc:
-            error = exc if isinstance(exc, GatewayError) else StoreUnavailableError(str(exc))
-            logger.error("audit write failed: %s", error)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        for (_, future), receipt in zip(batch, receipts, strict=True):
-            if not future.done():
-                future.set_result(receipt)
+            logger.error("audit write failed: %r", exc)
+            raise StoreUnavailableError(f"audit write failed: {exc}") from exc
 
     # -- synchronous appends (the CLI, and the writer's thread) ---------------
 
@@ -160,7 +171,7 @@ class AuditLog:
         Raises:
             StoreUnavailableError: the database could not be written.
         """
-        with self._connection.transaction() as cursor:
+        with self.connection.transaction() as cursor:
             return self._append(cursor, entries)
 
     def append_within(self, conn: Connection, entries: Sequence[AuditEntry]) -> list[AuditReceipt]:
@@ -211,7 +222,7 @@ class AuditLog:
         """Sign a checkpoint of the current head, if it has moved since the last one."""
         if self._signer is None:
             return
-        with self._connection.transaction() as conn:
+        with self.connection.transaction() as conn:
             seq, head, cp_seq, _ = self._lock_head(conn)
             if seq == 0 or seq == cp_seq:
                 return

@@ -8,6 +8,7 @@ preview is bounded in size. All patterns are linear-time.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -43,8 +44,9 @@ _MAX_ITEMS = 16
 _MAX_DEPTH = 6
 
 
+@functools.lru_cache(maxsize=4096)
 def is_sensitive_key(key: str) -> bool:
-    """True if a field named `key` probably holds a credential."""
+    """True if a field named `key` probably holds a credential (cached: keys recur)."""
     words = _SEPARATORS.sub("_", _CAMEL.sub(r"\1_\2", key).lower())
     return _SENSITIVE_KEY.search(words) is not None
 

@@ -45,6 +45,10 @@ DEFAULT_CONFIG_TEXT = """\
 # signing_key = ".ztgate/keys/audit-ed25519.pem"   # Ed25519, mode 0600
 # public_key = ".ztgate/keys/audit-ed25519.pub"    # give this to auditors
 # checkpoint_every_records = 1000
+# Allowed calls to tools of these risk tiers are recorded twice: once before
+# the tool runs (so a crash mid-call still leaves a trace), once with the
+# result. Other tiers get one record, after the result.
+# record_before_forward = ["write", "critical"]
 # checkpoint_every_seconds = 60
 
 [demo]

@@ -43,6 +43,8 @@ def uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicorn
         access_log=False,
         log_level=log_level,
         server_header=False,
+        # X-Forwarded-* from a client is not evidence of anything: ignore it.
+        proxy_headers=False,
     )
 
 

@@ -21,6 +21,7 @@ from ztgate.errors import ConfigError, StoreError, StoreUnavailableError
 
 Synchronous = Literal["normal", "full"]
 DEFAULT_BUSY_TIMEOUT_MS = 5000
+_WAL_AUTOCHECKPOINT_PAGES = 8000
 
 
 class Database:
@@ -101,6 +102,17 @@ class Database:
         with self.raw_write():
             pass
 
+    def checkpoint_wal(self) -> None:
+        """Copy the SQLite write-ahead log into the database file (PASSIVE: never blocks writers).
+
+        The gateway runs this in the background, so that the automatic
+        checkpoint (with its fsyncs) rarely lands on a call's commit.
+        """
+        if not self.is_sqlite:
+            return
+        with map_store_errors(), self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
     def ping(self) -> None:
         """Raise `StoreUnavailableError` unless the database answers."""
         with self.read() as conn:
@@ -130,6 +142,19 @@ class DedicatedConnection:
         self._database = database
         self._connection: Any = None
 
+    def raw(self) -> Any:
+        """The DBAPI connection, opened if needed.
+
+        Raises:
+            StoreUnavailableError: the database cannot be opened.
+        """
+        if self._connection is None:
+            with map_store_errors():
+                fairy = self._database.engine.raw_connection()
+                fairy.detach()  # ours alone: closing it closes the DBAPI connection
+                self._connection = fairy
+        return self._connection
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[RawCursor]:
         """A cursor in a write transaction, committed on success.
@@ -139,12 +164,7 @@ class DedicatedConnection:
             StoreError: any other database failure.
         """
         dbapi = self._database.engine.dialect.loaded_dbapi
-        if self._connection is None:
-            with map_store_errors():
-                fairy = self._database.engine.raw_connection()
-                fairy.detach()  # ours alone: closing it closes the DBAPI connection
-                self._connection = fairy
-        connection = self._connection
+        connection = self.raw()
         try:
             cursor = connection.cursor()
             if self._database.is_sqlite:
@@ -242,6 +262,8 @@ def _configure_sqlite(engine: Engine, synchronous: Synchronous, busy_timeout_ms:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # A safety net: the gateway checkpoints in the background (checkpoint_wal).
+        cursor.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -8,13 +8,12 @@ change made by another process (the CLI) holds from the very next call.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
 from ztgate.errors import StoreError, StoreUnavailableError
-from ztgate.store.database import Database, map_store_errors
+from ztgate.store.database import Database, DedicatedConnection
 from ztgate.store.tables import generations
 
 
@@ -41,9 +40,15 @@ class GenerationWatcher:
     case (nothing changed) reads no table.
     """
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, connection: DedicatedConnection | None = None) -> None:
+        """Watch `database`, on `connection` if given (else one of its own).
+
+        Sharing the audit writer's connection (when it writes on the event
+        loop) means the writer's own commits do not move data_version: only
+        other processes' changes do.
+        """
         self._database = database
-        self._raw: Any = None
+        self._connection = connection or database.dedicated()
         self._data_version: int | None = None
         self._seen: dict[str, int] = {}
 
@@ -84,10 +89,8 @@ class GenerationWatcher:
 
     def _query(self, sql: str) -> list[Any]:
         try:
-            if self._raw is None:
-                with map_store_errors():
-                    self._raw = self._database.engine.raw_connection()
-            rows: list[Any] = self._raw.cursor().execute(sql).fetchall()
+            raw = self._connection.raw()
+            rows: list[Any] = raw.cursor().execute(sql).fetchall()
         except Exception as exc:
             self.close()
             if isinstance(exc, StoreError):
@@ -96,9 +99,6 @@ class GenerationWatcher:
         return rows
 
     def close(self) -> None:
-        """Release the watcher's own connection."""
-        if self._raw is not None:
-            with contextlib.suppress(Exception):
-                self._raw.close()
-            self._raw = None
-            self._data_version = None
+        """Forget the connection's state (the connection is closed and reopened on demand)."""
+        self._connection.close()
+        self._data_version = None
