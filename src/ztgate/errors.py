@@ -69,3 +69,7 @@ class UpstreamError(GatewayError):
 
 class AuditError(GatewayError):
     """The audit log could not be written, read or verified."""
+
+
+class IdentityError(GatewayError):
+    """An identity could not be issued or did not verify."""

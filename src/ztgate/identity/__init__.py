@@ -1,0 +1,1 @@
+"""Agent identity: SPIFFE IDs, the certificate authority, SVIDs and their verification."""

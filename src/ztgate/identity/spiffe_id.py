@@ -1,0 +1,57 @@
+"""SPIFFE IDs and trust domains, parsed strictly at the edge.
+
+py-spiffe's parser does the SPIFFE ID spec's checks (scheme, trust domain
+characters, path segments); on top of it, ztgate accepts only the canonical
+spelling, so that two different strings can never name the same identity.
+"""
+
+from __future__ import annotations
+
+from spiffe import SpiffeId, TrustDomain
+from spiffe.errors import PySpiffeError
+
+from ztgate.errors import InvalidInputError
+
+MAX_LENGTH = 2048  # SPIFFE ID spec, section 2.3: URIs longer than this are not guaranteed to work
+
+
+def parse_spiffe_id(text: str) -> SpiffeId:
+    """Parse a SPIFFE ID, refusing anything but its canonical form.
+
+    Raises:
+        InvalidInputError: not a valid, canonical SPIFFE ID.
+    """
+    if not isinstance(text, str) or len(text) > MAX_LENGTH:
+        raise InvalidInputError("a SPIFFE ID must be a string of at most 2048 characters")
+    try:
+        parsed = SpiffeId(text)
+    except (PySpiffeError, ValueError) as exc:
+        raise InvalidInputError(f"invalid SPIFFE ID {text!r}: {exc}") from exc
+    if str(parsed) != text:
+        raise InvalidInputError(f"SPIFFE ID {text!r} is not in canonical form ({parsed})")
+    return parsed
+
+
+def parse_trust_domain(text: str) -> TrustDomain:
+    """Parse a trust domain name (`acme.example`) or its ID (`spiffe://acme.example`).
+
+    Raises:
+        InvalidInputError: not a valid, lower-case trust domain name.
+    """
+    name = text.removeprefix("spiffe://")
+    if not name or name != name.lower() or "/" in name:
+        raise InvalidInputError(
+            f"invalid trust domain {text!r}: use lower-case letters, digits, '.', '-', '_'"
+        )
+    try:
+        domain = TrustDomain(name)
+    except (PySpiffeError, ValueError) as exc:
+        raise InvalidInputError(f"invalid trust domain {text!r}: {exc}") from exc
+    if domain.name != name:
+        raise InvalidInputError(f"trust domain {text!r} is not in canonical form")
+    return domain
+
+
+def trust_domain_id(domain: TrustDomain) -> str:
+    """The trust domain's own SPIFFE ID, `spiffe://<name>`."""
+    return f"spiffe://{domain.name}"
