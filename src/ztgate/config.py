@@ -70,6 +70,25 @@ class AuditSettings(_Section):
     checkpoint_every_seconds: float = Field(60.0, gt=0)
 
 
+class IdentitySettings(_Section):
+    """The trust domain and its certificate authority."""
+
+    trust_domain: str = Field("ztgate.local", pattern=r"^[a-z0-9._-]{1,255}$")
+    ca_dir: Path = Path(".ztgate/ca")
+    # The CA's private keys are encrypted when this environment variable is set.
+    passphrase_env: str = Field("ZTGATE_CA_PASSPHRASE", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    x509_svid_ttl_seconds: int = Field(600, ge=30, le=86400)
+    jwt_svid_ttl_seconds: int = Field(300, ge=30, le=86400)
+    root_ttl_days: int = Field(365, ge=1, le=3650)
+    signing_ttl_days: int = Field(30, ge=1, le=365)
+    clock_skew_seconds: int = Field(30, ge=0, le=300)
+
+    def passphrase(self) -> bytes | None:
+        """The CA passphrase from the environment, if one is set."""
+        value = os.environ.get(self.passphrase_env, "")
+        return value.encode() if value else None
+
+
 class DemoSettings(_Section):
     """The built-in demo tool server (off unless asked for)."""
 
@@ -119,6 +138,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     store: StoreSettings = StoreSettings()
     audit: AuditSettings = AuditSettings()
+    identity: IdentitySettings = IdentitySettings()
     demo: DemoSettings = DemoSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 

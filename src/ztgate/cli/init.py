@@ -6,8 +6,11 @@ from pathlib import Path
 
 from ztgate.audit.checkpoint import generate_key
 from ztgate.cli.toml import array_of_tables
+from ztgate.clock import SystemClock
 from ztgate.config import Settings, load_settings
 from ztgate.demo.tools import demo_tool_declarations
+from ztgate.identity.authority import STATE_FILE, CertificateAuthority
+from ztgate.identity.spiffe_id import parse_trust_domain
 
 DEFAULT_CONFIG_TEXT = """\
 # ztgate configuration. Every setting is optional: the values shown are the
@@ -51,6 +54,19 @@ DEFAULT_CONFIG_TEXT = """\
 # record_before_forward = ["write", "critical"]
 # checkpoint_every_seconds = 60
 
+[identity]
+# The SPIFFE trust domain of this gateway's agents: spiffe://<trust_domain>/...
+# trust_domain = "ztgate.local"
+# ca_dir = ".ztgate/ca"
+# When this environment variable is set, the CA's private keys are encrypted
+# with its value (set it for `init` and every later command).
+# passphrase_env = "ZTGATE_CA_PASSPHRASE"
+# x509_svid_ttl_seconds = 600
+# jwt_svid_ttl_seconds = 300
+# root_ttl_days = 365
+# signing_ttl_days = 30
+# clock_skew_seconds = 30
+
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.
 # tools = false
@@ -79,7 +95,9 @@ def config_text(*, demo: bool) -> str:
     )
 
 
-def initialise(config: Path, *, demo: bool, force: bool) -> tuple[Settings, list[str]]:
+def initialise(
+    config: Path, *, demo: bool, force: bool, trust_domain: str | None = None
+) -> tuple[Settings, list[str]]:
     """Create what is missing: config file, data directory, audit keys, schema.
 
     Existing keys and data are never overwritten; `force` rewrites only the
@@ -88,7 +106,13 @@ def initialise(config: Path, *, demo: bool, force: bool) -> tuple[Settings, list
     done: list[str] = []
     if force or not config.exists():
         config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(config_text(demo=demo), encoding="utf-8")
+        text = config_text(demo=demo)
+        if trust_domain is not None:
+            parse_trust_domain(trust_domain)
+            text = text.replace(
+                '# trust_domain = "ztgate.local"', f'trust_domain = "{trust_domain}"', 1
+            )
+        config.write_text(text, encoding="utf-8")
         done.append(f"wrote {config}")
     settings = load_settings(config)
     data_dir = settings.path(settings.data_dir)
@@ -99,6 +123,19 @@ def initialise(config: Path, *, demo: bool, force: bool) -> tuple[Settings, list
     if not private.exists():
         generate_key(private, settings.path(settings.audit.public_key))
         done.append(f"created the audit signing key {private} (mode 0600)")
+    ca_dir = settings.path(settings.identity.ca_dir)
+    if not (ca_dir / STATE_FILE).exists():
+        identity = settings.identity
+        CertificateAuthority.create(
+            ca_dir,
+            identity.trust_domain,
+            SystemClock(),
+            passphrase=identity.passphrase(),
+            root_ttl=identity.root_ttl_days * 86400,
+            signing_ttl=identity.signing_ttl_days * 86400,
+        )
+        encrypted = " (keys encrypted)" if identity.passphrase() else ""
+        done.append(f"created trust domain spiffe://{identity.trust_domain} in {ca_dir}{encrypted}")
     database = settings.open_database()
     try:
         database.migrate()

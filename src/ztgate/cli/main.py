@@ -11,6 +11,7 @@ import typer
 
 from ztgate import __version__
 from ztgate.cli import audit as audit_cli
+from ztgate.cli import ca as ca_cli
 from ztgate.cli import tools as tools_cli
 from ztgate.cli.common import console, settings
 from ztgate.config import config_path
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
+app.add_typer(ca_cli.app, name="ca")
 
 
 @app.callback()
@@ -44,12 +46,17 @@ def _options(
 def init(
     ctx: typer.Context,
     demo: Annotated[bool, typer.Option(help="Also serve and register the demo tools.")] = False,
+    trust_domain: Annotated[
+        str | None, typer.Option(help="SPIFFE trust domain, e.g. acme.example.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rewrite the config file (never the keys).")] = False,
 ) -> None:
     """Write a commented config, create the data directory, keys and database."""
     from ztgate.cli.init import initialise
 
-    _, done = initialise(config_path(ctx.obj.get("config_path")), demo=demo, force=force)
+    _, done = initialise(
+        config_path(ctx.obj.get("config_path")), demo=demo, force=force, trust_domain=trust_domain
+    )
     for line in done:
         console.print(f"[green]✓[/] {line}")
 
