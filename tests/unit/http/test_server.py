@@ -1,0 +1,121 @@
+"""Serving: loopback only, and uvicorn tuned to leak nothing and trust no proxy header."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from ztgate.errors import ConfigError
+from ztgate.http.server import check_bind, serve, uvicorn_config
+from ztgate.testing import make_settings
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "localhost"])
+def test_loopback_addresses_are_accepted(host: str) -> None:
+    check_bind(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0.0.0.0",
+        "::",
+        "192.168.1.10",
+        "10.0.0.1",
+        "172.16.0.1",
+        "8.8.8.8",
+        "fe80::1",
+        "2001:db8::1",
+        "::ffff:192.168.1.10",
+        "gateway.example.com",
+        "LOCALHOST.",
+        "localhost.localdomain",
+        "",
+        "127.0.0.1 ",
+    ],
+)
+def test_anything_else_is_refused(host: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_bind(host)
+    assert caught.value.source == "gateway"
+    assert caught.value.key == "host"
+    assert repr(host) in caught.value.reason
+    assert "loopback" in caught.value.reason
+
+
+def test_serve_refuses_a_public_address(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, '[gateway]\nhost = "0.0.0.0"\n')
+    with pytest.raises(ConfigError, match=re.escape("refusing to listen on '0.0.0.0'")):
+        serve(settings)
+
+
+def test_the_uvicorn_config_is_the_gateways() -> None:
+    app = object()
+    config = uvicorn_config(app, "127.0.0.1", 8470, "warning")
+    assert config.app is app
+    assert (config.host, config.port) == ("127.0.0.1", 8470)
+    assert config.access_log is False
+    assert config.proxy_headers is False
+    assert config.server_header is False
+    assert config.lifespan == "on"
+    assert (config.loop, config.http) == ("uvloop", "httptools")
+    assert config.log_level == "warning"
+    # No access log: the uvicorn.access logger is left with nowhere to write.
+    assert not logging.getLogger("uvicorn.access").hasHandlers()
+
+
+async def test_a_server_run_with_the_config_ignores_forwarded_headers_and_names_no_server() -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].split(".")[1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        seen["client"] = scope["client"]
+        seen["scheme"] = scope["scheme"]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, "warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started
+        async with httpx.AsyncClient() as client:
+            response = await client.get(
+                f"http://127.0.0.1:{port}/",
+                headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"},
+            )
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+    assert response.status_code == 200
+    assert "server" not in response.headers
+    assert seen["client"][0] == "127.0.0.1"
+    assert seen["scheme"] == "http"
