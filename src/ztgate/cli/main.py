@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ztgate import __version__
+from ztgate.cli import agents as agents_cli
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
 from ztgate.cli import tools as tools_cli
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(ca_cli.app, name="ca")
+app.add_typer(agents_cli.app, name="agents")
 
 
 @app.callback()

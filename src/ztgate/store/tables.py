@@ -92,4 +92,29 @@ audit_checkpoints = Table(
     Column("note", Text, nullable=False),
 )
 
-SCHEMA_TABLES = (generations, tools, audit_heads, audit_records, audit_checkpoints)
+# Workload registration entries (SPIRE's model): a SPIFFE ID and the
+# selectors a calling process must all match, or a one-time join token kept
+# only as its SHA-256. `selectors` is a canonical JSON array of strings.
+registration_entries = Table(
+    "registration_entries",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("spiffe_id", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("selectors", Text, nullable=False),
+    Column("token_sha256", String(64), nullable=True),
+    Column("expires_at", Float, nullable=True),
+    Column("consumed_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Index("ix_registration_entries_spiffe_id", "spiffe_id"),
+)
+
+SCHEMA_TABLES = (
+    generations,
+    tools,
+    audit_heads,
+    audit_records,
+    audit_checkpoints,
+    registration_entries,
+)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from ztgate.errors import ConfigError, StoreError, StoreUnavailableError
@@ -21,6 +22,7 @@ from ztgate.store.database import (
     map_store_errors,
     sqlite_url,
 )
+from ztgate.store.migrate import alembic_config
 
 
 @pytest.fixture
@@ -67,7 +69,8 @@ def test_database_fixture_is_migrated(database: Database) -> None:
     database.ping()
     with database.read() as conn:
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    assert version == "0001"
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert version == head
 
 
 def test_wal_is_on(open_db: list[Database], db_path: Path) -> None:

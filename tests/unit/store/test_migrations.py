@@ -76,7 +76,14 @@ def test_alembic_sees_no_difference_after_migrating(fresh: Database) -> None:
 
 def test_the_schema_has_the_expected_tables(fresh: Database) -> None:
     fresh.migrate()
-    expected = {"generations", "tools", "audit_heads", "audit_records", "audit_checkpoints"}
+    expected = {
+        "generations",
+        "tools",
+        "audit_heads",
+        "audit_records",
+        "audit_checkpoints",
+        "registration_entries",
+    }
     assert _tables(fresh.engine) == expected
     assert {t.name for t in SCHEMA_TABLES} == expected == set(metadata.tables)
 
