@@ -12,6 +12,7 @@ import base64
 import json
 from typing import Any
 
+import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -86,7 +87,7 @@ def parse_bundle(trust_domain: str, document: str | bytes) -> TrustBundle:
                 jwt_keys[kid] = _load_public_jwk(jwk)
         except InvalidInputError:
             raise
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, jwt.PyJWTError) as exc:
             raise InvalidInputError(f"{where}: unusable key: {exc}") from exc
     if not roots and not jwt_keys:
         raise InvalidInputError(f"bundle of {domain} has no x509-svid or jwt-svid keys")
