@@ -77,8 +77,11 @@ class IdentitySettings(_Section):
     ca_dir: Path = Path(".ztgate/ca")
     # The CA's private keys are encrypted when this environment variable is set.
     passphrase_env: str = Field("ZTGATE_CA_PASSPHRASE", pattern=r"^[A-Z_][A-Z0-9_]*$")
-    x509_svid_ttl_seconds: int = Field(600, ge=30, le=86400)
-    jwt_svid_ttl_seconds: int = Field(300, ge=30, le=86400)
+    # Seconds; a few seconds is allowed so that rotation can be exercised in tests.
+    x509_svid_ttl_seconds: int = Field(600, ge=2, le=86400)
+    jwt_svid_ttl_seconds: int = Field(300, ge=2, le=86400)
+    # The SPIFFE Workload API's Unix socket (its directory must exist).
+    workload_socket: Path = Path(".ztgate/agent.sock")
     root_ttl_days: int = Field(365, ge=1, le=3650)
     signing_ttl_days: int = Field(30, ge=1, le=365)
     clock_skew_seconds: int = Field(30, ge=0, le=300)

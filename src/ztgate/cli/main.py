@@ -14,6 +14,7 @@ from ztgate.cli import agents as agents_cli
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
 from ztgate.cli import tools as tools_cli
+from ztgate.cli import workload_api as workload_api_cli
 from ztgate.cli.common import console, settings
 from ztgate.config import config_path
 from ztgate.errors import GatewayError
@@ -29,6 +30,7 @@ app.add_typer(tools_cli.app, name="tools")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(ca_cli.app, name="ca")
 app.add_typer(agents_cli.app, name="agents")
+app.add_typer(workload_api_cli.app, name="workload-api")
 
 
 @app.callback()

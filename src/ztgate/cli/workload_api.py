@@ -1,0 +1,86 @@
+"""`ztgate workload-api serve`: the SPIFFE Workload API for local agents."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ztgate.cli.common import console, settings
+from ztgate.clock import SystemClock
+from ztgate.config import Settings
+from ztgate.identity.authority import CertificateAuthority
+from ztgate.identity.entries import EntryRegistry
+from ztgate.identity.workload_api import IdentitySource, WorkloadApiServer
+from ztgate.store.generations import GenerationWatcher
+
+app = typer.Typer(help="Serve SPIFFE identities to local processes.", no_args_is_help=True)
+
+
+async def run(current: Settings, socket_path: Path, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or SIGINT/SIGTERM).
+
+    Raises:
+        ConfigError: no CA, or the socket cannot be bound.
+    """
+    identity = current.identity
+    clock = SystemClock()
+    ca_dir = current.path(identity.ca_dir)
+
+    def load() -> CertificateAuthority:
+        return CertificateAuthority.load(ca_dir, clock, passphrase=identity.passphrase())
+
+    database = current.open_database()
+    database.migrate()
+    watcher = GenerationWatcher(database)
+    try:
+        source = IdentitySource(
+            load(),
+            EntryRegistry(database, clock, identity.trust_domain),
+            watcher,
+            clock,
+            x509_ttl=identity.x509_svid_ttl_seconds,
+            jwt_ttl=identity.jwt_svid_ttl_seconds,
+            skew=identity.clock_skew_seconds,
+            reload_ca=load,
+        )
+        server = WorkloadApiServer(source, socket_path)
+        await server.start()
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await server.close()
+    finally:
+        watcher.close()
+        database.dispose()
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    socket_path: Annotated[
+        Path | None,
+        typer.Option("--socket", help="Unix socket (default: [identity] workload_socket)."),
+    ] = None,
+) -> None:
+    """Run the SPIFFE Workload API on a Unix socket until interrupted."""
+    current = settings(ctx)
+    path = socket_path or current.path(current.identity.workload_socket)
+    logging.basicConfig(
+        level=current.gateway.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    console.print(
+        f"SPIFFE Workload API for spiffe://{current.identity.trust_domain} on unix://{path}"
+    )
+    asyncio.run(run(current, path))
