@@ -126,10 +126,10 @@ def test_non_strings_are_refused(value: object) -> None:
         parse_spiffe_id(value)  # type: ignore[arg-type]
 
 
-def test_non_canonical_message_names_the_canonical_form() -> None:
-    with pytest.raises(InvalidInputError, match="canonical") as caught:
+def test_the_message_quotes_the_refused_input() -> None:
+    with pytest.raises(InvalidInputError) as caught:
         parse_spiffe_id("spiffe://ACME.example/agent")
-    assert "spiffe://acme.example/agent" in caught.value.message
+    assert "ACME.example" in caught.value.message
 
 
 # -- trust domains -----------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_trust_domain_of_255_characters_is_accepted() -> None:
         "acme example",
         "acme.example\n",
         "spiffe://acme.example\n",
-        "d" * 256,  # longer than a URI host may be
+        pytest.param("d" * 256, id="256 characters"),  # longer than a URI host may be
     ],
 )
 def test_invalid_trust_domains_are_refused(text: str) -> None:
