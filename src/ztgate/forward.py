@@ -16,11 +16,20 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
+from ztgate.canonical import canonical_json
 from ztgate.errors import UpstreamError
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.model import Tool
 
-_HEADERS = CIMultiDict({"Content-Type": "application/json", "Accept": "application/json"})
+# identity: a compressed answer would be refused as invalid JSON (auto_decompress
+# is off), and max_result_bytes must count the bytes that arrive.
+_HEADERS = CIMultiDict(
+    {
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+        "Accept-Encoding": "identity",
+    }
+)
 
 
 class Forwarder:
@@ -72,7 +81,9 @@ class Forwarder:
         try:
             async with self._session.post(
                 url,
-                data=orjson.dumps(dict(call.arguments)),
+                # Exactly the bytes the audit log hashed (RFC 8785), so the tool
+                # can check arguments_sha256 itself.
+                data=canonical_json(call.arguments),
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,

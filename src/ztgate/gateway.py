@@ -238,10 +238,19 @@ class Gateway:
         ctx = CallContext(self.clock, tool=entry)
         previews = _Previews(call)
         decision = _ask_means_deny(await self.pipeline.decide(call, ctx))
+        if entry is None and decision.outcome is Outcome.ALLOW:
+            # Whatever the configured checks say, there is nothing to forward to.
+            refusal = Verdict("registry", Outcome.DENY, f"unknown tool {call.tool!r}")
+            decision = Decision(
+                call, (*decision.verdicts, refusal), decision.phase, decision.elapsed_seconds
+            )
         self.metrics.observe(decision)
         self.metrics.decision_seconds.observe(decision.elapsed_seconds)
         if decision.outcome is not Outcome.ALLOW or entry is None:
-            await self._record(previews, decision, "decision", decision.outcome.value, 403)
+            asked = tuple(v for v in decision.verdicts if v.outcome is Outcome.ASK)
+            await self._record(
+                previews, decision, "decision", decision.outcome.value, 403, checked=asked
+            )
             return CallReport(call, decision)
         early = entry.spec.risk.value in self.settings.audit.record_before_forward
         if early:

@@ -75,7 +75,8 @@ class Metrics:
         """Count a decision under its outcome and deciding check."""
         outcome = decision.outcome.value
         deciding = decision.deciding
-        check = deciding[-1].check if outcome != "allow" and deciding else "all"
+        last = deciding[-1].check if deciding else "pipeline"
+        check = "all" if outcome == "allow" else last
         key = (decision.phase.value, outcome, check)
         child = self._decision_children.get(key)
         if child is None:  # labels() costs a lock and a lookup; the label sets are few

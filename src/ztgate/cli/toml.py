@@ -13,8 +13,7 @@ def value(item: Any) -> str:
     if isinstance(item, int | float):
         return repr(item)
     if isinstance(item, str):
-        # A JSON string with ASCII escapes is a valid TOML basic string.
-        return json.dumps(item, ensure_ascii=True)
+        return _basic_string(item)
     if isinstance(item, list):
         return "[" + ", ".join(value(element) for element in item) + "]"
     if isinstance(item, dict):
@@ -26,7 +25,14 @@ def value(item: Any) -> str:
 def key(name: str) -> str:
     """A TOML key, quoted when it is not a bare key."""
     bare = name.replace("_", "").replace("-", "").isalnum() and name.isascii()
-    return name if bare else json.dumps(name, ensure_ascii=True)
+    return name if bare else _basic_string(name)
+
+
+def _basic_string(text: str) -> str:
+    # JSON escapes quotes, backslashes and C0 controls the way TOML does. TOML
+    # also forbids DEL, and JSON's surrogate-pair escapes are not valid TOML,
+    # so everything else is written as itself (the file is UTF-8).
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def array_of_tables(name: str, entries: list[dict[str, Any]]) -> str:

@@ -73,8 +73,11 @@ def parse_call_request(body: bytes, max_depth: int) -> CallRequest:
 
 
 def _first_error(exc: ValidationError) -> str:
-    error = exc.errors(include_url=False, include_input=False)[0]
+    errors = exc.errors(include_url=False, include_input=False)
+    unknown = sum(1 for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        # Field names come from the agent: counted, not echoed (they reach the audit log).
+        return f"{unknown} unknown field{'s' if unknown > 1 else ''} in the body"
+    error = errors[0]
     location = ".".join(str(part) for part in error["loc"]) or "body"
-    if error["type"] == "extra_forbidden":
-        return f"{location}: unknown field"
     return f"{location}: {error['msg']}"

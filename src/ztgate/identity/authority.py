@@ -30,7 +30,7 @@ from spiffe import TrustDomain
 
 from ztgate import keyfiles
 from ztgate.clock import Clock
-from ztgate.errors import ConfigError, IdentityError
+from ztgate.errors import ConfigError, IdentityError, InvalidInputError
 from ztgate.identity import _hazmat
 from ztgate.identity.spiffe_id import parse_spiffe_id, parse_trust_domain, trust_domain_id
 
@@ -178,9 +178,11 @@ class CertificateAuthority:
                 )
                 for a in state["authorities"]
             ]
-        except (KeyError, TypeError, OSError) as exc:
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, OSError, InvalidInputError) as exc:
             raise ConfigError(
-                str(directory), "", f"incomplete certificate authority: {exc}"
+                str(directory), "", f"damaged or incomplete certificate authority: {exc}"
             ) from exc
         return cls(directory, domain, roots, authorities, clock, passphrase)
 
@@ -210,7 +212,8 @@ class CertificateAuthority:
             raise IdentityError(
                 "no signing authority is active; run `ztgate ca rotate --start-in 0`"
             )
-        return max(usable, key=lambda a: a.active_from)
+        # The newest to start wins; on a tie, the one introduced last.
+        return max(reversed(usable), key=lambda a: a.active_from)
 
     def published(self) -> list[SigningAuthority]:
         """Authorities relying parties must trust now: unexpired, active or about to be."""
@@ -235,7 +238,7 @@ class CertificateAuthority:
         if public_key is None:
             private_key = _hazmat.generate_key()
             public_key = private_key.public_key()
-        not_after = min(now + ttl, authority.not_after)
+        requested_not_after = min(now + ttl, authority.not_after)
         serial = _hazmat.serial_number()
         leaf = _hazmat.build_leaf_certificate(
             spiffe_id=spiffe_id,
@@ -243,9 +246,11 @@ class CertificateAuthority:
             issuer_key=authority.key,
             issuer=authority.certificate,
             not_before=_utc(now - 30),
-            not_after=_utc(not_after),
+            not_after=_utc(requested_not_after),
             serial=serial,
         )
+        # X.509 keeps whole seconds: report the expiry the certificate states.
+        not_after = leaf.not_valid_after_utc.timestamp()
         return X509Svid(spiffe_id, (leaf, authority.certificate), private_key, serial, not_after)
 
     def issue_jwt_svid(self, spiffe_id: str, audience: list[str], *, ttl: float = 300) -> str:
@@ -257,7 +262,7 @@ class CertificateAuthority:
         """
         self._check_member(spiffe_id)
         if not audience or not all(isinstance(a, str) and a for a in audience):
-            raise IdentityError("a JWT-SVID needs at least one audience")
+            raise InvalidInputError("a JWT-SVID needs at least one audience")
         authority = self.current()
         now = int(self._clock.now())
         claims: dict[str, Any] = {
@@ -277,9 +282,9 @@ class CertificateAuthority:
     def _check_member(self, spiffe_id: str) -> None:
         parsed = parse_spiffe_id(spiffe_id)
         if parsed.trust_domain.name != self.trust_domain.name:
-            raise IdentityError(f"{spiffe_id} is not in trust domain {self.trust_domain.name}")
+            raise InvalidInputError(f"{spiffe_id} is not in trust domain {self.trust_domain.name}")
         if parsed.path in ("", "/"):
-            raise IdentityError("an SVID's SPIFFE ID must have a path")
+            raise InvalidInputError("an SVID's SPIFFE ID must have a path")
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -343,6 +348,10 @@ def _load_key(path: Path, passphrase: bytes | None) -> _hazmat.PrivateKey:
     try:
         return _hazmat.load_private_pem(data, passphrase)
     except TypeError as exc:
+        if passphrase:
+            raise ConfigError(
+                str(path), "", "a passphrase is set but this key is not encrypted"
+            ) from exc
         raise ConfigError(
             str(path), "", "the key is encrypted: set the CA passphrase environment variable"
         ) from exc

@@ -121,6 +121,8 @@ def _single_uri_san(leaf: x509.Certificate) -> str:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound as exc:
         raise _fail("SPIFFE ID", "the certificate has no subject alternative name") from exc
+    except (x509.DuplicateExtension, ValueError) as exc:
+        raise _fail("certificate", f"malformed extensions: {exc}") from exc
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) != 1:
         raise _fail("SPIFFE ID", f"an SVID has exactly one URI SAN, this one has {len(uris)}")
@@ -132,6 +134,8 @@ def _check_leaf_extensions(leaf: x509.Certificate) -> None:
         constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
         constraints = None
+    except (x509.DuplicateExtension, ValueError) as exc:
+        raise _fail("certificate", f"malformed extensions: {exc}") from exc
     if constraints is not None and constraints.ca:
         raise _fail("leaf", "the certificate is a CA (CA:TRUE), not an SVID")
     try:
@@ -165,7 +169,7 @@ def verify_jwt_svid(
     except jwt.PyJWTError as exc:
         raise _fail("token", f"not a JWT: {exc}") from exc
     algorithm = header.get("alg")
-    if algorithm not in JWT_ALGORITHMS:
+    if not isinstance(algorithm, str) or algorithm not in JWT_ALGORITHMS:
         raise _fail("token", f"algorithm {algorithm!r} is not allowed for a JWT-SVID")
     if header.get("typ") not in (None, "JWT", "JOSE"):
         raise _fail("token", f"type {header.get('typ')!r} is not a JWT-SVID")
@@ -200,16 +204,26 @@ def verify_jwt_svid(
             audience=audience,
             leeway=skew,
             # Expiry is checked below against the injected clock, not PyJWT's.
-            options={"require": ["sub", "aud", "exp"], "verify_iat": False, "verify_exp": False},
+            options={
+                "require": ["sub", "aud", "exp"],
+                "verify_iat": False,
+                "verify_exp": False,
+                "verify_nbf": False,
+            },
         )
     except jwt.InvalidAudienceError as exc:
         raise _fail("audience", f"the token is not for {audience!r}") from exc
     except jwt.PyJWTError as exc:
         raise _fail("token", str(exc)) from exc
     expires = claims["exp"]
-    if not isinstance(expires, int | float) or expires < now - skew:
+    if not isinstance(expires, int | float) or isinstance(expires, bool) or expires < now - skew:
         raise _fail("validity", "the token has expired")
-    if isinstance(claims.get("nbf"), int | float) and claims["nbf"] > now + skew:
+    not_before = claims.get("nbf")
+    if not_before is not None and (
+        not isinstance(not_before, int | float) or isinstance(not_before, bool)
+    ):
+        raise _fail("validity", "the token's nbf is not a number")
+    if not_before is not None and not_before > now + skew:
         raise _fail("validity", "the token is not valid yet")
     return VerifiedSvid(
         spiffe_id=str(parsed),

@@ -167,6 +167,9 @@ class _BrokenConnection:
     def cursor(self) -> _BrokenCursor:
         return _BrokenCursor()
 
+    def detach(self) -> None:
+        """The watcher keeps its connection out of the pool, as a real one allows."""
+
     def close(self) -> None:
         self.closed = True
 
