@@ -80,6 +80,8 @@ def serve(
         level=current.gateway.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Clients fetch once and hang up: grpclib logs every such cancellation at INFO.
+    logging.getLogger("grpclib.server").setLevel(logging.WARNING)
     console.print(
         f"SPIFFE Workload API for spiffe://{current.identity.trust_domain} on unix://{path}"
     )
