@@ -82,6 +82,8 @@ class IdentitySettings(_Section):
     jwt_svid_ttl_seconds: int = Field(300, ge=2, le=86400)
     # The SPIFFE Workload API's Unix socket (its directory must exist).
     workload_socket: Path = Path(".ztgate/agent.sock")
+    # `ztgate serve` also serves the Workload API on that socket.
+    workload_api: bool = True
     root_ttl_days: int = Field(365, ge=1, le=3650)
     signing_ttl_days: int = Field(30, ge=1, le=365)
     clock_skew_seconds: int = Field(30, ge=0, le=300)

@@ -110,4 +110,6 @@ def test_every_tour_command_succeeds(made_run: tuple[Path, dict[str, str]]) -> N
     forecast = next(out for cmd, out in outputs if '"tool": "forecast"' in cmd)
     assert '"outcome":"allow"' in forecast
     assert "ok chain main" in by_command["ztgate audit verify"]
+    identity = next(out for cmd, out in outputs if "fetch_x509_svid" in cmd)
+    assert identity.strip() == "spiffe://ztgate.local/agent/tour"
     assert "demo finished as expected" in by_command["ztgate demo"]

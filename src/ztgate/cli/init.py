@@ -66,6 +66,10 @@ DEFAULT_CONFIG_TEXT = """\
 # root_ttl_days = 365
 # signing_ttl_days = 30
 # clock_skew_seconds = 30
+# The SPIFFE Workload API socket agents get their identities from; `ztgate
+# serve` serves it too unless workload_api = false.
+# workload_socket = ".ztgate/agent.sock"
+# workload_api = true
 
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.

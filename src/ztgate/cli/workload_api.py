@@ -11,12 +11,8 @@ from typing import Annotated
 import typer
 
 from ztgate.cli.common import console, settings
-from ztgate.clock import SystemClock
 from ztgate.config import Settings
-from ztgate.identity.authority import CertificateAuthority
-from ztgate.identity.entries import EntryRegistry
-from ztgate.identity.workload_api import IdentitySource, WorkloadApiServer
-from ztgate.store.generations import GenerationWatcher
+from ztgate.identity.service import serve_workload_api
 
 app = typer.Typer(help="Serve SPIFFE identities to local processes.", no_args_is_help=True)
 
@@ -27,42 +23,15 @@ async def run(current: Settings, socket_path: Path, stop: asyncio.Event | None =
     Raises:
         ConfigError: no CA, or the socket cannot be bound.
     """
-    identity = current.identity
-    clock = SystemClock()
-    ca_dir = current.path(identity.ca_dir)
-
-    def load() -> CertificateAuthority:
-        return CertificateAuthority.load(ca_dir, clock, passphrase=identity.passphrase())
-
-    database = current.open_database()
-    database.migrate()
-    watcher = GenerationWatcher(database)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        source = IdentitySource(
-            load(),
-            EntryRegistry(database, clock, identity.trust_domain),
-            watcher,
-            clock,
-            x509_ttl=identity.x509_svid_ttl_seconds,
-            jwt_ttl=identity.jwt_svid_ttl_seconds,
-            skew=identity.clock_skew_seconds,
-            reload_ca=load,
-        )
-        server = WorkloadApiServer(source, socket_path)
-        await server.start()
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await server.close()
+        await serve_workload_api(current, socket_path, stop)
     finally:
-        watcher.close()
-        database.dispose()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 @app.command("serve")

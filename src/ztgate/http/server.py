@@ -78,6 +78,18 @@ def serve(settings: Settings) -> None:
         )
 
     async def run() -> None:
-        await asyncio.gather(*(server.serve() for server in servers))
+        stop = asyncio.Event()
+        workload_api = None
+        if settings.identity.workload_api:
+            from ztgate.identity.service import serve_workload_api
+
+            path = settings.path(settings.identity.workload_socket)
+            workload_api = asyncio.create_task(serve_workload_api(settings, path, stop))
+        try:
+            await asyncio.gather(*(server.serve() for server in servers))
+        finally:
+            stop.set()
+            if workload_api is not None:
+                await workload_api
 
     uvloop.run(run())
