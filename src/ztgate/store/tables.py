@@ -110,6 +110,21 @@ registration_entries = Table(
     Index("ix_registration_entries_spiffe_id", "spiffe_id"),
 )
 
+# Revocations by SPIFFE ID (`spiffe_id`), certificate serial (`serial`, lower-case
+# hex without leading zeros) or registration entry id (`entry`). A row is kept
+# until every credential it covers has expired (`expires_at`), then purged.
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_revocations_expires_at", "expires_at"),
+)
+
 SCHEMA_TABLES = (
     generations,
     tools,
@@ -117,4 +132,5 @@ SCHEMA_TABLES = (
     audit_records,
     audit_checkpoints,
     registration_entries,
+    revocations,
 )

@@ -83,6 +83,7 @@ def test_the_schema_has_the_expected_tables(fresh: Database) -> None:
         "audit_records",
         "audit_checkpoints",
         "registration_entries",
+        "revocations",
     }
     assert _tables(fresh.engine) == expected
     assert {t.name for t in SCHEMA_TABLES} == expected == set(metadata.tables)
