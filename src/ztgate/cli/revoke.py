@@ -38,7 +38,7 @@ def registry(ctx: typer.Context) -> RevocationRegistry:
 
 def _report(rows: list[Revocation]) -> None:
     for row in rows:
-        shown = f"serial 0x{row.value} ({int(row.value, 16)})" if row.kind == SERIAL else row.value
+        shown = f"0x{row.value} ({int(row.value, 16)})" if row.kind == SERIAL else row.value
         console.print(
             f"revoked {row.kind} [bold]{shown}[/] until {isoformat(row.expires_at)} (id {row.id})"
         )
