@@ -46,6 +46,7 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/forwarding_clients.py
+	$(BIN)/python benchmarks/identity.py
 
 ## Re-pin the dependencies after changing pyproject.toml.
 lock: $(STAMP)
