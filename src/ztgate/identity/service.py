@@ -9,6 +9,7 @@ from ztgate.clock import SystemClock
 from ztgate.config import Settings
 from ztgate.identity.authority import CertificateAuthority
 from ztgate.identity.entries import EntryRegistry
+from ztgate.identity.revocation import LiveRevocations
 from ztgate.identity.workload_api import IdentitySource, WorkloadApiServer
 from ztgate.store.generations import GenerationWatcher
 
@@ -29,6 +30,7 @@ async def serve_workload_api(current: Settings, socket_path: Path, stop: asyncio
     database = current.open_database()
     database.migrate()
     watcher = GenerationWatcher(database)
+    revocations = LiveRevocations(database, clock)
     try:
         source = IdentitySource(
             load(),
@@ -39,6 +41,7 @@ async def serve_workload_api(current: Settings, socket_path: Path, stop: asyncio
             jwt_ttl=identity.jwt_svid_ttl_seconds,
             skew=identity.clock_skew_seconds,
             reload_ca=load,
+            revocations=revocations,
         )
         server = WorkloadApiServer(source, socket_path)
         await server.start()
@@ -47,5 +50,6 @@ async def serve_workload_api(current: Settings, socket_path: Path, stop: asyncio
         finally:
             await server.close()
     finally:
+        revocations.close()
         watcher.close()
         database.dispose()

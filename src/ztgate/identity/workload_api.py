@@ -45,6 +45,7 @@ from ztgate.identity.attestation import Attestor, Selectors, peer_credentials
 from ztgate.identity.authority import STATE_FILE, CertificateAuthority, X509Svid
 from ztgate.identity.bundle import JWT_USE, local_bundle, trust_bundle
 from ztgate.identity.entries import GENERATION, EntryRegistry, RegistrationEntry, matching
+from ztgate.identity.revocation import RevocationSet
 from ztgate.identity.verify import verify_jwt_svid
 from ztgate.store.generations import GenerationWatcher
 
@@ -101,6 +102,7 @@ class IdentitySource:
         jwt_ttl: float = 300,
         skew: float = 30,
         reload_ca: Callable[[], CertificateAuthority] | None = None,
+        revocations: Callable[[], RevocationSet] | None = None,
     ) -> None:
         self.ca = ca
         self.clock = clock
@@ -110,6 +112,8 @@ class IdentitySource:
         self._registry = registry
         self._watcher = watcher
         self._reload_ca = reload_ca
+        self._revocations = revocations
+        self._revoked = revocations() if revocations is not None else RevocationSet()
         self._entries: list[RegistrationEntry] = []
         self._issued: dict[str, _Issued] = {}
         self._ca_stamp = self._state_stamp()
@@ -140,6 +144,12 @@ class IdentitySource:
         if stamp != self._ca_stamp and self._reload_ca is not None:
             self._ca_stamp = stamp
             self.ca = self._reload_ca()
+        if self._revocations is not None:
+            revoked = self._revocations()
+            if revoked is not self._revoked:
+                # Streams serving a now-revoked identity end at their next wake-up.
+                self._revoked = revoked
+                changed = True
         ca_key = self._ca_fingerprint()
         if ca_key != self._ca_key:
             self._ca_key = ca_key
@@ -177,6 +187,8 @@ class IdentitySource:
         found = matching(self._entries, selectors.as_strings())
         unique: dict[str, RegistrationEntry] = {}
         for entry in found:
+            if self._revoked.is_revoked(entry.spiffe_id) or entry.id in self._revoked.entries:
+                continue  # a revoked identity gets nothing new
             unique.setdefault(entry.spiffe_id, entry)
         return list(unique.values())
 

@@ -34,6 +34,7 @@ from ztgate.errors import ConfigError
 from ztgate.identity.attestation import PeerCredentials, peer_credentials
 from ztgate.identity.authority import CertificateAuthority
 from ztgate.identity.entries import EntryRegistry
+from ztgate.identity.revocation import LiveRevocations, RevocationRegistry
 from ztgate.identity.workload_api import (
     NO_MATCH,
     IdentitySource,
@@ -79,6 +80,7 @@ async def _serve(
     clock = SystemClock()
     registry = EntryRegistry(database, clock, DOMAIN)
     watcher = GenerationWatcher(database)
+    revocations = LiveRevocations(database, clock)
     source = IdentitySource(
         ca,
         registry,
@@ -86,6 +88,7 @@ async def _serve(
         clock,
         x509_ttl=x509_ttl,
         reload_ca=lambda: CertificateAuthority.load(ca.directory, clock),
+        revocations=revocations,
     )
     path = directory / "agent.sock"
     server = WorkloadApiServer(source, path, poll_interval=0.1)
@@ -94,6 +97,7 @@ async def _serve(
         yield Served(server, source, registry, ca, f"unix://{path}", path)
     finally:
         await server.close()
+        revocations.close()
         watcher.close()
 
 
@@ -270,6 +274,23 @@ async def test_entry_and_ca_changes_are_pushed_at_once(served: Served) -> None:
         assert source.get_x509_context().default_svid.leaf != before.leaf
     finally:
         await asyncio.to_thread(source.close)
+
+
+@pytest.mark.parametrize("what", ["agent", "entry"])
+async def test_a_revoked_identity_gets_nothing_new(
+    served: Served, client: Client, database: Database, what: str
+) -> None:
+    entry = served.registry.register(AGENT, ME)
+    await client("fetch_x509_svid", timeout=5)
+    revocations = RevocationRegistry(database, SystemClock(), retention=3600)
+    if what == "agent":
+        revocations.revoke_agent(AGENT, reason="test")
+    else:
+        revocations.revoke_entry(entry.id, reason="test")
+    with pytest.raises(Exception, match="PERMISSION_DENIED"):
+        await client("fetch_x509_svid", timeout=5)
+    with pytest.raises(Exception, match="PERMISSION_DENIED"):
+        await client("fetch_jwt_svid", audience={"ztgate"}, timeout=5)
 
 
 async def test_removing_the_entry_ends_the_stream(served: Served, client: Client) -> None:
