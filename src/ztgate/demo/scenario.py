@@ -23,11 +23,14 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
+from spiffe import WorkloadApiClient
 
 from ztgate.audit.checkpoint import load_public_key
 from ztgate.audit.reader import AuditReader
 from ztgate.cli.init import initialise
+from ztgate.clock import SystemClock
 from ztgate.config import Settings
+from ztgate.identity.entries import EntryRegistry
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,36 @@ def run_demo(console: Console) -> bool:
                         str(number), step.title, str(response.status_code), *_describe(response)
                     )
             console.print(table)
+            ok &= _show_identity(console, settings)
         ok &= _show_audit(console, settings)
     console.print(
         "[green]demo finished as expected[/]" if ok else "[red]demo: something unexpected[/]"
     )
     return ok
+
+
+def _show_identity(console: Console, settings: Settings) -> bool:
+    """Register this process as an agent and fetch its SVIDs from the live Workload API."""
+    spiffe_id = f"spiffe://{settings.identity.trust_domain}/agent/demo"
+    database = settings.open_database()
+    try:
+        EntryRegistry(database, SystemClock(), settings.identity.trust_domain).register(
+            spiffe_id,
+            [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"],
+            owner="demo",
+        )
+    finally:
+        database.dispose()
+    socket_path = settings.path(settings.identity.workload_socket).resolve()
+    with WorkloadApiClient(socket_path=f"unix://{socket_path}") as client:
+        svid = client.fetch_x509_svid()
+        token = client.fetch_jwt_svid(audience={"ztgate"})
+    console.print(
+        f"identity: this process, registered by uid and executable, got the X.509-SVID "
+        f"[bold]{svid.spiffe_id}[/] (valid until {svid.leaf.not_valid_after_utc:%H:%M:%S} UTC) "
+        f"and a JWT-SVID for audience 'ztgate' from the SPIFFE Workload API"
+    )
+    return str(svid.spiffe_id) == spiffe_id and str(token.spiffe_id) == spiffe_id
 
 
 def _send(client: httpx.Client, step: Step) -> httpx.Response:
