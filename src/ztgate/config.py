@@ -43,6 +43,13 @@ class GatewaySettings(_Section):
     upstream_connections: int = Field(256, ge=1, le=10_000)
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "required": every call must present an SVID (JWT-SVID bearer token) that
+    # verifies, is registered and is not revoked; then the gateway may also
+    # listen beyond loopback. "off" (the default for now) keeps calls
+    # unauthenticated and loopback-only; "required" becomes the default next.
+    authentication: Literal["off", "required"] = "off"
+    # The audience a JWT-SVID must name to be accepted by this gateway.
+    audience: str = Field("ztgate", min_length=1, max_length=255)
 
 
 class StoreSettings(_Section):

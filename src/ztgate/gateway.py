@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import secrets
@@ -27,6 +28,13 @@ from ztgate.clock import Clock, SystemClock
 from ztgate.config import Settings
 from ztgate.errors import GatewayError, StoreError, UpstreamError
 from ztgate.forward import Forwarder
+from ztgate.identity import check as authentication
+from ztgate.identity.check import AuthenticationCheck
+from ztgate.identity.entries import GENERATION as ENTRIES_GENERATION
+from ztgate.identity.entries import EntryRegistry
+from ztgate.identity.providers import LocalBundles, RegisteredIds
+from ztgate.identity.revocation import GENERATION as REVOCATIONS_GENERATION
+from ztgate.identity.revocation import LiveRevocations, RevocationSet
 from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
 from ztgate.pipeline import CallContext, Check, Pipeline, ResultCheck
@@ -73,6 +81,63 @@ def default_checks() -> list[Check]:
     return [ArgumentsSchemaCheck()]
 
 
+class CallerIdentity:
+    """What the `authenticate` check consults, kept fresh by `Gateway.refresh`.
+
+    The local bundle is reloaded when the CA's state file changes; the
+    registered SPIFFE IDs and the revocations are reloaded when their
+    generations move (the gateway's watcher already reads those once per
+    call), so a call with nothing changed costs one `stat` and two lookups.
+    """
+
+    def __init__(self, settings: Settings, database: Database, clock: Clock) -> None:
+        """Load the local trust bundle (the database is read in `start`).
+
+        Raises:
+            ConfigError: there is no usable CA.
+        """
+        identity = settings.identity
+        self.database = database
+        self.clock = clock
+        self.bundles = LocalBundles(
+            settings.path(identity.ca_dir), clock, passphrase=identity.passphrase()
+        )
+        self.registered = RegisteredIds(EntryRegistry(database, clock, identity.trust_domain))
+        self._live: LiveRevocations | None = None
+        self._revocations = RevocationSet()
+        self.check = AuthenticationCheck(
+            audience=settings.gateway.audience,
+            bundles=self.bundles,
+            revocations=self.revocations,
+            registered=self.registered,
+            skew=float(identity.clock_skew_seconds),
+        )
+
+    def start(self) -> None:
+        """Read the entries and revocations (the database is migrated by now)."""
+        self._live = LiveRevocations(self.database, self.clock)
+        self._revocations = self._live.reload()
+        self.registered.reload()
+
+    def stop(self) -> None:
+        """Close the revocations' watcher."""
+        if self._live is not None:
+            self._live.close()
+
+    def revocations(self) -> RevocationSet:
+        """The revocations as of the last reload."""
+        return self._revocations
+
+    def changed(self, names: set[str]) -> None:
+        """Reload what the generations in `names` cover."""
+        if ENTRIES_GENERATION in names:
+            self.registered.reload()
+            logger.info("registration entries reloaded: %d SPIFFE IDs", len(self.registered))
+        if REVOCATIONS_GENERATION in names and self._live is not None:
+            self._revocations = self._live.reload()
+            logger.info("revocations reloaded: %d active", len(self._revocations))
+
+
 def default_result_checks() -> list[ResultCheck]:
     """The post-call checks, in order."""
     return [ResultSchemaCheck()]
@@ -90,6 +155,7 @@ class Gateway:
     clock: Clock = field(default_factory=SystemClock)
     ids: Callable[[], str] = field(default=lambda: time_ordered_id())
     metrics: Metrics = field(default_factory=Metrics)
+    identity: CallerIdentity | None = None
 
     def __post_init__(self) -> None:
         self.registry = ToolRegistry(self.database, self.clock)
@@ -131,12 +197,18 @@ class Gateway:
             max_result_bytes=gw.max_result_bytes,
             connections=gw.upstream_connections,
         )
+        chosen = default_checks() if checks is None else list(checks)
+        identity = None
+        if gw.authentication == "required":
+            # Who is calling comes before anything else is looked at.
+            identity = CallerIdentity(settings, database, clock)
+            chosen = [identity.check, *chosen]
         pipeline = Pipeline(
-            default_checks() if checks is None else checks,
+            chosen,
             default_result_checks() if result_checks is None else result_checks,
             check_timeout=gw.check_timeout_seconds,
         )
-        return cls(settings, database, audit, forwarder, pipeline, clock=clock)
+        return cls(settings, database, audit, forwarder, pipeline, clock=clock, identity=identity)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -146,6 +218,8 @@ class Gateway:
         self.registry.sync(self.settings.declared_tools())
         self.catalog = Catalog(self.registry.all())
         self._watcher.prime()
+        if self.identity is not None:
+            self.identity.start()
         await self.audit.start()
         await self.forwarder.start()
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
@@ -166,6 +240,8 @@ class Gateway:
                 self.audit.batched_records / self.audit.batches,
             )
         self._watcher.close()
+        if self.identity is not None:
+            self.identity.stop()
         self.database.dispose()
 
     async def _checkpoint_wal(self) -> None:
@@ -186,6 +262,8 @@ class Gateway:
         if TOOLS_GENERATION in changed:
             self.catalog = Catalog(self.registry.all())
             logger.info("tool registry reloaded: %d tools", len(self.catalog))
+        if self.identity is not None and changed:
+            self.identity.changed(changed)
 
     # -- calls -------------------------------------------------------------------
 
@@ -238,6 +316,12 @@ class Gateway:
         ctx = CallContext(self.clock, tool=entry)
         previews = _Previews(call)
         decision = _ask_means_deny(await self.pipeline.decide(call, ctx))
+        principal = _authenticated(decision)
+        if principal is not None and call.agent is None:
+            # The agent the record names is the one the SVID proved.
+            call = dataclasses.replace(call, agent=principal)
+            decision = dataclasses.replace(decision, call=call)
+            previews = _Previews(call)
         if entry is None and decision.outcome is Outcome.ALLOW:
             # Whatever the configured checks say, there is nothing to forward to.
             refusal = Verdict("registry", Outcome.DENY, f"unknown tool {call.tool!r}")
@@ -248,8 +332,9 @@ class Gateway:
         self.metrics.decision_seconds.observe(decision.elapsed_seconds)
         if decision.outcome is not Outcome.ALLOW or entry is None:
             asked = tuple(v for v in decision.verdicts if v.outcome is Outcome.ASK)
+            status = 401 if unauthenticated(decision) else 403
             await self._record(
-                previews, decision, "decision", decision.outcome.value, 403, checked=asked
+                previews, decision, "decision", decision.outcome.value, status, checked=asked
             )
             return CallReport(call, decision)
         early = entry.spec.risk.value in self.settings.audit.record_before_forward
@@ -347,6 +432,22 @@ def time_ordered_id() -> str:
     Ids that sort by time keep the audit log's call-id index append-mostly.
     """
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+def unauthenticated(decision: Decision) -> bool:
+    """True if the `authenticate` check is what denied the call (a 401, not a 403)."""
+    return decision.outcome is Outcome.DENY and any(
+        v.check == authentication.NAME for v in decision.deciding
+    )
+
+
+def _authenticated(decision: Decision) -> str | None:
+    """The SPIFFE ID the `authenticate` check verified, if it allowed the call."""
+    for verdict in decision.verdicts:
+        if verdict.check == authentication.NAME and verdict.outcome is Outcome.ALLOW:
+            spiffe_id = verdict.facts.get("principal.spiffe_id")
+            return spiffe_id if isinstance(spiffe_id, str) else None
+    return None
 
 
 def _as_reason(verdict: Verdict) -> dict[str, str]:

@@ -667,3 +667,59 @@ async def test_the_background_task_checkpoints_the_wal_into_the_database_file(
     await asyncio.sleep(1.3)
     assert upstream.db_path.read_bytes() != before
     assert gw._checkpointer is not None and not gw._checkpointer.done()
+
+
+async def test_authentication_required_puts_the_authenticate_check_first(tmp_path: Path) -> None:
+    import dataclasses as dc
+
+    from ztgate.identity.authority import CertificateAuthority
+    from ztgate.identity.entries import EntryRegistry
+    from ztgate.models import Credentials
+    from ztgate.testing import make_call
+
+    settings = make_settings(tmp_path, '[gateway]\nauthentication = "required"\n')
+    database = settings.open_database()
+    try:
+        registry = EntryRegistry(database, SystemClock(), "ztgate.local")
+        registry.register("spiffe://ztgate.local/a", ["unix:uid:1"])
+        gw = Gateway.from_settings(settings)
+        assert [check.name for check in gw.pipeline.checks] == ["authenticate", "schema"]
+        await gw.start()
+        try:
+            ca = CertificateAuthority.load(settings.path(settings.identity.ca_dir), SystemClock())
+            assert gw.identity is not None
+            call = make_call()
+            ctx = CallContext(SystemClock())
+            for spiffe_id, allowed in (
+                ("spiffe://ztgate.local/a", True),
+                ("spiffe://ztgate.local/b", False),
+            ):
+                token = ca.issue_jwt_svid(spiffe_id, ["ztgate"])
+                verdict = await gw.identity.check(
+                    dc.replace(call, credentials=Credentials(bearer=token)), ctx
+                )
+                assert (verdict.outcome is Outcome.ALLOW) is allowed, verdict.reason
+            # A registration made elsewhere is seen once the generation moves.
+            registry.register("spiffe://ztgate.local/b", ["unix:uid:2"])
+            gw.refresh()
+            token = ca.issue_jwt_svid("spiffe://ztgate.local/b", ["ztgate"])
+            verdict = await gw.identity.check(
+                dc.replace(call, credentials=Credentials(bearer=token)), ctx
+            )
+            assert verdict.outcome is Outcome.ALLOW, verdict.reason
+        finally:
+            await gw.stop()
+    finally:
+        database.dispose()
+
+
+def test_authentication_is_off_by_default(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    assert settings.gateway.authentication == "off"
+    assert settings.gateway.audience == "ztgate"
+    gw = Gateway.from_settings(settings)
+    try:
+        assert gw.identity is None
+        assert [check.name for check in gw.pipeline.checks] == ["schema"]
+    finally:
+        gw.database.dispose()

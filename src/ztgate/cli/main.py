@@ -70,7 +70,12 @@ def init(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (loopback only).")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on (loopback only unless authentication is required)."
+        ),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Run the gateway."""
@@ -83,7 +88,7 @@ def serve(
         current = current.model_copy(
             update={"gateway": current.gateway.model_copy(update=overrides)}
         )
-    check_bind(current.gateway.host)
+    check_bind(current.gateway.host, current.gateway.authentication)
     logging.basicConfig(
         level=current.gateway.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,10 +25,11 @@ from starlette.types import Receive, Scope, Send
 
 from ztgate import __version__
 from ztgate.errors import GatewayError, InvalidInputError, StoreError
-from ztgate.gateway import CallReport, Failure, Gateway
+from ztgate.gateway import CallReport, Failure, Gateway, unauthenticated
 from ztgate.http.body import CallRequest, parse_call_request, read_body
 from ztgate.http.problems import MEDIA_TYPE, Problem
 from ztgate.metrics import CONTENT_TYPE
+from ztgate.models import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ _FAILURE_STATUS = {
     Failure.UPSTREAM_TIMEOUT: (504, "upstream-timeout"),
     Failure.RESULT_WITHHELD: (502, "result-withheld"),
 }
+_CHALLENGE = 'Bearer realm="ztgate"'
+_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 _PROBLEM_SCHEMA = {"content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
@@ -74,6 +78,10 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         },
         responses={
             200: {"description": "Allowed: the tool ran; its result is in `result`."},
+            401: {
+                "description": "Not authenticated: no valid, registered, unrevoked SVID.",
+                **_PROBLEM_SCHEMA,
+            },
             403: {"description": "Denied, with every deciding reason.", **_PROBLEM_SCHEMA},
             413: {"description": "Body too large.", **_PROBLEM_SCHEMA},
             415: {"description": "Not JSON.", **_PROBLEM_SCHEMA},
@@ -122,12 +130,19 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
         return Problem(400, "incomplete-body", "the client disconnected mid-body").response()
     except Problem as refused:
         return await _reject(gateway, call_id, refused)
+    credentials = None
+    if settings.authentication == "required":
+        try:
+            credentials = read_credentials(request.headers.get("authorization"))
+        except Problem as refused:
+            return await _reject(gateway, call_id, refused)
     try:
         parsed = parse_call_request(body, settings.max_json_depth)
         call = gateway.new_call(
             parsed.tool,
             parsed.arguments,
             justification=parsed.justification,
+            credentials=credentials,
             call_id=call_id,
         )
     except InvalidInputError as exc:
@@ -142,6 +157,26 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
     response = _answer(report)
     gateway.metrics.call_seconds.labels(report.outcome.value).observe(time.perf_counter() - started)
     return response
+
+
+def read_credentials(authorization: str | None) -> Credentials:
+    """The credentials of an `Authorization` header (`Bearer <JWT-SVID>`), if any.
+
+    Raises:
+        Problem: 401, the header is not a bearer token.
+    """
+    if authorization is None:
+        return Credentials()
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not _TOKEN68.fullmatch(token):
+        raise Problem(
+            401,
+            "unauthenticated",
+            "malformed Authorization header: expected 'Bearer <JWT-SVID>'",
+            headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_request"'},
+        )
+    return Credentials(bearer=token)
 
 
 class CallsFastPath:
@@ -207,6 +242,14 @@ def _answer(report: CallReport) -> Response:
     if report.result is None or decision is None:
         reasons = decision.reasons() if decision is not None else []
         detail = "; ".join(f"{r['check']}: {r['reason']}" for r in reasons) or "denied"
+        if decision is not None and unauthenticated(decision):
+            return Problem(
+                401,
+                "unauthenticated",
+                detail,
+                extensions={"call_id": call_id, "outcome": "deny", "reasons": reasons},
+                headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_token"'},
+            ).response(call_id)
         return Problem(
             403,
             "call-denied",

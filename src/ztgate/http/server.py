@@ -16,18 +16,22 @@ from ztgate.http.app import create_asgi
 logger = logging.getLogger(__name__)
 
 
-def check_bind(host: str) -> None:
+def check_bind(host: str, authentication: str = "off") -> None:
     """Refuse any address but loopback while calls are unauthenticated.
+
+    With `authentication = "required"` every call must prove who it is, so
+    any address is allowed.
 
     Raises:
         ConfigError: `host` is reachable from other machines.
     """
-    if not is_loopback(host):
+    if authentication != "required" and not is_loopback(host):
         raise ConfigError(
             "gateway",
             "host",
-            f"refusing to listen on {host!r}: calls are not authenticated yet, so ztgate "
-            "only listens on loopback (127.0.0.1, ::1 or localhost)",
+            f"refusing to listen on {host!r}: calls are not authenticated "
+            '([gateway] authentication = "off"), so ztgate only listens on loopback '
+            "(127.0.0.1, ::1 or localhost)",
         )
 
 
@@ -54,7 +58,7 @@ def serve(settings: Settings) -> None:
     Raises:
         ConfigError: an unsafe bind address or an unusable setting.
     """
-    check_bind(settings.gateway.host)
+    check_bind(settings.gateway.host, settings.gateway.authentication)
     gateway = Gateway.from_settings(settings)
     servers = [
         uvicorn.Server(

@@ -429,3 +429,23 @@ async def test_without_lifecycle_management_the_app_leaves_the_gateway_alone(
         assert gw._checkpointer is None
     finally:
         gw.database.dispose()
+
+
+def test_read_credentials_takes_a_bearer_token() -> None:
+    from ztgate.http.app import read_credentials
+    from ztgate.models import Credentials
+
+    assert read_credentials(None) == Credentials()
+    assert read_credentials("Bearer abc.def-_.ghi") == Credentials(bearer="abc.def-_.ghi")
+    assert read_credentials("bearer  tok==") == Credentials(bearer="tok==")
+
+
+@pytest.mark.parametrize("header", ["", "Bearer", "Bearer a b", "Basic dXNlcjpw", "Bearer a,b"])
+def test_read_credentials_refuses_a_malformed_header(header: str) -> None:
+    from ztgate.http.app import read_credentials
+    from ztgate.http.problems import Problem
+
+    with pytest.raises(Problem) as caught:
+        read_credentials(header)
+    assert caught.value.status == 401
+    assert caught.value.headers["WWW-Authenticate"].startswith("Bearer")

@@ -119,3 +119,10 @@ async def test_a_server_run_with_the_config_ignores_forwarded_headers_and_names_
     assert "server" not in response.headers
     assert seen["client"][0] == "127.0.0.1"
     assert seen["scheme"] == "http"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "gateway.example.com"])
+def test_any_address_is_allowed_when_authentication_is_required(host: str) -> None:
+    check_bind(host, "required")
+    with pytest.raises(ConfigError, match="authentication"):
+        check_bind(host, "off")

@@ -1,0 +1,76 @@
+"""The hot-path providers: the local bundle (reloaded on CA change) and the registered IDs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ztgate.errors import ConfigError
+from ztgate.identity.authority import CertificateAuthority
+from ztgate.identity.entries import EntryRegistry
+from ztgate.identity.providers import LocalBundles, RegisteredIds
+from ztgate.store.database import Database
+from ztgate.testing import FrozenClock
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority.create(tmp_path / "ca", "example.org", FrozenClock())
+
+
+def test_the_bundle_is_the_same_object_until_the_ca_changes(ca: CertificateAuthority) -> None:
+    clock = FrozenClock()
+    bundles = LocalBundles(ca.directory, clock)
+    first = bundles()
+    assert set(first) == {"example.org"}
+    assert first["example.org"].local
+    assert bundles() is first
+    authority = ca.rotate(start_in=0)
+    second = bundles()
+    assert second is not first
+    assert authority.jwt_kid in second["example.org"].jwt_keys
+    assert bundles() is second
+
+
+def test_the_bundle_is_reloaded_when_too_old(ca: CertificateAuthority) -> None:
+    clock = FrozenClock()
+    bundles = LocalBundles(ca.directory, clock, max_age=60)
+    first = bundles()
+    clock.advance(30)
+    assert bundles() is first
+    clock.advance(31)
+    assert bundles() is not first
+
+
+def test_a_missing_ca_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        LocalBundles(tmp_path / "nothing", FrozenClock())
+
+
+def test_a_vanished_state_file_keeps_the_last_bundle(ca: CertificateAuthority) -> None:
+    bundles = LocalBundles(ca.directory, FrozenClock())
+    first = bundles()
+    (ca.directory / "state.json").rename(ca.directory / "state.json.bak")
+    assert bundles() is first
+
+
+def test_registered_ids_follow_reload(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'z.db'}")
+    database.migrate()
+    try:
+        registry = EntryRegistry(database, FrozenClock(), "example.org")
+        registry.register("spiffe://example.org/a", ["unix:uid:1000"])
+        registered = RegisteredIds(registry)
+        assert registered("spiffe://example.org/a")
+        assert not registered("spiffe://example.org/b")
+        entry = registry.register("spiffe://example.org/b", ["unix:uid:1001"])
+        assert not registered("spiffe://example.org/b")  # until reloaded
+        assert registered.reload() == {"spiffe://example.org/a", "spiffe://example.org/b"}
+        assert registered("spiffe://example.org/b")
+        assert len(registered) == 2
+        registry.remove(entry.id)
+        registered.reload()
+        assert not registered("spiffe://example.org/b")
+    finally:
+        database.dispose()
