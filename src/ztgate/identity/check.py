@@ -166,7 +166,7 @@ class AuthenticationCheck:
             if token:
                 if len(token) > MAX_TOKEN_CHARS:
                     return self._deny(f"token: longer than {MAX_TOKEN_CHARS} characters")
-                from_token = self._verify_jwt(token, self._audience, bundles, now, skew=self._skew)
+                from_token = self._jwt(token, bundles, now)
                 if svid is not None and from_token.spiffe_id != svid.spiffe_id:
                     return self._deny("the X.509-SVID and the JWT-SVID name different SPIFFE IDs")
                 svid = svid or from_token
@@ -190,7 +190,7 @@ class AuthenticationCheck:
         return Verdict(NAME, Outcome.ALLOW, f"authenticated {svid.spiffe_id}", facts)
 
     def clear_cache(self) -> None:
-        """Forget every verified chain."""
+        """Forget every verified chain and token."""
         self._cache.clear()
 
     @property
@@ -212,6 +212,24 @@ class AuthenticationCheck:
         except ValueError as exc:
             raise ChainFormatError(f"certificate: not a valid DER certificate: {exc}") from exc
         svid = self._verify_x509(chain, bundles, now, skew=self._skew)
+        if self._cache_size:
+            self._cache[key] = svid
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return svid
+
+    def _jwt(self, token: str, bundles: Mapping[str, TrustBundle], now: float) -> VerifiedSvid:
+        # Verified tokens are cached by hash until they expire, like chains:
+        # the signature, audience and expiry do not change for a given token,
+        # while revocation and registration are still checked on every call.
+        key = b"jwt:" + hashlib.sha256(token.encode()).digest()
+        hit = self._cache.get(key)
+        if hit is not None:
+            if now - self._skew <= hit.not_after:
+                self._cache.move_to_end(key)
+                return hit
+            del self._cache[key]
+        svid = self._verify_jwt(token, self._audience, bundles, now, skew=self._skew)
         if self._cache_size:
             self._cache[key] = svid
             while len(self._cache) > self._cache_size:

@@ -25,7 +25,7 @@ from ztgate.identity.check import (
 )
 from ztgate.identity.entries import EntryRegistry
 from ztgate.identity.revocation import LiveRevocations, RevocationRegistry, RevocationSet
-from ztgate.identity.verify import TrustBundle, VerifiedSvid, verify_x509_svid
+from ztgate.identity.verify import TrustBundle, VerifiedSvid, verify_jwt_svid, verify_x509_svid
 from ztgate.models import Credentials, Outcome, Verdict
 from ztgate.pipeline import CallContext
 from ztgate.store.database import Database
@@ -550,3 +550,69 @@ def test_an_audience_is_required(bundles: Bundles) -> None:
         AuthenticationCheck(
             audience="", bundles=bundles, revocations=RevocationSet, registered=lambda _: True
         )
+
+
+class CountingJwtVerifier:
+    """Counts calls through to the real JWT-SVID verifier."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, token: str, *args: Any, **kwargs: Any) -> VerifiedSvid:
+        self.calls += 1
+        return verify_jwt_svid(token, *args, **kwargs)
+
+
+@pytest.fixture
+def jwt_counting(
+    bundles: Bundles, live: LiveRevocations, entries: EntryRegistry
+) -> tuple[AuthenticationCheck, CountingJwtVerifier]:
+    counter = CountingJwtVerifier()
+    check = AuthenticationCheck(
+        audience=AUDIENCE,
+        bundles=bundles,
+        revocations=live,
+        registered=entries,
+        jwt_verifier=counter,
+    )
+    return check, counter
+
+
+async def test_a_verified_token_is_served_from_the_cache_until_it_expires(
+    jwt_counting: tuple[AuthenticationCheck, CountingJwtVerifier],
+    ours: CertificateAuthority,
+    clock: FrozenClock,
+) -> None:
+    check, counter = jwt_counting
+    token = ours.issue_jwt_svid(AGENT, [AUDIENCE], ttl=60)
+    for _ in range(5):
+        assert (await run(check, clock, bearer=token)).outcome is Outcome.ALLOW
+    assert counter.calls == 1
+    clock.advance(60 + 31)  # past exp and the 30 s skew: verified again, and refused
+    denied(await run(check, clock, bearer=token), "expired")
+    assert counter.calls == 2
+
+
+async def test_a_revoked_agent_with_a_cached_token_is_refused_on_the_next_call(
+    jwt_counting: tuple[AuthenticationCheck, CountingJwtVerifier],
+    ours: CertificateAuthority,
+    revocations: RevocationRegistry,
+    clock: FrozenClock,
+) -> None:
+    check, _ = jwt_counting
+    token = ours.issue_jwt_svid(AGENT, [AUDIENCE])
+    assert (await run(check, clock, bearer=token)).outcome is Outcome.ALLOW
+    revocations.revoke_agent(AGENT)
+    denied(await run(check, clock, bearer=token), "revoked")
+
+
+async def test_a_token_for_another_audience_is_never_served_from_the_cache(
+    jwt_counting: tuple[AuthenticationCheck, CountingJwtVerifier],
+    ours: CertificateAuthority,
+    clock: FrozenClock,
+) -> None:
+    check, counter = jwt_counting
+    wrong = ours.issue_jwt_svid(AGENT, ["someone-else"])
+    for _ in range(2):
+        denied(await run(check, clock, bearer=wrong), "audience")
+    assert counter.calls == 2  # failures are not cached
