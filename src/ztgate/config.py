@@ -50,6 +50,12 @@ class GatewaySettings(_Section):
     authentication: Literal["off", "required"] = "off"
     # The audience a JWT-SVID must name to be accepted by this gateway.
     audience: str = Field("ztgate", min_length=1, max_length=255)
+    # HTTPS with optional client certificates (mTLS): the gateway serves its own
+    # X.509-SVID (spiffe://<trust domain>/ztgate/gateway, issued at start-up) and
+    # accepts clients' X.509-SVIDs as credentials.
+    tls: bool = False
+    # Lifetime of the gateway's own X.509-SVID (it is issued again at each start).
+    tls_svid_ttl_seconds: int = Field(86400, ge=60, le=30 * 86400)
 
 
 class StoreSettings(_Section):

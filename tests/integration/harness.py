@@ -20,6 +20,7 @@ import re
 import select
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 UPSTREAM_SCRIPT = HERE / "upstream_server.py"
 PROBLEM_JSON = "application/problem+json"
 TRACEBACK_SIGNS = ("Traceback (most recent call last)", 'File "/', "site-packages")
-_STARTED = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+_STARTED = re.compile(rb"Uvicorn running on https?://127\.0\.0\.1:(\d+)")
 
 # Limits of the shared gateway (the tests rely on these exact values).
 MAX_BODY_BYTES = 65_536
@@ -127,8 +128,10 @@ def gateway_toml(
 class GatewayProcess:
     """`ztgate serve` as a subprocess on an initialised directory."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, verify: ssl.SSLContext | None = None) -> None:
+        """`verify`: the gateway serves HTTPS (`tls = true`); trust its CA with this context."""
         self.workdir = workdir
+        self.verify = verify
         self.config = workdir / "ztgate.toml"
         self.db_path = workdir / ".ztgate" / "ztgate.db"
         self.process: subprocess.Popen[bytes] | None = None
@@ -137,7 +140,8 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.verify is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -165,7 +169,8 @@ class GatewayProcess:
             if match:
                 self.port = int(match.group(1))
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    ready = httpx.get(f"{self.url}/readyz", timeout=2, verify=self.verify or True)
+                    if ready.status_code == 200:
                         return
             time.sleep(0.05)
         self.stop()

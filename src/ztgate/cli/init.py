@@ -33,6 +33,21 @@ DEFAULT_CONFIG_TEXT = """\
 # upstream_timeout_seconds = 10.0 # a tool that takes longer gets 504
 # upstream_connections = 256
 # log_level = "info"
+# "required": every call must present an SVID (an X.509-SVID over mTLS or a
+# JWT-SVID bearer token) that verifies, is registered and is not revoked.
+# authentication = "off"
+# The audience a JWT-SVID must name.
+# audience = "ztgate"
+# HTTPS. At start-up the gateway issues itself an X.509-SVID,
+# spiffe://<trust_domain>/ztgate/gateway (a URI SAN only, no DNS name: clients
+# verify the server by that SPIFFE ID, or by the trust domain's root
+# <data_dir>/tls/roots.pem with hostname checking off), and writes it to
+# <data_dir>/tls (mode 0600). Clients may present an X.509-SVID of the trust
+# domain as their credentials; a client without one can still use a bearer.
+# The certificate is not renewed while the gateway runs: restart it within
+# tls_svid_ttl_seconds.
+# tls = false
+# tls_svid_ttl_seconds = 86400
 
 [store]
 # SQLAlchemy URL; empty means the SQLite file <data_dir>/ztgate.db.

@@ -28,6 +28,7 @@ from ztgate.errors import GatewayError, InvalidInputError, StoreError
 from ztgate.gateway import CallReport, Failure, Gateway, unauthenticated
 from ztgate.http.body import CallRequest, parse_call_request, read_body
 from ztgate.http.problems import MEDIA_TYPE, Problem
+from ztgate.http.tls import client_chain_der
 from ztgate.metrics import CONTENT_TYPE
 from ztgate.models import Credentials
 
@@ -133,7 +134,9 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
     credentials = None
     if settings.authentication == "required":
         try:
-            credentials = read_credentials(request.headers.get("authorization"))
+            credentials = read_credentials(
+                request.headers.get("authorization"), read_client_chain(request.scope)
+            )
         except Problem as refused:
             return await _reject(gateway, call_id, refused)
     try:
@@ -159,14 +162,35 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
     return response
 
 
-def read_credentials(authorization: str | None) -> Credentials:
-    """The credentials of an `Authorization` header (`Bearer <JWT-SVID>`), if any.
+def read_client_chain(scope: Scope) -> bytes | None:
+    """The mTLS client's certificate chain (concatenated DER, leaf first), if it sent one.
+
+    Read from the ASGI TLS extension the front door's protocol adds (`ztgate.http.tls`).
+
+    Raises:
+        Problem: 401, the chain in the scope is not PEM certificates.
+    """
+    try:
+        return client_chain_der(scope)
+    except (ValueError, TypeError) as exc:
+        raise Problem(
+            401,
+            "unauthenticated",
+            "the client certificate cannot be read",
+            headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_request"'},
+        ) from exc
+
+
+def read_credentials(
+    authorization: str | None, client_certificate: bytes | None = None
+) -> Credentials:
+    """The credentials of an `Authorization` header (`Bearer <JWT-SVID>`) and an mTLS chain.
 
     Raises:
         Problem: 401, the header is not a bearer token.
     """
     if authorization is None:
-        return Credentials()
+        return Credentials(client_certificate=client_certificate)
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not _TOKEN68.fullmatch(token):
@@ -176,7 +200,7 @@ def read_credentials(authorization: str | None) -> Credentials:
             "malformed Authorization header: expected 'Bearer <JWT-SVID>'",
             headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_request"'},
         )
-    return Credentials(bearer=token)
+    return Credentials(bearer=token, client_certificate=client_certificate)
 
 
 class CallsFastPath:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -35,21 +36,65 @@ def check_bind(host: str, authentication: str = "off") -> None:
         )
 
 
-def uvicorn_config(app: object, host: str, port: int, log_level: str) -> uvicorn.Config:
-    """A uvicorn config tuned for the gateway (no access log: the audit log is the record)."""
+def uvicorn_config(
+    app: object,
+    host: str,
+    port: int,
+    log_level: str,
+    *,
+    http: Any = "httptools",
+    **tls: Any,
+) -> uvicorn.Config:
+    """A uvicorn config tuned for the gateway (no access log: the audit log is the record).
+
+    `http` is uvicorn's protocol (a name or a class, e.g. `mtls_protocol(...)`);
+    `tls` are uvicorn's `ssl_*` settings (see `tls.server_ssl_settings`).
+    """
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http,
         lifespan="on",
         access_log=False,
         log_level=log_level,
         server_header=False,
         # X-Forwarded-* from a client is not evidence of anything: ignore it.
         proxy_headers=False,
+        **tls,
     )
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn options for `[gateway] tls = true` (none when false).
+
+    Issues the gateway its X.509-SVID now and writes it under `<data_dir>/tls`.
+
+    Raises:
+        ConfigError: the CA cannot be loaded.
+        IdentityError: the CA has no active signing authority.
+    """
+    if not settings.gateway.tls:
+        return {}
+    from ztgate.clock import SystemClock
+    from ztgate.http.tls import (
+        TLS_DIR,
+        CaIntermediates,
+        mtls_protocol,
+        server_ssl_settings,
+        write_server_svid,
+    )
+    from ztgate.identity.authority import CertificateAuthority
+
+    identity = settings.identity
+    ca_dir = settings.path(identity.ca_dir)
+    ca = CertificateAuthority.load(ca_dir, SystemClock(), passphrase=identity.passphrase())
+    files = write_server_svid(
+        ca, settings.path(settings.data_dir) / TLS_DIR, ttl=settings.gateway.tls_svid_ttl_seconds
+    )
+    logger.info("serving HTTPS as %s (certificate in %s)", files.spiffe_id, files.certfile)
+    return {"http": mtls_protocol(CaIntermediates(ca_dir)), **server_ssl_settings(files)}
 
 
 def serve(settings: Settings) -> None:
@@ -57,8 +102,10 @@ def serve(settings: Settings) -> None:
 
     Raises:
         ConfigError: an unsafe bind address or an unusable setting.
+        IdentityError: `tls = true` but the CA cannot sign the gateway's SVID.
     """
     check_bind(settings.gateway.host, settings.gateway.authentication)
+    tls = tls_options(settings)
     gateway = Gateway.from_settings(settings)
     servers = [
         uvicorn.Server(
@@ -67,6 +114,7 @@ def serve(settings: Settings) -> None:
                 settings.gateway.host,
                 settings.gateway.port,
                 settings.gateway.log_level,
+                **tls,
             )
         )
     ]

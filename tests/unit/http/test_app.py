@@ -449,3 +449,23 @@ def test_read_credentials_refuses_a_malformed_header(header: str) -> None:
         read_credentials(header)
     assert caught.value.status == 401
     assert caught.value.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_read_credentials_carries_the_client_chain() -> None:
+    from ztgate.http.app import read_credentials
+    from ztgate.models import Credentials
+
+    assert read_credentials(None, b"\x30\x00") == Credentials(client_certificate=b"\x30\x00")
+    assert read_credentials("Bearer tok", b"\x30\x00") == Credentials(
+        bearer="tok", client_certificate=b"\x30\x00"
+    )
+
+
+def test_read_client_chain_reads_the_tls_extension_and_refuses_garbage() -> None:
+    from ztgate.http.app import read_client_chain
+    from ztgate.http.problems import Problem
+
+    assert read_client_chain({"type": "http"}) is None
+    with pytest.raises(Problem) as caught:
+        read_client_chain({"extensions": {"tls": {"client_cert_chain": ["not PEM"]}}})
+    assert caught.value.status == 401

@@ -126,3 +126,31 @@ def test_any_address_is_allowed_when_authentication_is_required(host: str) -> No
     check_bind(host, "required")
     with pytest.raises(ConfigError, match="authentication"):
         check_bind(host, "off")
+
+
+def test_tls_options_are_empty_without_tls(tmp_path: Path) -> None:
+    from ztgate.http.server import tls_options
+
+    assert tls_options(make_settings(tmp_path)) == {}
+
+
+def test_tls_options_issue_the_gateway_svid_and_ask_for_client_certificates(
+    tmp_path: Path,
+) -> None:
+    import ssl
+
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from ztgate.http.server import tls_options
+
+    settings = make_settings(tmp_path, "[gateway]\ntls = true\ntls_svid_ttl_seconds = 3600\n")
+    options = tls_options(settings)
+    assert issubclass(options["http"], HttpToolsProtocol)
+    assert options["ssl_cert_reqs"] == ssl.CERT_OPTIONAL
+    tls_dir = settings.path(settings.data_dir) / "tls"
+    assert options["ssl_certfile"] == str(tls_dir / "gateway.pem")
+    assert options["ssl_keyfile"] == str(tls_dir / "gateway.key")
+    assert options["ssl_ca_certs"] == str(tls_dir / "roots.pem")
+    config = uvicorn_config(object(), "127.0.0.1", 0, "warning", **options)
+    assert config.ssl_cert_reqs == ssl.CERT_OPTIONAL
+    assert config.http is options["http"]
