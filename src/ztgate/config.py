@@ -83,6 +83,13 @@ class AuditSettings(_Section):
     checkpoint_every_seconds: float = Field(60.0, gt=0)
 
 
+class FederationSettings(_Section):
+    """Another trust domain whose SVIDs are trusted, and where its bundle is."""
+
+    trust_domain: str = Field(pattern=r"^[a-z0-9._-]{1,255}$")
+    bundle_file: Path
+
+
 class IdentitySettings(_Section):
     """The trust domain and its certificate authority."""
 
@@ -100,6 +107,8 @@ class IdentitySettings(_Section):
     root_ttl_days: int = Field(365, ge=1, le=3650)
     signing_ttl_days: int = Field(30, ge=1, le=365)
     clock_skew_seconds: int = Field(30, ge=0, le=300)
+    # Other trust domains (e.g. an existing SPIRE deployment) whose SVIDs authenticate too.
+    federation: tuple[FederationSettings, ...] = ()
 
     def passphrase(self) -> bytes | None:
         """The CA passphrase from the environment, if one is set."""

@@ -100,7 +100,10 @@ class CallerIdentity:
         self.database = database
         self.clock = clock
         self.bundles = LocalBundles(
-            settings.path(identity.ca_dir), clock, passphrase=identity.passphrase()
+            settings.path(identity.ca_dir),
+            clock,
+            passphrase=identity.passphrase(),
+            federated=[(f.trust_domain, settings.path(f.bundle_file)) for f in identity.federation],
         )
         self.registered = RegisteredIds(EntryRegistry(database, clock, identity.trust_domain))
         self._live: LiveRevocations | None = None

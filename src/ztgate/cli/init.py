@@ -85,6 +85,11 @@ DEFAULT_CONFIG_TEXT = """\
 # serve` serves it too unless workload_api = false.
 # workload_socket = ".ztgate/agent.sock"
 # workload_api = true
+# Trust another trust domain's SVIDs (e.g. an existing SPIRE deployment's),
+# with its SPIFFE bundle in a file (re-read when it changes):
+# [[identity.federation]]
+# trust_domain = "partner.example"
+# bundle_file = "partner-bundle.json"
 
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.

@@ -16,13 +16,14 @@ check's chain cache keys on.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
 from ztgate.clock import Clock
+from ztgate.errors import ConfigError, InvalidInputError
 from ztgate.identity.authority import STATE_FILE, CertificateAuthority
-from ztgate.identity.bundle import trust_bundle
+from ztgate.identity.bundle import parse_bundle, trust_bundle
 from ztgate.identity.entries import EntryRegistry
 from ztgate.identity.verify import TrustBundle
 
@@ -39,29 +40,32 @@ class LocalBundles:
         *,
         passphrase: bytes | None = None,
         max_age: float = DEFAULT_MAX_AGE,
+        federated: Sequence[tuple[str, Path]] = (),
     ) -> None:
-        """Load the CA in `ca_dir` now.
+        """Load the CA in `ca_dir` now, and the bundles of `federated` trust domains.
+
+        `federated` pairs a trust domain name with the file holding its SPIFFE
+        bundle (for example one fetched from a SPIRE server's bundle endpoint);
+        a file is read again when it changes.
 
         Raises:
-            ConfigError: no CA, or it cannot be loaded.
+            ConfigError: no CA, it cannot be loaded, or a federated bundle is
+                unreadable, invalid, or names the local trust domain.
         """
         self._ca_dir = ca_dir
+        self._federated = tuple(federated)
         self._state = ca_dir / STATE_FILE
         self._clock = clock
         self._passphrase = passphrase
         self._max_age = max_age
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[tuple[int, int], ...] | None = None
         self._loaded_at = 0.0
         self._bundles: Mapping[str, TrustBundle] = MappingProxyType({})
         self.reload()
 
     def __call__(self) -> Mapping[str, TrustBundle]:
         """The bundles by trust domain name (reloaded first if the CA changed)."""
-        try:
-            status = os.stat(self._state)
-            stamp: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
-        except OSError:
-            stamp = None  # keep the last good bundle; the next stat may succeed
+        stamp = self._stamps()  # None: keep the last good bundles; the next stat may succeed
         if (stamp is not None and stamp != self._stamp) or (
             self._clock.now() - self._loaded_at > self._max_age
         ):
@@ -74,17 +78,32 @@ class LocalBundles:
         Raises:
             ConfigError: the CA cannot be loaded.
         """
-        try:
-            status = os.stat(self._state)
-            stamp: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
-        except OSError:
-            stamp = None
+        stamp = self._stamps()
         ca = CertificateAuthority.load(self._ca_dir, self._clock, passphrase=self._passphrase)
-        bundle = trust_bundle(ca)
-        self._bundles = MappingProxyType({bundle.trust_domain: bundle})
+        local = trust_bundle(ca)
+        bundles = {local.trust_domain: local}
+        for domain, path in self._federated:
+            if domain == local.trust_domain:
+                raise ConfigError(str(path), "", f"{domain} is the local trust domain")
+            try:
+                bundles[domain] = parse_bundle(domain, path.read_bytes())
+            except OSError as exc:
+                raise ConfigError(str(path), "", f"cannot read the bundle: {exc.strerror}") from exc
+            except InvalidInputError as exc:
+                raise ConfigError(str(path), "", exc.message) from exc
+        self._bundles = MappingProxyType(bundles)
         self._stamp = stamp
         self._loaded_at = self._clock.now()
         return self._bundles
+
+    def _stamps(self) -> tuple[tuple[int, int], ...] | None:
+        try:
+            return tuple(
+                (status.st_mtime_ns, status.st_size)
+                for status in map(os.stat, [self._state, *(p for _, p in self._federated)])
+            )
+        except OSError:
+            return None
 
 
 class RegisteredIds:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from ztgate.errors import ConfigError
 from ztgate.identity.authority import CertificateAuthority
+from ztgate.identity.bundle import local_bundle
 from ztgate.identity.entries import EntryRegistry
 from ztgate.identity.providers import LocalBundles, RegisteredIds
+from ztgate.identity.verify import verify_jwt_svid
 from ztgate.store.database import Database
 from ztgate.testing import FrozenClock
 
@@ -74,3 +77,57 @@ def test_registered_ids_follow_reload(tmp_path: Path) -> None:
         assert not registered("spiffe://example.org/b")
     finally:
         database.dispose()
+
+
+# -- federation --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def partner(tmp_path: Path) -> CertificateAuthority:
+    return CertificateAuthority.create(tmp_path / "partner", "partner.example", FrozenClock())
+
+
+def _write_bundle(partner: CertificateAuthority, path: Path) -> Path:
+    path.write_text(json.dumps(local_bundle(partner)))
+    return path
+
+
+def test_a_federated_bundle_is_trusted_but_not_local(
+    ca: CertificateAuthority, partner: CertificateAuthority, tmp_path: Path
+) -> None:
+    clock = FrozenClock()
+    file = _write_bundle(partner, tmp_path / "partner.json")
+    bundles = LocalBundles(ca.directory, clock, federated=[("partner.example", file)])()
+    assert set(bundles) == {"example.org", "partner.example"}
+    assert bundles["example.org"].local and not bundles["partner.example"].local
+    token = partner.issue_jwt_svid("spiffe://partner.example/agent/a", ["ztgate"])
+    verified = verify_jwt_svid(token, "ztgate", bundles, clock.now())
+    assert verified.trust_domain == "partner.example" and not verified.local
+
+
+def test_a_changed_federated_bundle_is_read_again(
+    ca: CertificateAuthority, partner: CertificateAuthority, tmp_path: Path
+) -> None:
+    file = _write_bundle(partner, tmp_path / "partner.json")
+    bundles = LocalBundles(ca.directory, FrozenClock(), federated=[("partner.example", file)])
+    first = bundles()
+    authority = partner.rotate(start_in=0)
+    _write_bundle(partner, file)
+    second = bundles()
+    assert second is not first
+    assert authority.jwt_kid in second["partner.example"].jwt_keys
+
+
+@pytest.mark.parametrize("problem", ["missing", "garbage", "local"])
+def test_an_unusable_federated_bundle_is_a_config_error(
+    ca: CertificateAuthority, partner: CertificateAuthority, tmp_path: Path, problem: str
+) -> None:
+    file = tmp_path / "partner.json"
+    domain = "partner.example"
+    if problem == "garbage":
+        file.write_text("{not json")
+    elif problem == "local":
+        _write_bundle(ca, file)
+        domain = "example.org"
+    with pytest.raises(ConfigError):
+        LocalBundles(ca.directory, FrozenClock(), federated=[(domain, file)])
