@@ -35,6 +35,7 @@ from ztgate.identity.entries import EntryRegistry
 from ztgate.identity.providers import LocalBundles, RegisteredIds
 from ztgate.identity.revocation import GENERATION as REVOCATIONS_GENERATION
 from ztgate.identity.revocation import LiveRevocations, RevocationSet
+from ztgate.identity.verify import TrustBundle
 from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
 from ztgate.pipeline import CallContext, Check, Pipeline, ResultCheck
@@ -99,6 +100,7 @@ class CallerIdentity:
         identity = settings.identity
         self.database = database
         self.clock = clock
+        self.trust_domain = identity.trust_domain
         self.bundles = LocalBundles(
             settings.path(identity.ca_dir),
             clock,
@@ -115,6 +117,11 @@ class CallerIdentity:
             registered=self.registered,
             skew=float(identity.clock_skew_seconds),
         )
+
+    def local_bundle(self) -> TrustBundle:
+        """The local trust domain's bundle (as the `authenticate` check sees it)."""
+        bundles = self.bundles()
+        return bundles[self.trust_domain]
 
     def start(self) -> None:
         """Read the entries and revocations (the database is migrated by now)."""

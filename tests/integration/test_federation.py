@@ -5,6 +5,7 @@ authenticate with its bundle configured; policy can tell them from local ones.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 
 from ztgate.clock import SystemClock
 from ztgate.identity.authority import CertificateAuthority
-from ztgate.identity.bundle import local_bundle
+from ztgate.identity.bundle import local_bundle, parse_bundle
+from ztgate.identity.verify import verify_jwt_svid
 from ztgate.testing import make_settings
 
 from .harness import GatewayProcess, Upstream, assert_problem, gateway_toml, main_tools, make_client
@@ -95,3 +97,19 @@ def test_a_partner_token_signed_by_another_key_is_refused(
     impostor = CertificateAuthority.create(tmp_path / "fake", PARTNER, SystemClock())
     status, body = _call(federated, impostor.issue_jwt_svid(PARTNER_AGENT, ["ztgate"]))
     assert status == 401, body
+
+
+def test_the_bundle_endpoint_serves_this_trust_domain(federated: GatewayProcess) -> None:
+    with make_client(federated.url) as client:
+        response = client.get("/v1/bundle")
+        again = client.get("/v1/bundle")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert document["spiffe_sequence"] == again.json()["spiffe_sequence"]
+    local = parse_bundle("ztgate.local", response.content)
+    ca = CertificateAuthority.load(federated.workdir / ".ztgate" / "ca", SystemClock())
+    token = ca.issue_jwt_svid("spiffe://ztgate.local/agent/peer", ["elsewhere"])
+    verified = verify_jwt_svid(token, "elsewhere", {"ztgate.local": local}, time.time())
+    assert verified.spiffe_id == "spiffe://ztgate.local/agent/peer"
+    assert all("d" not in key for key in document["keys"]), "public keys only"

@@ -29,6 +29,9 @@ from ztgate.gateway import CallReport, Failure, Gateway, unauthenticated
 from ztgate.http.body import CallRequest, parse_call_request, read_body
 from ztgate.http.problems import MEDIA_TYPE, Problem
 from ztgate.http.tls import client_chain_der
+from ztgate.identity.bundle import bundle_document
+from ztgate.identity.providers import LocalBundles
+from ztgate.identity.verify import TrustBundle
 from ztgate.metrics import CONTENT_TYPE
 from ztgate.models import Credentials
 
@@ -110,12 +113,41 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             raise Problem(503, "not-ready", f"store unavailable: {exc.message}") from exc
         return {"status": "ready"}
 
+    bundle_cache: dict[str, Any] = {}
+
+    @app.get(
+        "/v1/bundle",
+        tags=["identity"],
+        summary="The trust domain's SPIFFE bundle (JWK set), for relying parties and federation",
+    )
+    async def bundle() -> Response:
+        local = await asyncio.to_thread(_local_trust_bundle, gateway, bundle_cache)
+        document = bundle_document(local, sequence=int(bundle_cache.get("sequence", 1)))
+        return Response(orjson.dumps(document), media_type="application/json")
+
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics() -> Response:
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
     _add_problem_schema(app)
     return app
+
+
+def _local_trust_bundle(gateway: Gateway, cache: dict[str, Any]) -> TrustBundle:
+    # With authentication on, the gateway already keeps the bundle fresh;
+    # otherwise one is kept here, reloaded when the CA changes.
+    if gateway.identity is not None:
+        cache["sequence"] = gateway.identity.bundles.sequence
+        return gateway.identity.local_bundle()
+    bundles = cache.get("provider")
+    if bundles is None:
+        identity = gateway.settings.identity
+        bundles = cache["provider"] = LocalBundles(
+            gateway.settings.path(identity.ca_dir), gateway.clock, passphrase=identity.passphrase()
+        )
+    local: TrustBundle = bundles()[gateway.settings.identity.trust_domain]
+    cache["sequence"] = bundles.sequence
+    return local
 
 
 async def handle_call_request(gateway: Gateway, request: Request) -> Response:

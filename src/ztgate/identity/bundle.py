@@ -31,14 +31,21 @@ def local_bundle(
     ca: CertificateAuthority, *, sequence: int = 1, refresh_hint: int = 300
 ) -> dict[str, Any]:
     """The SPIFFE bundle of the local trust domain."""
+    return bundle_document(trust_bundle(ca), sequence=sequence, refresh_hint=refresh_hint)
+
+
+def bundle_document(
+    bundle: TrustBundle, *, sequence: int = 1, refresh_hint: int = 300
+) -> dict[str, Any]:
+    """A trust bundle as its SPIFFE bundle JSON document (public keys only)."""
     keys: list[dict[str, Any]] = []
-    for root in ca.roots():
+    for root in bundle.x509_roots:
         jwk = _public_jwk(root.public_key())
         jwk.update(use=X509_USE, x5c=[base64.b64encode(_hazmat.certificate_der(root)).decode()])
         keys.append(jwk)
-    for authority in ca.published():
-        jwk = _public_jwk(authority.jwt_key.public_key())
-        jwk.update(use=JWT_USE, kid=authority.jwt_kid)
+    for kid, public_key in bundle.jwt_keys.items():
+        jwk = _public_jwk(public_key)
+        jwk.update(use=JWT_USE, kid=kid)
         keys.append(jwk)
     return {"keys": keys, "spiffe_sequence": sequence, "spiffe_refresh_hint": refresh_hint}
 

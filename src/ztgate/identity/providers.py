@@ -61,6 +61,9 @@ class LocalBundles:
         self._stamp: tuple[tuple[int, int], ...] | None = None
         self._loaded_at = 0.0
         self._bundles: Mapping[str, TrustBundle] = MappingProxyType({})
+        # SPIFFE bundle `spiffe_sequence`: starts at the load time in seconds
+        # (so a restart does not go backwards) and moves on every reload.
+        self.sequence = int(clock.now())
         self.reload()
 
     def __call__(self) -> Mapping[str, TrustBundle]:
@@ -93,6 +96,7 @@ class LocalBundles:
                 raise ConfigError(str(path), "", exc.message) from exc
         self._bundles = MappingProxyType(bundles)
         self._stamp = stamp
+        self.sequence += 1
         self._loaded_at = self._clock.now()
         return self._bundles
 

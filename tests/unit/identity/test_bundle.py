@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ztgate.errors import InvalidInputError
 from ztgate.identity import _hazmat
 from ztgate.identity.authority import CertificateAuthority
-from ztgate.identity.bundle import local_bundle, parse_bundle, trust_bundle
+from ztgate.identity.bundle import bundle_document, local_bundle, parse_bundle, trust_bundle
 from ztgate.identity.verify import verify_jwt_svid, verify_x509_svid
 from ztgate.testing import FrozenClock
 
@@ -91,3 +91,8 @@ def test_a_bundle_carrying_a_private_key_is_refused() -> None:
 def test_an_invalid_trust_domain_is_refused(ca: CertificateAuthority) -> None:
     with pytest.raises(InvalidInputError):
         parse_bundle("Acme.Example", json.dumps(local_bundle(ca)))
+
+
+def test_bundle_document_of_a_trust_bundle_is_the_local_bundle(ca: CertificateAuthority) -> None:
+    ca.rotate(start_in=60)
+    assert bundle_document(trust_bundle(ca), sequence=3) == local_bundle(ca, sequence=3)
