@@ -92,8 +92,16 @@ class WrkResult:
     non_2xx: int
 
 
-def wrk(url: str, body: str, *, connections: int, seconds: int, cpus: set[int]) -> WrkResult:
-    """Run wrk with a POST body; latencies in seconds."""
+def wrk(
+    url: str,
+    body: str,
+    *,
+    connections: int,
+    seconds: int,
+    cpus: set[int],
+    headers: dict[str, str] | None = None,
+) -> WrkResult:
+    """Run wrk with a POST body (and extra headers); latencies in seconds."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: run `apt-get install -y wrk` (make bench does)")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
@@ -102,6 +110,7 @@ def wrk(url: str, body: str, *, connections: int, seconds: int, cpus: set[int]) 
             "wrk.method = 'POST'\n"
             f"wrk.body = '{escaped}'\n"
             "wrk.headers['Content-Type'] = 'application/json'\n"
+            + "".join(f"wrk.headers['{k}'] = '{v}'\n" for k, v in (headers or {}).items())
         )
     cpu_list = ",".join(str(c) for c in sorted(cpus))
     out = subprocess.run(

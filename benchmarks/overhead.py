@@ -32,6 +32,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ztgate.cli.toml import array_of_tables
+from ztgate.clock import SystemClock
+from ztgate.identity.authority import CertificateAuthority
+from ztgate.identity.entries import EntryRegistry
 from ztgate.testing import make_settings
 
 ARGUMENTS = {
@@ -78,6 +81,15 @@ def main() -> None:
         ]
         toml = f"[gateway]\nport = {gateway_port}\n\n" + array_of_tables("tools", tools)
         settings = make_settings(workdir, toml)
+        # Every call authenticates (the default): a registered agent and its JWT-SVID.
+        agent = f"spiffe://{settings.identity.trust_domain}/agent/bench"
+        database = settings.open_database()
+        EntryRegistry(database, SystemClock(), settings.identity.trust_domain).register(
+            agent, ["unix:path:/opt/bench/agent"]
+        )
+        database.dispose()
+        ca = CertificateAuthority.load(settings.path(settings.identity.ca_dir), SystemClock())
+        auth = {"Authorization": f"Bearer {ca.issue_jwt_svid(agent, ['ztgate'], ttl=3600)}"}
         calls = {
             tier: orjson.dumps(
                 {"tool": name, "arguments": ARGUMENTS, "justification": "benchmark"}
@@ -102,7 +114,7 @@ def main() -> None:
             gateway_url = f"http://127.0.0.1:{gateway_port}/v1/calls"
             console.print(f"[bold]warming up[/] ({machine()})")
             wrk(upstream_url, direct_body, connections=4, seconds=2, cpus=LOAD_CPU)
-            wrk(gateway_url, calls["read"], connections=4, seconds=2, cpus=LOAD_CPU)
+            wrk(gateway_url, calls["read"], connections=4, seconds=2, cpus=LOAD_CPU, headers=auth)
             for connections in (1, 32):
                 console.print(f"concurrency {connections}: direct, then through the gateway")
                 direct = wrk(
@@ -121,6 +133,7 @@ def main() -> None:
                         connections=connections,
                         seconds=options.seconds,
                         cpus=LOAD_CPU,
+                        headers=auth,
                     )
                     cpu = cpu_seconds(gateway.pid) - before
                     if via.non_2xx or direct.non_2xx:

@@ -47,7 +47,8 @@ class GatewaySettings(_Section):
     # verifies, is registered and is not revoked; then the gateway may also
     # listen beyond loopback. "off" (the default for now) keeps calls
     # unauthenticated and loopback-only; "required" becomes the default next.
-    authentication: Literal["off", "required"] = "off"
+    # "off" is for local development only: loopback, with a warning at start.
+    authentication: Literal["off", "required"] = "required"
     # The audience a JWT-SVID must name to be accepted by this gateway.
     audience: str = Field("ztgate", min_length=1, max_length=255)
     # HTTPS with optional client certificates (mTLS): the gateway serves its own

@@ -97,19 +97,24 @@ def test_every_tour_command_succeeds(made_run: tuple[Path, dict[str, str]]) -> N
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
         outputs.append((command, done.stdout))
     by_command = dict(outputs)
-    weather = next(
+    lisbon = [
         out
         for cmd, out in outputs
         if '"get_weather", "arguments": {"city": "Lisbon"}' in cmd and "shell" not in cmd
-    )
-    assert '"outcome":"allow"' in weather
+    ]
+    authenticated, anonymous = lisbon
+    assert '"outcome":"allow"' in authenticated
+    assert "authenticated spiffe://ztgate.local/agent/tour" in authenticated
+    assert '"status":401' in anonymous
     smuggled = next(out for cmd, out in outputs if '"shell"' in cmd)
     assert "1 unexpected property" in smuggled and '"status":403' in smuggled
     unknown = next(out for cmd, out in outputs if "delete_all_files" in cmd)
     assert "unknown tool" in unknown
-    forecast = next(out for cmd, out in outputs if '"tool": "forecast"' in cmd)
-    assert '"outcome":"allow"' in forecast
+    forecast_before, forecast_after = [out for cmd, out in outputs if '"tool": "forecast"' in cmd]
+    assert '"outcome":"allow"' in forecast_before
+    assert '"status":401' in forecast_after and "revoked" in forecast_after
     assert "ok chain main" in by_command["ztgate audit verify"]
     identity = next(out for cmd, out in outputs if "fetch_x509_svid" in cmd)
     assert identity.strip() == "spiffe://ztgate.local/agent/tour"
+    assert '{"keys":' in next(out for cmd, out in outputs if "/v1/bundle" in cmd)
     assert "demo finished as expected" in by_command["ztgate demo"]

@@ -116,7 +116,9 @@ def gateway_toml(
     store: Mapping[str, Any] | None = None,
 ) -> str:
     """A config file: port 0 (ephemeral), the given sections and `[[tools]]`."""
-    sections = {"gateway": {"port": 0, "log_level": "info", **(gateway or {})}}
+    # Tests of other features than authentication run without it (loopback).
+    defaults = {"port": 0, "log_level": "info", "authentication": "off"}
+    sections = {"gateway": {**defaults, **(gateway or {})}}
     if store:
         sections["store"] = dict(store)
     text = ""

@@ -83,7 +83,7 @@ def test_tool_replaced_by_cli_takes_effect_on_the_next_call(
 
 
 def _serve(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, str]:
-    make_settings(tmp_path, "[gateway]\nport = 0\n")
+    make_settings(tmp_path, '[gateway]\nport = 0\nauthentication = "off"\n')
     done = run_cli(tmp_path / "ztgate.toml", "serve", *args, timeout=30, **env)
     return done.returncode, done.stdout, done.stderr
 

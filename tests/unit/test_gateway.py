@@ -151,6 +151,10 @@ def gateway_toml(base: str, **sections: dict[str, Any]) -> str:
             },
         },
     ]
+    # These tests are about the pipeline, audit and forwarding: no authentication.
+    sections = {"gateway": {"authentication": "off"}} | dict(sections)
+    if "authentication" not in sections["gateway"]:
+        sections["gateway"] = {"authentication": "off", **sections["gateway"]}
     text = ""
     for name, settings in sections.items():
         text += f"[{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in settings.items())
@@ -713,11 +717,20 @@ async def test_authentication_required_puts_the_authenticate_check_first(tmp_pat
         database.dispose()
 
 
-def test_authentication_is_off_by_default(tmp_path: Path) -> None:
+def test_authentication_is_required_by_default(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
-    assert settings.gateway.authentication == "off"
+    assert settings.gateway.authentication == "required"
     assert settings.gateway.audience == "ztgate"
     gw = Gateway.from_settings(settings)
+    try:
+        assert gw.identity is not None
+        assert [check.name for check in gw.pipeline.checks] == ["authenticate", "schema"]
+    finally:
+        gw.database.dispose()
+
+
+def test_authentication_off_leaves_only_the_schema_check(tmp_path: Path) -> None:
+    gw = Gateway.from_settings(make_settings(tmp_path, '[gateway]\nauthentication = "off"\n'))
     try:
         assert gw.identity is None
         assert [check.name for check in gw.pipeline.checks] == ["schema"]

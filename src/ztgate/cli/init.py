@@ -33,9 +33,11 @@ DEFAULT_CONFIG_TEXT = """\
 # upstream_timeout_seconds = 10.0 # a tool that takes longer gets 504
 # upstream_connections = 256
 # log_level = "info"
-# "required": every call must present an SVID (an X.509-SVID over mTLS or a
-# JWT-SVID bearer token) that verifies, is registered and is not revoked.
-# authentication = "off"
+# Every call must present an SVID (an X.509-SVID over mTLS or a JWT-SVID
+# bearer token) that verifies, is registered and is not revoked. "off" is for
+# local development only: calls are not authenticated, ztgate listens on
+# loopback only and warns at every start.
+# authentication = "required"
 # The audience a JWT-SVID must name.
 # audience = "ztgate"
 # HTTPS. At start-up the gateway issues itself an X.509-SVID,

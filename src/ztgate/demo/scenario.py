@@ -41,9 +41,16 @@ class Step:
     body: Any
     expect: int
     raw: bytes | None = None
+    authenticated: bool = True
 
 
 STEPS = [
+    Step(
+        "Call without an identity",
+        {"tool": "get_weather", "arguments": {"city": "Lisbon"}},
+        401,
+        authenticated=False,
+    ),
     Step(
         "Read the weather",
         {
@@ -152,17 +159,17 @@ def run_demo(console: Console) -> bool:
         workdir = Path(scratch)
         console.print(f"[bold]ztgate demo[/] — starting a gateway and the demo tools in {workdir}")
         with live_gateway(workdir) as (url, settings):
+            token = agent_identity(console, settings)
             table = Table("#", "request", "HTTP", "outcome", "why / result", title="Calls")
-            ok = True
+            ok = token is not None
             with httpx.Client(base_url=url, timeout=10) as client:
                 for number, step in enumerate(STEPS, start=1):
-                    response = _send(client, step)
+                    response = _send(client, step, token or "")
                     ok &= response.status_code == step.expect
                     table.add_row(
                         str(number), step.title, str(response.status_code), *_describe(response)
                     )
             console.print(table)
-            ok &= _show_identity(console, settings)
         ok &= _show_audit(console, settings)
     console.print(
         "[green]demo finished as expected[/]" if ok else "[red]demo: something unexpected[/]"
@@ -170,8 +177,11 @@ def run_demo(console: Console) -> bool:
     return ok
 
 
-def _show_identity(console: Console, settings: Settings) -> bool:
-    """Register this process as an agent and fetch its SVIDs from the live Workload API."""
+def agent_identity(console: Console, settings: Settings) -> str | None:
+    """Register this process as an agent; fetch its SVIDs from the live Workload API.
+
+    Returns the JWT-SVID the demo's calls present, or None if the identity is wrong.
+    """
     spiffe_id = f"spiffe://{settings.identity.trust_domain}/agent/demo"
     database = settings.open_database()
     try:
@@ -185,20 +195,25 @@ def _show_identity(console: Console, settings: Settings) -> bool:
     socket_path = settings.path(settings.identity.workload_socket).resolve()
     with WorkloadApiClient(socket_path=f"unix://{socket_path}") as client:
         svid = client.fetch_x509_svid()
-        token = client.fetch_jwt_svid(audience={"ztgate"})
+        token = client.fetch_jwt_svid(audience={settings.gateway.audience})
     console.print(
         f"identity: this process, registered by uid and executable, got the X.509-SVID "
         f"[bold]{svid.spiffe_id}[/] (valid until {svid.leaf.not_valid_after_utc:%H:%M:%S} UTC) "
-        f"and a JWT-SVID for audience 'ztgate' from the SPIFFE Workload API"
+        f"and a JWT-SVID for audience {settings.gateway.audience!r} from the SPIFFE Workload "
+        "API; every call below but the first presents it"
     )
-    return str(svid.spiffe_id) == spiffe_id and str(token.spiffe_id) == spiffe_id
+    if str(svid.spiffe_id) != spiffe_id or str(token.spiffe_id) != spiffe_id:
+        return None
+    return str(token.token)
 
 
-def _send(client: httpx.Client, step: Step) -> httpx.Response:
+def _send(client: httpx.Client, step: Step, token: str) -> httpx.Response:
     headers = {"content-type": "application/json"}
+    if step.authenticated:
+        headers["Authorization"] = f"Bearer {token}"
     if step.raw is not None:
         return client.post("/v1/calls", content=step.raw, headers=headers)
-    return client.post("/v1/calls", json=step.body)
+    return client.post("/v1/calls", json=step.body, headers=headers)
 
 
 def _describe(response: httpx.Response) -> tuple[str, str]:

@@ -105,6 +105,11 @@ def serve(settings: Settings) -> None:
         IdentityError: `tls = true` but the CA cannot sign the gateway's SVID.
     """
     check_bind(settings.gateway.host, settings.gateway.authentication)
+    if settings.gateway.authentication == "off":
+        logger.warning(
+            'UNSAFE: [gateway] authentication = "off": calls are not authenticated '
+            "(listening on loopback only; for local development)"
+        )
     tls = tls_options(settings)
     gateway = Gateway.from_settings(settings)
     servers = [

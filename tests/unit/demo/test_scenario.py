@@ -11,7 +11,15 @@ import pytest
 from rich.console import Console
 
 from ztgate.config import GatewaySettings
-from ztgate.demo.scenario import STEPS, Step, _describe, _send, _show_audit, live_gateway
+from ztgate.demo.scenario import (
+    STEPS,
+    Step,
+    _describe,
+    _send,
+    _show_audit,
+    agent_identity,
+    live_gateway,
+)
 from ztgate.errors import InvalidInputError
 from ztgate.jsonlimits import JsonTooDeepError, parse_json
 
@@ -96,9 +104,12 @@ def test_the_scenario_against_a_live_gateway(tmp_path: Path) -> None:
     """The one test that starts a real gateway process (with the demo tools)."""
     with live_gateway(tmp_path) as (url, settings):
         assert settings.demo.tools is True
+        assert settings.gateway.authentication == "required"
+        token = agent_identity(Console(file=io.StringIO()), settings)
+        assert token is not None
         with httpx.Client(base_url=url, timeout=10) as client:
             for step in STEPS:
-                answer = _send(client, step)
+                answer = _send(client, step, token)
                 assert answer.status_code == step.expect, (step.title, answer.text)
                 outcome, _ = _describe(answer)
                 assert outcome == ("[green]allowed[/]" if step.expect == 200 else "[red]refused[/]")

@@ -95,7 +95,7 @@ def config_toml(base: str) -> str:
     ]
     gateway = {"max_body_bytes": MAX_BODY, "max_json_depth": 8}
     return (
-        "[gateway]\n"
+        '[gateway]\nauthentication = "off"\n'
         + "".join(f"{k} = {value(v)}\n" for k, v in gateway.items())
         + "[store]\nbusy_timeout_ms = 50\n\n"
         + array_of_tables("tools", tools)
@@ -414,7 +414,7 @@ async def test_the_app_starts_and_stops_the_gateway_with_its_lifespan(tmp_path: 
             transport=httpx.ASGITransport(app=app), base_url="http://gateway"
         ) as client:
             response = await client.post("/v1/calls", json={"tool": "nothing"})
-        assert response.status_code == 403
+        assert response.status_code == 401  # authentication is required by default
         assert records(gw, response.json()["call_id"])
     assert gw._checkpointer.cancelled()
 

@@ -53,7 +53,7 @@ def test_anything_else_is_refused(host: str) -> None:
 
 
 def test_serve_refuses_a_public_address(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, '[gateway]\nhost = "0.0.0.0"\n')
+    settings = make_settings(tmp_path, '[gateway]\nhost = "0.0.0.0"\nauthentication = "off"\n')
     with pytest.raises(ConfigError, match=re.escape("refusing to listen on '0.0.0.0'")):
         serve(settings)
 
