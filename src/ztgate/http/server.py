@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import uvicorn
@@ -97,6 +98,31 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     return {"http": mtls_protocol(CaIntermediates(ca_dir)), **server_ssl_settings(files)}
 
 
+async def _renew_tls(settings: Settings, server: uvicorn.Server, stop: asyncio.Event) -> None:
+    from ztgate.clock import SystemClock
+    from ztgate.http.tls import TLS_DIR, keep_server_svid_fresh
+    from ztgate.identity.authority import CertificateAuthority
+
+    identity = settings.identity
+
+    def load_ca() -> CertificateAuthority:
+        return CertificateAuthority.load(
+            settings.path(identity.ca_dir), SystemClock(), passphrase=identity.passphrase()
+        )
+
+    def live_context() -> ssl.SSLContext | None:
+        config = server.config
+        return config.ssl if config.loaded else None
+
+    await keep_server_svid_fresh(
+        load_ca,
+        settings.path(settings.data_dir) / TLS_DIR,
+        ttl=settings.gateway.tls_svid_ttl_seconds,
+        context=live_context,
+        stop=stop,
+    )
+
+
 def serve(settings: Settings) -> None:
     """Serve the gateway (and the demo tools when enabled) until interrupted.
 
@@ -142,11 +168,16 @@ def serve(settings: Settings) -> None:
 
             path = settings.path(settings.identity.workload_socket)
             workload_api = asyncio.create_task(serve_workload_api(settings, path, stop))
+        renewal = None
+        if settings.gateway.tls:
+            renewal = asyncio.create_task(_renew_tls(settings, servers[0], stop))
         try:
             await asyncio.gather(*(server.serve() for server in servers))
         finally:
             stop.set()
             if workload_api is not None:
                 await workload_api
+            if renewal is not None:
+                await renewal
 
     uvloop.run(run())

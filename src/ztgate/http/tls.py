@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ztgate import keyfiles
+from ztgate.errors import GatewayError
 from ztgate.identity import _hazmat
 from ztgate.identity.authority import STATE_FILE, CertificateAuthority
 
@@ -232,3 +234,46 @@ def server_ssl_settings(files: ServerFiles) -> dict[str, Any]:
         "ssl_ca_certs": str(files.ca_certs),
         "ssl_cert_reqs": ssl.CERT_OPTIONAL,
     }
+
+
+async def keep_server_svid_fresh(
+    load_ca: Callable[[], CertificateAuthority],
+    directory: Path,
+    *,
+    ttl: float,
+    context: Callable[[], ssl.SSLContext | None],
+    stop: asyncio.Event,
+    retry_seconds: float = 60.0,
+) -> None:
+    """Re-issue the gateway's X.509-SVID before half its lifetime, into the live TLS context.
+
+    `SSLContext.load_cert_chain` on the context the server already uses makes
+    every later handshake present the new certificate; connections already
+    open keep theirs. If the CA cannot sign (e.g. no active authority), the
+    error is logged and retried; the current certificate serves until then.
+    """
+    not_after = _served_not_after(directory / "gateway.pem")
+    while not stop.is_set():
+        wait = max(1.0, (not_after - time.time()) / 2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
+            return
+        try:
+            files = await asyncio.to_thread(write_server_svid, load_ca(), directory, ttl=ttl)
+        except GatewayError as exc:
+            logger.error("could not renew the gateway's TLS certificate: %s", exc)
+            not_after = time.time() + 2 * retry_seconds
+            continue
+        live = context()
+        if live is not None:
+            live.load_cert_chain(str(files.certfile), str(files.keyfile))
+        not_after = files.not_after
+        logger.info("renewed the gateway's TLS certificate until %.0f", not_after)
+
+
+def _served_not_after(certfile: Path) -> float:
+    try:
+        leaf = x509.load_pem_x509_certificate(certfile.read_bytes())
+    except (OSError, ValueError):
+        return time.time()  # unknown: renew soon
+    return leaf.not_valid_after_utc.timestamp()

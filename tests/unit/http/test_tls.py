@@ -26,6 +26,7 @@ from ztgate.http.tls import (
     CaIntermediates,
     client_chain_der,
     gateway_spiffe_id,
+    keep_server_svid_fresh,
     mtls_protocol,
     rebuild_chain,
     server_ssl_settings,
@@ -230,3 +231,45 @@ async def test_a_plain_http_connection_gets_no_tls_extension(tmp_path: Path) -> 
         await task
         sock.close()
     assert "tls" not in (seen[0].get("extensions") or {})
+
+
+async def _served_serial(port: int) -> int:
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    await writer.wait_closed()
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+async def test_the_server_svid_is_renewed_into_the_live_context(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create(tmp_path / "ca", "example.org", SystemClock())
+    directory = tmp_path / "tls"
+    files = write_server_svid(ca, directory, ttl=3)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(files.certfile), str(files.keyfile))
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    stop = asyncio.Event()
+    renewal = asyncio.create_task(
+        keep_server_svid_fresh(lambda: ca, directory, ttl=3, context=lambda: context, stop=stop)
+    )
+    try:
+        first = await _served_serial(port)
+        for _ in range(60):
+            await asyncio.sleep(0.1)
+            if await _served_serial(port) != first:
+                break
+        else:
+            raise AssertionError("the served certificate was never renewed")
+    finally:
+        stop.set()
+        await asyncio.wait_for(renewal, 5)
+        server.close()
+        await server.wait_closed()
