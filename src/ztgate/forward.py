@@ -16,7 +16,6 @@ import orjson
 from multidict import CIMultiDict
 from yarl import URL
 
-from ztgate.canonical import canonical_json
 from ztgate.errors import UpstreamError
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.model import Tool
@@ -83,7 +82,7 @@ class Forwarder:
                 url,
                 # Exactly the bytes the audit log hashed (RFC 8785), so the tool
                 # can check arguments_sha256 itself.
-                data=canonical_json(call.arguments),
+                data=call.canonical_arguments,
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,

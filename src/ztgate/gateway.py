@@ -23,7 +23,7 @@ from typing import Any
 from ztgate.audit import AuditEntry, AuditLog
 from ztgate.audit.checkpoint import load_signer
 from ztgate.audit.redact import preview, preview_text
-from ztgate.canonical import canonical_sha256
+from ztgate.canonical import canonical_json
 from ztgate.clock import Clock, SystemClock
 from ztgate.config import Settings
 from ztgate.errors import GatewayError, StoreError, UpstreamError
@@ -296,7 +296,7 @@ class Gateway:
             call_id=call_id or self.ids(),
             tool=tool,
             arguments=arguments,
-            arguments_sha256=canonical_sha256(arguments),
+            canonical_arguments=canonical_json(arguments),
             justification=justification,
             credentials=credentials or Credentials(),
             received_at=self.clock.now(),

@@ -6,6 +6,7 @@ front doors, which parse into these types at the edge.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -44,20 +45,26 @@ class Credentials:
 class ToolCall:
     """One request from an agent to run one tool once.
 
-    `arguments` is the parsed JSON object; `arguments_sha256` is the SHA-256 of
-    its RFC 8785 canonical form, computed once at the edge.
+    `arguments` is the parsed JSON object; `canonical_arguments` is its
+    RFC 8785 canonical form, computed once at the edge: what the audit log
+    hashes (`arguments_sha256`) and what is forwarded to the tool.
     """
 
     call_id: str
     tool: str
     arguments: Mapping[str, Any]
-    arguments_sha256: str
+    canonical_arguments: bytes
     justification: str = ""
     agent: str | None = None
     task_id: str | None = None
     credentials: Credentials = field(default_factory=Credentials)
     received_at: float = 0.0
     front_door: str = "http"
+
+    @property
+    def arguments_sha256(self) -> str:
+        """Hex SHA-256 of the canonical arguments."""
+        return hashlib.sha256(self.canonical_arguments).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ztgate.canonical import canonical_sha256
+from ztgate.canonical import canonical_json
 from ztgate.config import Settings, load_settings
 from ztgate.models import Credentials, ToolCall
 from ztgate.tools.model import RiskTier, Tool
@@ -58,7 +58,7 @@ def make_call(
         call_id=call_id,
         tool=tool,
         arguments=args,
-        arguments_sha256=canonical_sha256(args),
+        canonical_arguments=canonical_json(args),
         justification=justification,
         agent=agent,
         task_id=task_id,

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 _Pending = tuple[AuditEntry, "asyncio.Future[AuditReceipt] | None"]
 
 # The append runs on every call, so it speaks plain SQL through the driver
-# (`Database.raw_write`): SQLAlchemy Core costs about 100 us per statement.
+# (`DedicatedConnection.transaction`): SQLAlchemy Core costs about 100 us per statement.
 _SELECT_HEAD = (
     "SELECT seq, hash, checkpoint_seq, checkpoint_at FROM audit_heads WHERE chain = :chain"
 )

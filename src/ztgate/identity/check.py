@@ -200,36 +200,36 @@ class AuthenticationCheck:
 
     def _x509(self, data: bytes, bundles: Mapping[str, TrustBundle], now: float) -> VerifiedSvid:
         parts = split_der_chain(data)
-        key = hashlib.sha256(parts[0]).digest()
-        hit = self._cache.get(key)
-        if hit is not None:
-            if now - self._skew <= hit.not_after:
-                self._cache.move_to_end(key)
-                return hit
-            del self._cache[key]  # expired: verify again, which refuses it
-        try:
-            chain: Sequence[x509.Certificate] = [x509.load_der_x509_certificate(p) for p in parts]
-        except ValueError as exc:
-            raise ChainFormatError(f"certificate: not a valid DER certificate: {exc}") from exc
-        svid = self._verify_x509(chain, bundles, now, skew=self._skew)
-        if self._cache_size:
-            self._cache[key] = svid
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return svid
+
+        def verify() -> VerifiedSvid:
+            try:
+                chain: Sequence[x509.Certificate] = [
+                    x509.load_der_x509_certificate(p) for p in parts
+                ]
+            except ValueError as exc:
+                raise ChainFormatError(f"certificate: not a valid DER certificate: {exc}") from exc
+            return self._verify_x509(chain, bundles, now, skew=self._skew)
+
+        return self._cached(hashlib.sha256(parts[0]).digest(), now, verify)
 
     def _jwt(self, token: str, bundles: Mapping[str, TrustBundle], now: float) -> VerifiedSvid:
         # Verified tokens are cached by hash until they expire, like chains:
         # the signature, audience and expiry do not change for a given token,
         # while revocation and registration are still checked on every call.
         key = b"jwt:" + hashlib.sha256(token.encode()).digest()
+        return self._cached(
+            key, now, lambda: self._verify_jwt(token, self._audience, bundles, now, skew=self._skew)
+        )
+
+    def _cached(self, key: bytes, now: float, verify: Callable[[], VerifiedSvid]) -> VerifiedSvid:
+        """The cached credential while unexpired, else `verify()` (cached if it succeeds)."""
         hit = self._cache.get(key)
         if hit is not None:
             if now - self._skew <= hit.not_after:
                 self._cache.move_to_end(key)
                 return hit
-            del self._cache[key]
-        svid = self._verify_jwt(token, self._audience, bundles, now, skew=self._skew)
+            del self._cache[key]  # expired: verify again, which refuses it
+        svid = verify()
         if self._cache_size:
             self._cache[key] = svid
             while len(self._cache) > self._cache_size:

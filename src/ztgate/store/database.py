@@ -78,22 +78,10 @@ class Database:
         `:name` parameters and portable SQL; `RawCursor.for_update` is the
         one dialect difference (SQLite's BEGIN IMMEDIATE already locks).
         """
-        dbapi = self.engine.dialect.loaded_dbapi
-        with map_store_errors():
-            connection = self.engine.raw_connection()
+        connection = self.dedicated()
         try:
-            cursor = connection.cursor()
-            if self.is_sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            yield RawCursor(cursor, self.is_sqlite)
-            connection.commit()
-        except dbapi.Error as error:
-            _rollback_quietly(connection)
-            kind = StoreUnavailableError if _is_unavailable(dbapi, error) else StoreError
-            raise kind(f"database unavailable: {str(error).splitlines()[0]}") from error
-        except BaseException:
-            _rollback_quietly(connection)
-            raise
+            with connection.transaction() as cursor:
+                yield cursor
         finally:
             connection.close()
 
