@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     Float,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -125,6 +126,72 @@ revocations = Table(
     Index("ix_revocations_expires_at", "expires_at"),
 )
 
+# Principals: the humans and systems on whose behalf tasks run (admin API
+# keys now, OIDC later). `roles` is a canonical JSON array of role names.
+principals = Table(
+    "principals",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("disabled_at", Float, nullable=True),
+)
+
+# A principal's API keys, kept only as the SHA-256 of their secret part.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("principal", String(64), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Index("ix_api_keys_principal", "principal"),
+)
+
+# Tasks: one job for one agent, its intent and scope fixed at creation.
+# `state` is active, completed or revoked; an active task past `expires_at`
+# reads as expired. `scope` is canonical JSON.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("principal", String(64), nullable=False),
+    Column("agent", Text, nullable=False),
+    Column("intent", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("budget_calls", BigInteger, nullable=True),
+    Column("budget_spend", Float, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Column("end_reason", Text, nullable=True),
+    Index("ix_tasks_state", "state"),
+)
+
+# Warrants issued for tasks: a task's root warrant (no parent) and the
+# narrower ones delegated from it. `jkt` is the RFC 7638 thumbprint of the key
+# the warrant is bound to (null until the agent claims it).
+warrants = Table(
+    "warrants",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("task_id", String(32), nullable=False),
+    Column("parent_id", String(32), nullable=True),
+    Column("agent", Text, nullable=False),
+    Column("jkt", String(64), nullable=True),
+    Column("scope", Text, nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("issued_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+    Index("ix_warrants_task_id", "task_id"),
+    Index("ix_warrants_parent_id", "parent_id"),
+)
+
 SCHEMA_TABLES = (
     generations,
     tools,
@@ -133,4 +200,8 @@ SCHEMA_TABLES = (
     audit_checkpoints,
     registration_entries,
     revocations,
+    principals,
+    api_keys,
+    tasks,
+    warrants,
 )

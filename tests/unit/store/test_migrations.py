@@ -84,6 +84,10 @@ def test_the_schema_has_the_expected_tables(fresh: Database) -> None:
         "audit_checkpoints",
         "registration_entries",
         "revocations",
+        "principals",
+        "api_keys",
+        "tasks",
+        "warrants",
     }
     assert _tables(fresh.engine) == expected
     assert {t.name for t in SCHEMA_TABLES} == expected == set(metadata.tables)

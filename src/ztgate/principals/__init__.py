@@ -1,0 +1,1 @@
+"""Principals: the humans and systems on whose behalf agents act."""

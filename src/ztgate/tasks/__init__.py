@@ -1,0 +1,1 @@
+"""Tasks: one job for one agent, its intent, scope, budget and expiry."""

@@ -1,0 +1,1 @@
+"""Warrants (task-scoped, key-bound credentials) and the proof every call carries."""
