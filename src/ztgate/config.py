@@ -14,8 +14,17 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ztgate.errors import ConfigError, InvalidInputError
@@ -24,6 +33,8 @@ from ztgate.tools.model import Tool, parse_risk
 
 DEFAULT_CONFIG = Path("ztgate.toml")
 CONFIG_ENV = "ZTGATE_CONFIG"
+# A SPIFFE ID naming a workload (a path), in the grammar of the SPIFFE ID spec.
+_SPIFFE_ID = r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)+$"
 
 
 class _Section(BaseModel):
@@ -85,10 +96,68 @@ class AuditSettings(_Section):
 
 
 class FederationSettings(_Section):
-    """Another trust domain whose SVIDs are trusted, and where its bundle is."""
+    """Another trust domain whose SVIDs are trusted, and where its bundle comes from.
+
+    Either `bundle_file` (re-read when it changes) or `bundle_endpoint_url`
+    (its SPIFFE bundle endpoint, fetched in the background). With the
+    `https_spiffe` profile, `bundle_file` is the bootstrap bundle that
+    authenticates the endpoint until the first fetch.
+    """
 
     trust_domain: str = Field(pattern=r"^[a-z0-9._-]{1,255}$")
-    bundle_file: Path
+    bundle_file: Path | None = None
+    bundle_endpoint_url: str | None = Field(None, max_length=2048)
+    endpoint_profile: Literal["https_web", "https_spiffe"] = "https_web"
+    # https_spiffe: the SPIFFE ID the endpoint server's X.509-SVID must carry.
+    endpoint_spiffe_id: str | None = Field(None, pattern=_SPIFFE_ID, max_length=2048)
+    # https_web: trust the CAs in this PEM file instead of the system's.
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FederationSettings:
+        url, spiffe = self.bundle_endpoint_url, self.endpoint_profile == "https_spiffe"
+        if url is None:
+            if self.bundle_file is None:
+                raise ValueError("set bundle_file or bundle_endpoint_url")
+            if self.endpoint_spiffe_id is not None or self.ca_file is not None:
+                raise ValueError("endpoint_spiffe_id and ca_file need bundle_endpoint_url")
+            return self
+        _check_endpoint_url(url)
+        if not spiffe:
+            if self.bundle_file is not None:
+                raise ValueError(
+                    "set bundle_file or bundle_endpoint_url, not both (a bootstrap "
+                    'bundle_file goes with endpoint_profile = "https_spiffe")'
+                )
+            if self.endpoint_spiffe_id is not None:
+                raise ValueError('endpoint_spiffe_id needs endpoint_profile = "https_spiffe"')
+            return self
+        if self.endpoint_spiffe_id is None:
+            raise ValueError('endpoint_profile = "https_spiffe" needs endpoint_spiffe_id')
+        if self.ca_file is not None:
+            raise ValueError('ca_file is for endpoint_profile = "https_web"')
+        if self.endpoint_trust_domain == self.trust_domain and self.bundle_file is None:
+            raise ValueError(
+                "the endpoint's SPIFFE ID is in this trust domain: set bundle_file to its "
+                "bootstrap bundle"
+            )
+        return self
+
+    @property
+    def endpoint_trust_domain(self) -> str | None:
+        """The trust domain of `endpoint_spiffe_id`, if set."""
+        if self.endpoint_spiffe_id is None:
+            return None
+        return self.endpoint_spiffe_id.removeprefix("spiffe://").split("/", 1)[0]
+
+
+def _check_endpoint_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("bundle_endpoint_url must be an https:// URL with a host")
+    _ = parts.port  # ValueError for a port that is not a number in range
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("bundle_endpoint_url must not carry user information")
 
 
 class IdentitySettings(_Section):
@@ -111,10 +180,46 @@ class IdentitySettings(_Section):
     # Other trust domains (e.g. an existing SPIRE deployment) whose SVIDs authenticate too.
     federation: tuple[FederationSettings, ...] = ()
 
+    @model_validator(mode="after")
+    def _federation_domains(self) -> IdentitySettings:
+        names = [peer.trust_domain for peer in self.federation]
+        if self.trust_domain in names:
+            raise ValueError(f"federation: {self.trust_domain} is the local trust domain")
+        if len(set(names)) != len(names):
+            raise ValueError("federation: a trust domain is listed more than once")
+        for peer in self.federation:
+            served_by = peer.endpoint_trust_domain
+            if served_by is not None and served_by not in {self.trust_domain, *names}:
+                raise ValueError(
+                    f"federation: the bundle endpoint of {peer.trust_domain} is "
+                    f"{peer.endpoint_spiffe_id}, of trust domain {served_by}, which is neither "
+                    "local nor federated"
+                )
+        return self
+
     def passphrase(self) -> bytes | None:
         """The CA passphrase from the environment, if one is set."""
         value = os.environ.get(self.passphrase_env, "")
         return value.encode() if value else None
+
+
+class WarrantSettings(_Section):
+    """Tasks, warrants and the proof every call carries."""
+
+    # The key warrants are signed with (EC P-256, mode 0600; created if missing).
+    signing_key: Path = Path(".ztgate/keys/warrant-es256.pem")
+    # A proof's `iat` must be within this many seconds of the gateway's clock.
+    proof_window_seconds: int = Field(30, ge=1, le=300)
+    # How many times a warrant may be delegated down (0: no delegation).
+    max_delegation_depth: int = Field(3, ge=0, le=16)
+    # A task's lifetime when its creator names none, and the longest allowed.
+    default_task_ttl_seconds: int = Field(3600, ge=10, le=30 * 86400)
+    max_task_ttl_seconds: int = Field(7 * 86400, ge=10, le=365 * 86400)
+    # Every write or critical call must carry a justification.
+    require_justification: tuple[Literal["read", "write", "critical"], ...] = (
+        "write",
+        "critical",
+    )
 
 
 class DemoSettings(_Section):
@@ -167,6 +272,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     audit: AuditSettings = AuditSettings()
     identity: IdentitySettings = IdentitySettings()
+    warrants: WarrantSettings = WarrantSettings()
     demo: DemoSettings = DemoSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 

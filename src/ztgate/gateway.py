@@ -13,8 +13,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import secrets
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,23 +26,32 @@ from ztgate.clock import Clock, SystemClock
 from ztgate.config import Settings
 from ztgate.errors import GatewayError, StoreError, UpstreamError
 from ztgate.forward import Forwarder
+from ztgate.guards.justification import JustificationCheck
 from ztgate.identity import check as authentication
 from ztgate.identity.check import AuthenticationCheck
 from ztgate.identity.entries import GENERATION as ENTRIES_GENERATION
 from ztgate.identity.entries import EntryRegistry
+from ztgate.identity.federation import Federation, peers_from_settings
+from ztgate.identity.federation import state_dir as federation_state_dir
 from ztgate.identity.providers import LocalBundles, RegisteredIds
 from ztgate.identity.revocation import GENERATION as REVOCATIONS_GENERATION
 from ztgate.identity.revocation import LiveRevocations, RevocationSet
 from ztgate.identity.verify import TrustBundle
+from ztgate.ids import time_ordered_id
 from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
 from ztgate.pipeline import CallContext, Check, Pipeline, ResultCheck
 from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
 from ztgate.store.database import Database
 from ztgate.store.generations import GenerationWatcher
+from ztgate.store.hot import HotState, MemoryHotState
+from ztgate.tasks.registry import GENERATION as TASKS_GENERATION
+from ztgate.tasks.registry import TaskRegistry
 from ztgate.tools.catalog import Catalog
 from ztgate.tools.registry import GENERATION as TOOLS_GENERATION
 from ztgate.tools.registry import ToolRegistry
+from ztgate.warrants.checks import WARRANT
+from ztgate.warrants.service import WarrantService
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +84,10 @@ class CallReport:
         return Outcome.DENY
 
 
-def default_checks() -> list[Check]:
-    """The pre-call checks, in order."""
-    return [ArgumentsSchemaCheck()]
+def default_checks(settings: Settings | None = None) -> list[Check]:
+    """The pre-call checks after identity and warrants, in order."""
+    tiers = settings.warrants.require_justification if settings else ("write", "critical")
+    return [JustificationCheck(tiers), ArgumentsSchemaCheck()]
 
 
 class CallerIdentity:
@@ -101,11 +109,20 @@ class CallerIdentity:
         self.database = database
         self.clock = clock
         self.trust_domain = identity.trust_domain
+        # Federated trust domains' bundles: files, and bundle endpoints
+        # refreshed in the background (`Gateway.start`).
+        self.federation = Federation(
+            peers_from_settings(settings),
+            clock,
+            state_dir=federation_state_dir(settings),
+            local_trust_domain=identity.trust_domain,
+            local_roots=lambda: self.local_bundle().x509_roots,
+        )
         self.bundles = LocalBundles(
             settings.path(identity.ca_dir),
             clock,
             passphrase=identity.passphrase(),
-            federated=[(f.trust_domain, settings.path(f.bundle_file)) for f in identity.federation],
+            federation=self.federation,
         )
         self.registered = RegisteredIds(EntryRegistry(database, clock, identity.trust_domain))
         self._live: LiveRevocations | None = None
@@ -166,6 +183,8 @@ class Gateway:
     ids: Callable[[], str] = field(default=lambda: time_ordered_id())
     metrics: Metrics = field(default_factory=Metrics)
     identity: CallerIdentity | None = None
+    warrants: WarrantService | None = None
+    hot: HotState | None = None
 
     def __post_init__(self) -> None:
         self.registry = ToolRegistry(self.database, self.clock)
@@ -207,18 +226,33 @@ class Gateway:
             max_result_bytes=gw.max_result_bytes,
             connections=gw.upstream_connections,
         )
-        chosen = default_checks() if checks is None else list(checks)
+        chosen = default_checks(settings) if checks is None else list(checks)
         identity = None
+        warrants = None
+        hot = MemoryHotState(clock)
         if gw.authentication == "required":
-            # Who is calling comes before anything else is looked at.
+            # Who is calling comes before anything else is looked at; then
+            # for which task, proven for this very call, within its scope.
             identity = CallerIdentity(settings, database, clock)
-            chosen = [identity.check, *chosen]
+            registry = TaskRegistry.from_settings(settings, database, clock, audit)
+            warrants = WarrantService(settings, database, clock, hot, registry)
+            chosen = [identity.check, *warrants.checks(), *chosen]
         pipeline = Pipeline(
             chosen,
             default_result_checks() if result_checks is None else result_checks,
             check_timeout=gw.check_timeout_seconds,
         )
-        return cls(settings, database, audit, forwarder, pipeline, clock=clock, identity=identity)
+        return cls(
+            settings,
+            database,
+            audit,
+            forwarder,
+            pipeline,
+            clock=clock,
+            identity=identity,
+            warrants=warrants,
+            hot=hot,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -230,6 +264,9 @@ class Gateway:
         self._watcher.prime()
         if self.identity is not None:
             self.identity.start()
+            await self.identity.federation.start(self.metrics)
+        if self.warrants is not None:
+            self.warrants.start()
         await self.audit.start()
         await self.forwarder.start()
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
@@ -251,6 +288,7 @@ class Gateway:
             )
         self._watcher.close()
         if self.identity is not None:
+            await self.identity.federation.stop()
             self.identity.stop()
         self.database.dispose()
 
@@ -274,6 +312,8 @@ class Gateway:
             logger.info("tool registry reloaded: %d tools", len(self.catalog))
         if self.identity is not None and changed:
             self.identity.changed(changed)
+        if self.warrants is not None and TASKS_GENERATION in changed:
+            self.warrants.changed()
 
     # -- calls -------------------------------------------------------------------
 
@@ -326,10 +366,11 @@ class Gateway:
         ctx = CallContext(self.clock, tool=entry)
         previews = _Previews(call)
         decision = _ask_means_deny(await self.pipeline.decide(call, ctx))
-        principal = _authenticated(decision)
+        principal, task_id = _authenticated(decision)
         if principal is not None and call.agent is None:
-            # The agent the record names is the one the SVID proved.
-            call = dataclasses.replace(call, agent=principal)
+            # The agent the record names is the one the SVID proved, and the
+            # task the one its warrant proved.
+            call = dataclasses.replace(call, agent=principal, task_id=task_id)
             decision = dataclasses.replace(decision, call=call)
             previews = _Previews(call)
         if entry is None and decision.outcome is Outcome.ALLOW:
@@ -436,14 +477,6 @@ class Gateway:
             raise
 
 
-def time_ordered_id() -> str:
-    """32 hex characters: milliseconds since the epoch, then 80 random bits.
-
-    Ids that sort by time keep the audit log's call-id index append-mostly.
-    """
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
-
-
 def unauthenticated(decision: Decision) -> bool:
     """True if the `authenticate` check is what denied the call (a 401, not a 403)."""
     return decision.outcome is Outcome.DENY and any(
@@ -451,13 +484,19 @@ def unauthenticated(decision: Decision) -> bool:
     )
 
 
-def _authenticated(decision: Decision) -> str | None:
-    """The SPIFFE ID the `authenticate` check verified, if it allowed the call."""
+def _authenticated(decision: Decision) -> tuple[str | None, str | None]:
+    """The SPIFFE ID the `authenticate` check verified and the task the `warrant` check did."""
+    spiffe_id = task_id = None
     for verdict in decision.verdicts:
-        if verdict.check == authentication.NAME and verdict.outcome is Outcome.ALLOW:
-            spiffe_id = verdict.facts.get("principal.spiffe_id")
-            return spiffe_id if isinstance(spiffe_id, str) else None
-    return None
+        if verdict.outcome is not Outcome.ALLOW:
+            continue
+        if verdict.check == authentication.NAME:
+            found = verdict.facts.get("principal.spiffe_id")
+            spiffe_id = found if isinstance(found, str) else None
+        elif verdict.check == WARRANT:
+            found = verdict.facts.get("task.id")
+            task_id = found if isinstance(found, str) else None
+    return spiffe_id, task_id
 
 
 def _as_reason(verdict: Verdict) -> dict[str, str]:

@@ -258,8 +258,8 @@ async def test_an_allowed_read_gets_its_result_and_one_record(
     assert "lisbon" in record["arguments_preview"]
     assert record["detail"] == {"phase": "result", "upstream_status": 200}
     # The one record carries the decision's verdicts as well as the review's.
-    assert checks_of(record["reasons"]) == ["schema", "result_schema"]
-    assert record["reasons"][0] == {
+    assert checks_of(record["reasons"]) == ["justification", "schema", "result_schema"]
+    assert record["reasons"][1] == {
         "check": "schema",
         "outcome": "allow",
         "reason": "arguments match the schema",
@@ -281,7 +281,7 @@ async def test_an_allowed_write_is_recorded_before_it_runs_and_after(
     assert (decision["kind"], decision["outcome"]) == ("decision", "allow")
     assert "status" not in decision
     assert decision["detail"] == {"phase": "call"}
-    assert checks_of(decision["reasons"]) == ["schema"]
+    assert checks_of(decision["reasons"]) == ["justification", "schema"]
     assert (result["kind"], result["outcome"], result["status"]) == ("result", "allow", 200)
     assert result["seq"] == decision["seq"] + 1
     assert checks_of(result["reasons"]) == ["result_schema"]  # the decision was recorded already
@@ -310,7 +310,7 @@ async def test_the_http_answer_verdicts_are_the_decisions_and_the_reviews(
 ) -> None:
     report = await call(gateway, "lookup", {"q": "a"})
     assert report.decision is not None and report.review is not None
-    assert checks_of(report.decision.verdicts) == ["schema"]
+    assert checks_of(report.decision.verdicts) == ["justification", "schema"]
     assert checks_of(report.review.verdicts) == ["result_schema"]
 
 
@@ -687,7 +687,14 @@ async def test_authentication_required_puts_the_authenticate_check_first(tmp_pat
         registry = EntryRegistry(database, SystemClock(), "ztgate.local")
         registry.register("spiffe://ztgate.local/a", ["unix:uid:1"])
         gw = Gateway.from_settings(settings)
-        assert [check.name for check in gw.pipeline.checks] == ["authenticate", "schema"]
+        assert [check.name for check in gw.pipeline.checks] == [
+            "authenticate",
+            "warrant",
+            "proof",
+            "scope",
+            "justification",
+            "schema",
+        ]
         await gw.start()
         try:
             ca = CertificateAuthority.load(settings.path(settings.identity.ca_dir), SystemClock())
@@ -724,15 +731,22 @@ def test_authentication_is_required_by_default(tmp_path: Path) -> None:
     gw = Gateway.from_settings(settings)
     try:
         assert gw.identity is not None
-        assert [check.name for check in gw.pipeline.checks] == ["authenticate", "schema"]
+        assert [check.name for check in gw.pipeline.checks] == [
+            "authenticate",
+            "warrant",
+            "proof",
+            "scope",
+            "justification",
+            "schema",
+        ]
     finally:
         gw.database.dispose()
 
 
-def test_authentication_off_leaves_only_the_schema_check(tmp_path: Path) -> None:
+def test_authentication_off_leaves_no_identity_or_warrant_checks(tmp_path: Path) -> None:
     gw = Gateway.from_settings(make_settings(tmp_path, '[gateway]\nauthentication = "off"\n'))
     try:
-        assert gw.identity is None
-        assert [check.name for check in gw.pipeline.checks] == ["schema"]
+        assert gw.identity is None and gw.warrants is None
+        assert [check.name for check in gw.pipeline.checks] == ["justification", "schema"]
     finally:
         gw.database.dispose()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,14 +25,16 @@ from starlette.types import Receive, Scope, Send
 from ztgate import __version__
 from ztgate.errors import GatewayError, InvalidInputError, StoreError
 from ztgate.gateway import CallReport, Failure, Gateway, unauthenticated
+from ztgate.http.agents import agents_router
 from ztgate.http.body import CallRequest, parse_call_request, read_body
+from ztgate.http.credentials import CHALLENGE as _CHALLENGE
+from ztgate.http.credentials import read_client_chain, read_credentials
+from ztgate.http.management import management_router
 from ztgate.http.problems import MEDIA_TYPE, Problem
-from ztgate.http.tls import client_chain_der
 from ztgate.identity.bundle import bundle_document
 from ztgate.identity.providers import LocalBundles
 from ztgate.identity.verify import TrustBundle
 from ztgate.metrics import CONTENT_TYPE
-from ztgate.models import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ _FAILURE_STATUS = {
     Failure.UPSTREAM_TIMEOUT: (504, "upstream-timeout"),
     Failure.RESULT_WITHHELD: (502, "result-withheld"),
 }
-_CHALLENGE = 'Bearer realm="ztgate"'
-_TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 _PROBLEM_SCHEMA = {"content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
 
 
@@ -129,6 +128,8 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     async def metrics() -> Response:
         return Response(gateway.metrics.render(), media_type=CONTENT_TYPE)
 
+    app.include_router(management_router(gateway))
+    app.include_router(agents_router(gateway))
     _add_problem_schema(app)
     return app
 
@@ -166,8 +167,12 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
     credentials = None
     if settings.authentication == "required":
         try:
+            headers = request.headers
             credentials = read_credentials(
-                request.headers.get("authorization"), read_client_chain(request.scope)
+                headers.get("authorization"),
+                read_client_chain(request.scope),
+                warrant=headers.get("ztgate-warrant"),
+                proof=headers.get("ztgate-proof"),
             )
         except Problem as refused:
             return await _reject(gateway, call_id, refused)
@@ -192,47 +197,6 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
     response = _answer(report)
     gateway.metrics.call_seconds.labels(report.outcome.value).observe(time.perf_counter() - started)
     return response
-
-
-def read_client_chain(scope: Scope) -> bytes | None:
-    """The mTLS client's certificate chain (concatenated DER, leaf first), if it sent one.
-
-    Read from the ASGI TLS extension the front door's protocol adds (`ztgate.http.tls`).
-
-    Raises:
-        Problem: 401, the chain in the scope is not PEM certificates.
-    """
-    try:
-        return client_chain_der(scope)
-    except (ValueError, TypeError) as exc:
-        raise Problem(
-            401,
-            "unauthenticated",
-            "the client certificate cannot be read",
-            headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_request"'},
-        ) from exc
-
-
-def read_credentials(
-    authorization: str | None, client_certificate: bytes | None = None
-) -> Credentials:
-    """The credentials of an `Authorization` header (`Bearer <JWT-SVID>`) and an mTLS chain.
-
-    Raises:
-        Problem: 401, the header is not a bearer token.
-    """
-    if authorization is None:
-        return Credentials(client_certificate=client_certificate)
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not _TOKEN68.fullmatch(token):
-        raise Problem(
-            401,
-            "unauthenticated",
-            "malformed Authorization header: expected 'Bearer <JWT-SVID>'",
-            headers={"WWW-Authenticate": _CHALLENGE + ', error="invalid_request"'},
-        )
-    return Credentials(bearer=token, client_certificate=client_certificate)
 
 
 class CallsFastPath:

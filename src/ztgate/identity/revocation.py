@@ -198,8 +198,11 @@ class RevocationRegistry:
         *,
         reason: str = "",
         expires_at: float | None = None,
+        actor: str = "local",
     ) -> builtins.list[Revocation]:
         """Revoke a SPIFFE ID, a serial or an entry; returns the rows written.
+
+        `actor` is the principal doing it (the local operator on the command line).
 
         Revoking an entry writes two rows: the entry's and its SPIFFE ID's.
 
@@ -237,7 +240,7 @@ class RevocationRegistry:
             for row in rows:
                 conn.execute(insert(revocations_table).values(**row.describe()))
             generations.bump(conn, GENERATION)
-            self._record(conn, "revoke", rows)
+            self._record(conn, "revoke", rows, actor)
         return rows
 
     def revoke_agent(self, spiffe_id: str, *, reason: str = "") -> builtins.list[Revocation]:
@@ -261,7 +264,7 @@ class RevocationRegistry:
                 return 0
             conn.execute(delete(revocations_table).where(revocations_table.c.expires_at <= now))
             generations.bump(conn, GENERATION)
-            self._record(conn, "purge", expired)
+            self._record(conn, "purge", expired, "ztgate")
         return len(expired)
 
     # -- reads -------------------------------------------------------------------
@@ -286,7 +289,9 @@ class RevocationRegistry:
     def _row(kind: str, value: str, reason: str, now: float, until: float) -> Revocation:
         return Revocation(secrets.token_hex(8), kind, value, reason, now, until)
 
-    def _record(self, conn: Connection, action: str, rows: Sequence[Revocation]) -> None:
+    def _record(
+        self, conn: Connection, action: str, rows: Sequence[Revocation], actor: str
+    ) -> None:
         if self._audit is None:
             return
         entries = [
@@ -296,6 +301,7 @@ class RevocationRegistry:
                 agent=row.value if row.kind == SPIFFE_ID else None,
                 detail={
                     "action": f"revocation.{action}",
+                    "principal": actor,
                     "revocation": row.id,
                     "revoked_kind": row.kind,
                     "value": row.value,

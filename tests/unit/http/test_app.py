@@ -174,7 +174,13 @@ JSON = {"content-type": "application/json"}
 REQUESTS: dict[str, tuple[dict[str, str], bytes, int, str | None]] = {
     # name: (headers, body, status, problem slug)
     "allowed read": (JSON, b'{"tool": "lookup", "arguments": {"q": "a"}}', 200, None),
-    "allowed write": (JSON, b'{"tool": "send", "arguments": {"q": "b"}}', 200, None),
+    "allowed write": (
+        JSON,
+        b'{"tool": "send", "arguments": {"q": "b"}, "justification": "the user asked"}',
+        200,
+        None,
+    ),
+    "unjustified write": (JSON, b'{"tool": "send", "arguments": {"q": "b"}}', 403, "call-denied"),
     "unknown tool": (JSON, b'{"tool": "rm_rf", "arguments": {}}', 403, "call-denied"),
     "bad arguments": (JSON, b'{"tool": "lookup", "arguments": {"q": 1}}', 403, "call-denied"),
     "malformed": (JSON, b'{"tool": "lookup", "arguments": {', 400, "malformed-json"),
@@ -232,7 +238,7 @@ async def test_an_allowed_call_returns_the_result_and_every_verdict(
     assert set(body) == {"call_id", "outcome", "result", "verdicts"}
     assert body["outcome"] == "allow"
     assert body["result"] == {"echo": {"q": "lisbon"}}
-    assert [v["check"] for v in body["verdicts"]] == ["schema", "result_schema"]
+    assert [v["check"] for v in body["verdicts"]] == ["justification", "schema", "result_schema"]
     assert all(v["outcome"] == "allow" for v in body["verdicts"])
     assert upstream.call_ids == [body["call_id"]]
 

@@ -1,0 +1,1 @@
+"""Guards: checks that treat what the agent says and reads as untrusted."""
