@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ztgate.audit import AuditLog
 from ztgate.audit.checkpoint import generate_key
 from ztgate.cli.toml import array_of_tables
 from ztgate.clock import SystemClock
@@ -11,6 +12,8 @@ from ztgate.config import Settings, load_settings
 from ztgate.demo.tools import demo_tool_declarations
 from ztgate.identity.authority import STATE_FILE, CertificateAuthority
 from ztgate.identity.spiffe_id import parse_trust_domain
+from ztgate.principals.registry import ADMIN, PrincipalRegistry
+from ztgate.warrants.keys import load_or_create
 
 DEFAULT_CONFIG_TEXT = """\
 # ztgate configuration. Every setting is optional: the values shown are the
@@ -93,6 +96,16 @@ DEFAULT_CONFIG_TEXT = """\
 # trust_domain = "partner.example"
 # bundle_file = "partner-bundle.json"
 
+[warrants]
+# Every call carries a warrant (the task's credential, bound to the agent's
+# key) and a proof (a signature over that one call, fresh and single-use).
+# signing_key = ".ztgate/keys/warrant-es256.pem"
+# proof_window_seconds = 30
+# max_delegation_depth = 3
+# default_task_ttl_seconds = 3600
+# max_task_ttl_seconds = 604800
+# require_justification = ["write", "critical"]
+
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.
 # tools = false
@@ -119,6 +132,9 @@ def config_text(*, demo: bool) -> str:
         + "\n# The demo tools (written by `ztgate init --demo`).\n"
         + array_of_tables("tools", demo_tool_declarations(port))
     )
+
+
+ADMIN_PRINCIPAL = "admin"
 
 
 def initialise(
@@ -162,9 +178,23 @@ def initialise(
         )
         encrypted = " (keys encrypted)" if identity.passphrase() else ""
         done.append(f"created trust domain spiffe://{identity.trust_domain} in {ca_dir}{encrypted}")
+    warrant_key = settings.path(settings.warrants.signing_key)
+    if not warrant_key.exists():
+        load_or_create(warrant_key, passphrase=settings.identity.passphrase())
+        done.append(f"created the warrant signing key {warrant_key} (mode 0600)")
     database = settings.open_database()
     try:
         database.migrate()
+        clock = SystemClock()
+        principals = PrincipalRegistry(
+            database, clock, audit=AuditLog(database, clock, chain=settings.audit.chain)
+        )
+        if principals.find(ADMIN_PRINCIPAL) is None:
+            principals.ensure(ADMIN_PRINCIPAL, roles=[ADMIN])
+            done.append(
+                f"added the principal {ADMIN_PRINCIPAL!r} (role admin; "
+                f"`ztgate principals keys create {ADMIN_PRINCIPAL}` makes an API key)"
+            )
     finally:
         database.dispose()
     done.append(f"database ready at {settings.database_url}")

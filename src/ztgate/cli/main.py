@@ -13,7 +13,10 @@ from ztgate import __version__
 from ztgate.cli import agents as agents_cli
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
+from ztgate.cli import federation as federation_cli
+from ztgate.cli import principals as principals_cli
 from ztgate.cli import revoke as revoke_cli
+from ztgate.cli import tasks as tasks_cli
 from ztgate.cli import tools as tools_cli
 from ztgate.cli import workload_api as workload_api_cli
 from ztgate.cli.common import console, settings
@@ -33,6 +36,9 @@ app.add_typer(ca_cli.app, name="ca")
 app.add_typer(agents_cli.app, name="agents")
 app.add_typer(workload_api_cli.app, name="workload-api")
 app.add_typer(revoke_cli.app, name="revoke")
+app.add_typer(principals_cli.app, name="principals")
+app.add_typer(tasks_cli.app, name="tasks")
+app.add_typer(federation_cli.app, name="federation")
 
 
 @app.callback()

@@ -1,0 +1,135 @@
+"""`ztgate principals`: the humans and systems that create tasks, and their API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ztgate.audit import AuditLog
+from ztgate.cli.common import console, database, err_console, print_json
+from ztgate.cli.common import settings as current_settings
+from ztgate.clock import SystemClock, isoformat
+from ztgate.principals.registry import ROLES, PrincipalRegistry
+
+app = typer.Typer(
+    help="Principals (who tasks run on behalf of) and their API keys.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="A principal's API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def registry(ctx: typer.Context) -> PrincipalRegistry:
+    """The principal registry of the configured store, auditing to the configured chain."""
+    db = database(ctx)
+    clock = SystemClock()
+    return PrincipalRegistry(
+        db, clock, audit=AuditLog(db, clock, chain=current_settings(ctx).audit.chain)
+    )
+
+
+def _when(timestamp: float | None) -> str:
+    return "" if timestamp is None else isoformat(timestamp)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Lower-case name, e.g. alice or billing-bot.")],
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", "-r", help=f"One of {', '.join(ROLES)} (repeatable)."),
+    ] = None,
+    kind: Annotated[str, typer.Option(help="human or system.")] = "human",
+) -> None:
+    """Add a principal."""
+    principal = registry(ctx).add(name, roles=role or [], kind=kind)
+    roles = ", ".join(principal.roles) or "no roles"
+    console.print(f"added principal [bold]{principal.name}[/] ({principal.kind}; {roles})")
+
+
+@app.command("list")
+def list_principals(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the principals."""
+    found = registry(ctx).list()
+    if as_json:
+        print_json([p.describe() for p in found])
+        return
+    table = Table(title=f"{len(found)} principals")
+    for column in ("name", "kind", "roles", "created", "disabled"):
+        table.add_column(column)
+    for p in found:
+        table.add_row(p.name, p.kind, ", ".join(p.roles), _when(p.created_at), _when(p.disabled_at))
+    console.print(table)
+
+
+@app.command("disable")
+def disable(ctx: typer.Context, name: str) -> None:
+    """Disable a principal: its API keys stop working at once."""
+    registry(ctx).set_disabled(name, True)
+    console.print(f"disabled principal [bold]{name}[/]")
+
+
+@app.command("enable")
+def enable(ctx: typer.Context, name: str) -> None:
+    """Enable a disabled principal again."""
+    registry(ctx).set_disabled(name, False)
+    console.print(f"enabled principal [bold]{name}[/]")
+
+
+@keys_app.command("create")
+def create_key(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The principal.")],
+    ttl: Annotated[
+        float | None, typer.Option(help="Seconds until the key expires (default: never).")
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the key (for scripts).")
+    ] = False,
+) -> None:
+    """Create an API key; the key is printed once and never stored."""
+    record, key = registry(ctx).create_key(name, ttl=ttl)
+    if quiet:
+        typer.echo(key)
+        return
+    err_console.print(
+        f"API key {record.id} for [bold]{name}[/]"
+        + (f", expires {isoformat(record.expires_at)}" if record.expires_at else "")
+        + ". It is shown once; store it as a secret:"
+    )
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def list_keys(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="Only this principal's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List API keys (never their secrets)."""
+    found = registry(ctx).keys(name)
+    if as_json:
+        print_json([k.describe() for k in found])
+        return
+    table = Table(title=f"{len(found)} API keys")
+    for column in ("id", "principal", "created", "expires", "revoked"):
+        table.add_column(column)
+    for k in found:
+        table.add_row(
+            k.id, k.principal, _when(k.created_at), _when(k.expires_at), _when(k.revoked_at)
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="KEY_ID")]
+) -> None:
+    """Revoke an API key; it fails on its next use."""
+    record = registry(ctx).revoke_key(key_id)
+    console.print(f"revoked API key {record.id} of [bold]{record.principal}[/]")
