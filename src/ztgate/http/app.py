@@ -122,6 +122,10 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     async def bundle() -> Response:
         local = await asyncio.to_thread(_local_trust_bundle, gateway, bundle_cache)
         document = bundle_document(local, sequence=int(bundle_cache.get("sequence", 1)))
+        if gateway.warrants is not None:
+            # The key warrants are signed with, under its own `use`: SPIFFE
+            # consumers ignore it, and it never verifies a JWT-SVID.
+            document["keys"].append(gateway.warrants.registry.key.jwk())
         return Response(orjson.dumps(document), media_type="application/json")
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
