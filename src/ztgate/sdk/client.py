@@ -1,0 +1,248 @@
+"""`Agent`: the synchronous client an agent calls tools through.
+
+    with Agent.connect("http://127.0.0.1:8470", socket_path=".ztgate/agent.sock") as agent:
+        agent.bind(task_id=task_id)
+        result = agent.call("search", {"q": "ztgate"}, justification="the user asked")
+
+Every request has a deadline (`timeout`, overridable per call). Before each
+request that uses the warrant the agent compares its current SVID key with
+the key the warrant is bound to and, after a rotation, binds again first.
+Nothing is retried: a proof is good for one request only.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ztgate.sdk import requests
+from ztgate.sdk.errors import ZtgateError, from_httpx
+from ztgate.sdk.identity import DEFAULT_AUDIENCE, IdentityProvider, WorkloadIdentity
+from ztgate.sdk.models import BoundWarrant, CallResult, Delegation, Grant, SvidKey, as_grant
+from ztgate.sdk.tls import client_verify
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class Agent:
+    """An agent: its identity, the warrant it holds, and calls through the gateway."""
+
+    def __init__(
+        self,
+        url: str,
+        identity: IdentityProvider,
+        *,
+        audience: str = DEFAULT_AUDIENCE,
+        timeout: float = DEFAULT_TIMEOUT,
+        server_id: str | None = None,
+        verify: ssl.SSLContext | None = None,
+        transport: httpx.BaseTransport | None = None,
+        owns_identity: bool = False,
+    ) -> None:
+        """A client of the gateway at `url` (http on loopback, or https).
+
+        `server_id` is the SPIFFE ID the gateway must present over https
+        (default: the gateway of the agent's trust domain); `verify` replaces
+        that check with a TLS context of your own. `owns_identity`: `close()`
+        closes `identity` too.
+        """
+        self.identity = identity
+        self.audience = audience
+        self._owns_identity = owns_identity
+        self._warrant: BoundWarrant | None = None
+        self._bind_lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=url,
+            timeout=timeout,
+            verify=client_verify(
+                url,
+                identity.trust_roots,
+                lambda: identity.svid().spiffe_id,
+                server_id=server_id,
+                verify=verify,
+            ),
+            transport=transport,
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        socket_path: str | None = None,
+        audience: str = DEFAULT_AUDIENCE,
+        timeout: float = DEFAULT_TIMEOUT,
+        identity_timeout: float = 10.0,
+        server_id: str | None = None,
+    ) -> Agent:
+        """An agent whose SVIDs come from the Workload API at `socket_path`.
+
+        Raises:
+            IdentityError: no SVID within `identity_timeout` seconds.
+        """
+        identity = WorkloadIdentity(socket_path, audience=audience, timeout=identity_timeout)
+        try:
+            return cls(
+                url,
+                identity,
+                audience=audience,
+                timeout=timeout,
+                server_id=server_id,
+                owns_identity=True,
+            )
+        except BaseException:
+            identity.close()
+            raise
+
+    @property
+    def spiffe_id(self) -> str:
+        """The agent's SPIFFE ID."""
+        return self.identity.svid().spiffe_id
+
+    @property
+    def warrant(self) -> BoundWarrant | None:
+        """The warrant held, as last bound (None before `bind`)."""
+        return self._warrant
+
+    def bind(
+        self,
+        task_id: str | None = None,
+        warrant_id: str | None = None,
+        *,
+        grant: Grant | Delegation | Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> BoundWarrant:
+        """Bind a warrant to this agent's current SVID key and hold it.
+
+        `task_id` alone: the task's own warrant. `task_id` and `warrant_id`,
+        or `grant` (a `Delegation` or its JSON form): a warrant delegated to
+        this agent.
+
+        Raises:
+            ZtgateError: the gateway refused (e.g. `CallDenied`: another
+                agent's warrant, or a finished task), or no answer.
+        """
+        if grant is None:
+            if task_id is None:
+                raise ValueError("bind needs a task_id (and a warrant_id) or a grant")
+            grant = Grant(task_id, warrant_id)
+        with self._bind_lock:
+            return self._bind(self.identity.svid(), as_grant(grant), timeout)
+
+    def _bind(self, svid: SvidKey, grant: Grant, timeout: float | None) -> BoundWarrant:
+        request = requests.bind_request(
+            svid,
+            grant,
+            audience=self.audience,
+            issued_at=time.time(),
+            bearer=self.identity.jwt_svid(),
+        )
+        warrant = requests.parse_bind(self._send(request, timeout), expected_jkt=svid.jkt)
+        self._warrant = warrant
+        return warrant
+
+    def _ready(self, timeout: float | None) -> tuple[SvidKey, BoundWarrant]:
+        """The SVID to sign with and the warrant bound to it (bound again after a rotation)."""
+        svid = self.identity.svid()
+        warrant = self._warrant
+        if warrant is None:
+            raise ZtgateError("no warrant: call bind() first")
+        if warrant.jkt != svid.jkt:
+            with self._bind_lock:
+                current = self._warrant or warrant  # another thread may have bound already
+                if current.jkt != svid.jkt:
+                    current = self._bind(svid, current.grant, timeout)
+                warrant = current
+        return svid, warrant
+
+    def call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        justification: str | None = None,
+        timeout: float | None = None,
+    ) -> CallResult:
+        """Call `tool` through the gateway under the held warrant.
+
+        Raises:
+            CallDenied: a check denied it (`reasons` says which and why).
+            ApprovalPending: a principal must approve it first.
+            Unauthenticated: the gateway did not accept this agent's SVID.
+            CallTimeout: no answer in time (the tool may have run).
+            CallFailed: the tool failed, or another error answer.
+            TransportError: no usable answer.
+            IdentityError: no usable SVID.
+            ValueError: arguments with no canonical JSON form (NaN, ...).
+        """
+        svid, warrant = self._ready(timeout)
+        request = requests.call_request(
+            svid,
+            warrant,
+            tool,
+            arguments or {},
+            audience=self.audience,
+            issued_at=time.time(),
+            bearer=self.identity.jwt_svid(),
+            justification=justification,
+        )
+        return requests.parse_call(self._send(request, timeout))
+
+    def delegate(
+        self,
+        agent: str,
+        *,
+        scope: Mapping[str, Any] | None = None,
+        expires_in_seconds: int | None = None,
+        timeout: float | None = None,
+    ) -> Delegation:
+        """Delegate a warrant under the held one to the sub-agent `agent` (a SPIFFE ID).
+
+        `scope` may only narrow the held warrant's; hand the returned
+        `Delegation` (or its `to_json()`) to the sub-agent, which binds it.
+
+        Raises:
+            CallDenied: the scope would widen, the depth limit is reached, ...
+            ZtgateError: any other failure.
+        """
+        svid, warrant = self._ready(timeout)
+        request = requests.delegate_request(
+            svid,
+            warrant,
+            agent,
+            audience=self.audience,
+            issued_at=time.time(),
+            bearer=self.identity.jwt_svid(),
+            scope=scope,
+            expires_in_seconds=expires_in_seconds,
+        )
+        return requests.parse_delegate(self._send(request, timeout))
+
+    def _send(self, request: requests.HttpRequest, timeout: float | None) -> httpx.Response:
+        try:
+            return self._http.request(
+                request.method,
+                request.path,
+                headers=request.headers,
+                content=request.content,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise from_httpx(exc) from exc
+
+    def close(self) -> None:
+        """Close the HTTP connections (and the identity, if this agent owns it)."""
+        self._http.close()
+        if self._owns_identity:
+            self.identity.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.close()
