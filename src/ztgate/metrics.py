@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -68,6 +69,24 @@ class Metrics:
         self.audit_failures = Counter(
             "ztgate_audit_failures",
             "Calls refused because the audit log could not be written.",
+            registry=self.registry,
+        )
+        self.federation_refreshes = Counter(
+            "ztgate_federation_refreshes",
+            "Fetches of federated trust domains' bundles, by trust domain and result (ok, error).",
+            ("trust_domain", "result"),
+            registry=self.registry,
+        )
+        self.federation_last_refresh = Gauge(
+            "ztgate_federation_last_refresh_timestamp_seconds",
+            "When each federated trust domain's bundle was last fetched (Unix time).",
+            ("trust_domain",),
+            registry=self.registry,
+        )
+        self.federation_keys = Gauge(
+            "ztgate_federation_bundle_keys",
+            "Keys in each federated trust domain's current bundle, by use (x509-svid, jwt-svid).",
+            ("trust_domain", "use"),
             registry=self.registry,
         )
 

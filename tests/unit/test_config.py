@@ -404,3 +404,118 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+# -- federation ------------------------------------------------------------------------------
+
+WEB = 'bundle_endpoint_url = "https://bundles.partner.example/bundle"\n'
+SPIFFE = (
+    'bundle_endpoint_url = "https://partner.example:8443/"\n'
+    'endpoint_profile = "https_spiffe"\n'
+    'endpoint_spiffe_id = "spiffe://partner.example/spire/server"\n'
+)
+
+
+def _federation(*entries: str, local: str = "ztgate.local") -> str:
+    text = f'[identity]\ntrust_domain = "{local}"\n\n'
+    for entry in entries:
+        text += f"[[identity.federation]]\n{entry}\n"
+    return text
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        'trust_domain = "partner.example"\nbundle_file = "partner.json"\n',
+        'trust_domain = "partner.example"\n' + WEB,
+        'trust_domain = "partner.example"\n' + WEB + 'ca_file = "partner-ca.pem"\n',
+        'trust_domain = "partner.example"\n' + SPIFFE + 'bundle_file = "bootstrap.json"\n',
+    ],
+)
+def test_a_federation_entry_has_one_source(tmp_path: Path, entry: str) -> None:
+    settings = load_settings(write(tmp_path, _federation(entry)))
+    [peer] = settings.identity.federation
+    assert peer.trust_domain == "partner.example"
+    assert (peer.bundle_file is None) != (peer.bundle_endpoint_url is None) or (
+        peer.endpoint_profile == "https_spiffe"
+    )
+
+
+def test_an_https_spiffe_endpoint_of_another_known_domain_needs_no_bootstrap(
+    tmp_path: Path,
+) -> None:
+    served = (
+        'trust_domain = "prod.partner.example"\n'
+        'bundle_endpoint_url = "https://partner.example/prod"\n'
+        'endpoint_profile = "https_spiffe"\n'
+        'endpoint_spiffe_id = "spiffe://partner.example/bundles"\n'
+    )
+    home = 'trust_domain = "partner.example"\nbundle_file = "partner.json"\n'
+    local = served.replace("spiffe://partner.example/", "spiffe://ztgate.local/")
+    assert len(load_settings(write(tmp_path, _federation(served, home))).identity.federation) == 2
+    assert load_settings(write(tmp_path, _federation(local))).identity.federation
+
+
+@pytest.mark.parametrize(
+    ("entries", "problem"),
+    [
+        (['trust_domain = "p.example"\n'], "set bundle_file or bundle_endpoint_url"),
+        (
+            ['trust_domain = "p.example"\nbundle_file = "b.json"\n' + WEB],
+            "not both",
+        ),
+        (['trust_domain = "p.example"\nbundle_endpoint_url = "http://p.example/b"\n'], "https"),
+        (['trust_domain = "p.example"\nbundle_endpoint_url = "https:///b"\n'], "https"),
+        (['trust_domain = "p.example"\nbundle_endpoint_url = "https://p.example:x/"\n'], "Port"),
+        (
+            ['trust_domain = "p.example"\nbundle_endpoint_url = "https://u:pw@p.example/b"\n'],
+            "user information",
+        ),
+        (
+            ['trust_domain = "p.example"\nbundle_file = "b.json"\nca_file = "ca.pem"\n'],
+            "need bundle_endpoint_url",
+        ),
+        (
+            [
+                'trust_domain = "p.example"\n'
+                + WEB
+                + 'endpoint_spiffe_id = "spiffe://p.example/s"\n'
+            ],
+            "https_spiffe",
+        ),
+        (
+            [
+                'trust_domain = "p.example"\n'
+                'bundle_endpoint_url = "https://p.example/"\nendpoint_profile = "https_spiffe"\n'
+            ],
+            "needs endpoint_spiffe_id",
+        ),
+        (['trust_domain = "partner.example"\n' + SPIFFE], "bootstrap bundle"),
+        (
+            ['trust_domain = "partner.example"\n' + SPIFFE + 'bundle_file = "b"\nca_file = "c"\n'],
+            "ca_file is for",
+        ),
+        (
+            ['trust_domain = "p.example"\n' + SPIFFE.replace('"spiffe://partner', '"spiffe://x')],
+            "neither local nor federated",
+        ),
+        (
+            [
+                'trust_domain = "p.example"\n'
+                + SPIFFE.replace("spire/server", "")
+                + 'bundle_file = "b"\n'
+            ],
+            "should match pattern",
+        ),
+        (['trust_domain = "ztgate.local"\nbundle_file = "b.json"\n'], "local trust domain"),
+        (
+            ['trust_domain = "p.example"\nbundle_file = "a"\n'] * 2,
+            "more than once",
+        ),
+        (['trust_domain = "p.example"\nbundle_file = "a"\nendpoint = "x"\n'], "unknown setting"),
+    ],
+)
+def test_a_bad_federation_entry_says_why(tmp_path: Path, entries: list[str], problem: str) -> None:
+    error = config_error(write(tmp_path, _federation(*entries)))
+    assert error.key.startswith("identity")
+    assert problem in error.reason

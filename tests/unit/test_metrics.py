@@ -100,6 +100,9 @@ def test_render_is_prometheus_text_with_every_documented_series() -> None:
     metrics.upstream_seconds.observe(0.01)
     metrics.upstream_errors.labels("upstream-timeout").inc()
     metrics.audit_failures.inc()
+    metrics.federation_refreshes.labels("partner.example", "ok").inc()
+    metrics.federation_last_refresh.labels("partner.example").set(1_800_000_000)
+    metrics.federation_keys.labels("partner.example", "x509-svid").set(1)
     text = metrics.render().decode()
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert set(families) == {
@@ -110,7 +113,11 @@ def test_render_is_prometheus_text_with_every_documented_series() -> None:
         "ztgate_upstream_seconds",
         "ztgate_upstream_errors",
         "ztgate_audit_failures",
+        "ztgate_federation_refreshes",
+        "ztgate_federation_last_refresh_timestamp_seconds",
+        "ztgate_federation_bundle_keys",
     }
+    assert families["ztgate_federation_bundle_keys"].type == "gauge"
     assert families["ztgate_decisions"].type == "counter"
     assert families["ztgate_call_seconds"].type == "histogram"
     found = samples(metrics)

@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from cryptography import x509
 
 from ztgate.config import Settings, is_loopback
 from ztgate.errors import ConfigError
@@ -123,6 +124,26 @@ async def _renew_tls(settings: Settings, server: uvicorn.Server, stop: asyncio.E
     )
 
 
+async def _trust_client_roots(
+    gateway: Gateway, server: uvicorn.Server, stop: asyncio.Event
+) -> None:
+    """Keep the handshake's trust store at the local and federated trust domains' roots."""
+    from ztgate.http.tls import keep_client_roots_fresh
+
+    identity = gateway.identity
+    if identity is None:
+        return
+
+    def roots() -> list[x509.Certificate]:
+        return [root for bundle in identity.bundles().values() for root in bundle.x509_roots]
+
+    def live_context() -> ssl.SSLContext | None:
+        config = server.config
+        return config.ssl if config.loaded and server.started else None
+
+    await keep_client_roots_fresh(roots, live_context, stop=stop)
+
+
 def serve(settings: Settings) -> None:
     """Serve the gateway (and the demo tools when enabled) until interrupted.
 
@@ -168,9 +189,10 @@ def serve(settings: Settings) -> None:
 
             path = settings.path(settings.identity.workload_socket)
             workload_api = asyncio.create_task(serve_workload_api(settings, path, stop))
-        renewal = None
+        renewal = trust = None
         if settings.gateway.tls:
             renewal = asyncio.create_task(_renew_tls(settings, servers[0], stop))
+            trust = asyncio.create_task(_trust_client_roots(gateway, servers[0], stop))
         try:
             await asyncio.gather(*(server.serve() for server in servers))
         finally:
@@ -179,5 +201,7 @@ def serve(settings: Settings) -> None:
                 await workload_api
             if renewal is not None:
                 await renewal
+            if trust is not None:
+                await trust
 
     uvloop.run(run())

@@ -7,15 +7,25 @@ off), writes it to the data directory and runs uvicorn with HTTPS, asking for
 (but not requiring) a client certificate checked against the trust domain's
 roots. A client without a certificate can still present a bearer token.
 
-uvicorn does not put the peer certificate in the ASGI scope, and Python 3.11
-only exposes the peer's leaf (`SSLObject.getpeercert(binary_form=True)`), not
-the intermediates it sent. `mtls_protocol` returns a subclass of uvicorn's
-`HttpToolsProtocol` that, once per connection (`connection_made`, after the
-handshake verified the chain against our roots), rebuilds the chain by
-appending the local CA's intermediate that signed the leaf, and adds it to
-every request's scope (`on_message_begin`) as the ASGI TLS extension,
+uvicorn does not put the peer certificate in the ASGI scope. `mtls_protocol`
+returns a subclass of uvicorn's `HttpToolsProtocol` that, once per connection
+(`connection_made`, after the handshake verified the chain against the trust
+store), reads the chain the client sent and adds it to every request's scope
+(`on_message_begin`) as the ASGI TLS extension,
 `scope["extensions"]["tls"]["client_cert_chain"]`: PEM strings, leaf first.
-The `authenticate` check verifies the whole chain again.
+The chain the client sent comes from `SSLObject.get_unverified_chain()`
+(public from Python 3.13; on 3.11 and 3.12 the same method of the underlying
+`_ssl` object). Where neither exists, only the leaf is available, and the
+chain is rebuilt by appending the local CA's intermediate that signed it.
+The `authenticate` check verifies the whole chain again, against the bundle
+of the trust domain the leaf names.
+
+The handshake's trust store holds the local roots and, kept current by
+`keep_client_roots_fresh`, every federated trust domain's X.509 roots, so
+federated agents can present their X.509-SVIDs too. OpenSSL can add roots
+to a live context but not remove them: a root dropped from a federated bundle
+still passes the handshake until the gateway restarts, and the `authenticate`
+check refuses its SVIDs from the very next call.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +56,8 @@ logger = logging.getLogger(__name__)
 GATEWAY_PATH = "/ztgate/gateway"
 TLS_DIR = "tls"
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+_ENCODING_DER = 2  # `_ssl.ENCODING_DER`
+MAX_CHAIN = 5  # as many certificates as the `authenticate` check accepts
 
 Intermediates = Callable[[], Sequence[x509.Certificate]]
 
@@ -152,6 +164,17 @@ def rebuild_chain(
     return [leaf]
 
 
+def peer_chain_der(ssl_object: Any) -> list[bytes] | None:
+    """The certificates the peer sent (DER, leaf first), or None if that cannot be read."""
+    public = getattr(ssl_object, "get_unverified_chain", None)  # Python 3.13+
+    if public is not None:
+        return list(public() or [])
+    private = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    if private is None:
+        return None
+    return [certificate.public_bytes(_ENCODING_DER) for certificate in private() or []]
+
+
 def tls_extension(ssl_object: Any, intermediates: Intermediates) -> dict[str, Any]:
     """The ASGI TLS extension for a connection's SSL object (client chain as PEM, leaf first)."""
     extension: dict[str, Any] = {
@@ -166,7 +189,11 @@ def tls_extension(ssl_object: Any, intermediates: Intermediates) -> dict[str, An
     if not leaf:
         return extension
     try:
-        chain = rebuild_chain(leaf, intermediates())
+        sent = peer_chain_der(ssl_object) or [leaf]
+        if len(sent) > 1 and sent[0] == leaf:
+            chain = [x509.load_der_x509_certificate(der) for der in sent[:MAX_CHAIN]]
+        else:
+            chain = rebuild_chain(leaf, intermediates())
     except ValueError as exc:
         extension["client_cert_error"] = f"unreadable client certificate: {exc}"
         return extension
@@ -269,6 +296,38 @@ async def keep_server_svid_fresh(
             live.load_cert_chain(str(files.certfile), str(files.keyfile))
         not_after = files.not_after
         logger.info("renewed the gateway's TLS certificate until %.0f", not_after)
+
+
+async def keep_client_roots_fresh(
+    roots: Callable[[], Iterable[x509.Certificate]],
+    context: Callable[[], ssl.SSLContext | None],
+    *,
+    stop: asyncio.Event,
+    interval: float = 1.0,
+) -> None:
+    """Add every root `roots()` lists (local and federated) to the live TLS context's trust store.
+
+    Looks every `interval` seconds; a root not yet in the store is loaded with
+    `SSLContext.load_verify_locations`, so the next handshakes accept client
+    certificates chaining to it. Roots are never removed (OpenSSL cannot): the
+    `authenticate` check is what refuses an SVID whose domain dropped its root.
+    """
+    loaded: set[bytes] = set()
+    while not stop.is_set():
+        live = context()
+        if live is not None:
+            try:
+                new = {_hazmat.fingerprint(r): r for r in roots()}
+                added = [r for fp, r in new.items() if fp not in loaded]
+                if added:
+                    cadata = b"".join(_hazmat.certificate_pem(r) for r in added).decode()
+                    live.load_verify_locations(cadata=cadata)
+                    loaded.update(_hazmat.fingerprint(r) for r in added)
+                    logger.info("TLS: %d more client root(s) trusted in the handshake", len(added))
+            except (GatewayError, ssl.SSLError, ValueError) as exc:
+                logger.warning("TLS: could not update the client roots: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def _served_not_after(certfile: Path) -> float:

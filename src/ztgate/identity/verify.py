@@ -37,6 +37,9 @@ class TrustBundle:
     x509_roots: tuple[x509.Certificate, ...] = ()
     jwt_keys: Mapping[str, Any] = field(default_factory=dict)  # kid -> public key
     local: bool = False
+    # Why a federated domain has no keys (its bundle was never obtained, ...):
+    # the reason its SVIDs are refused. Empty for a bundle that was read.
+    unavailable: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +95,7 @@ def verify_x509_svid(
     domain = parsed.trust_domain.name
     bundle = bundles.get(domain)
     if bundle is None or not bundle.x509_roots:
-        raise _fail("trust domain", f"{domain} is not a trusted trust domain")
+        raise _fail("trust domain", _untrusted(domain, bundle))
     # (5) the chain up to one of that domain's roots (RFC 5280 path validation)
     when = min(max(now, not_before), not_after)  # skew already allowed for above
     verifier = (
@@ -114,6 +117,12 @@ def verify_x509_svid(
         serial=leaf.serial_number,
         local=bundle.local,
     )
+
+
+def _untrusted(domain: str, bundle: TrustBundle | None) -> str:
+    if bundle is not None and bundle.unavailable:
+        return f"{domain} is federated, but {bundle.unavailable}"
+    return f"{domain} is not a trusted trust domain"
 
 
 def _single_uri_san(leaf: x509.Certificate) -> str:
@@ -186,8 +195,8 @@ def verify_jwt_svid(
         raise _fail("SPIFFE ID", "an SVID must name a workload (a path), not a trust domain")
     domain = parsed.trust_domain.name
     bundle = bundles.get(domain)
-    if bundle is None:
-        raise _fail("trust domain", f"{domain} is not a trusted trust domain")
+    if bundle is None or bundle.unavailable:
+        raise _fail("trust domain", _untrusted(domain, bundle))
     key = bundle.jwt_keys.get(kid)
     if key is None:
         raise _fail("token", f"key {kid!r} is not in the bundle of {domain}")
