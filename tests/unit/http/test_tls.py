@@ -26,8 +26,10 @@ from ztgate.http.tls import (
     CaIntermediates,
     client_chain_der,
     gateway_spiffe_id,
+    keep_client_roots_fresh,
     keep_server_svid_fresh,
     mtls_protocol,
+    peer_chain_der,
     rebuild_chain,
     server_ssl_settings,
     write_server_svid,
@@ -273,3 +275,134 @@ async def test_the_server_svid_is_renewed_into_the_live_context(tmp_path: Path) 
         await asyncio.wait_for(renewal, 5)
         server.close()
         await server.wait_closed()
+
+
+# -- federated X.509-SVIDs in the handshake ---------------------------------------------------
+
+
+class _SslObject:
+    """An SSL object exposing what a given Python version exposes."""
+
+    def __init__(self, public: list[bytes] | None = None, private: list[Any] | None = None):
+        if public is not None:
+            self.get_unverified_chain = lambda: public
+        if private is not None:
+            self._sslobj = type("S", (), {"get_unverified_chain": lambda _self: private})()
+
+
+def test_peer_chain_der_reads_the_chain_the_client_sent(ca: CertificateAuthority) -> None:
+    svid = ca.issue_x509_svid("spiffe://example.org/a", ttl=60)
+    ders = [_hazmat.certificate_der(c) for c in svid.chain]
+
+    class Certificate:
+        def __init__(self, der: bytes) -> None:
+            self.der = der
+
+        def public_bytes(self, encoding: int) -> bytes:
+            assert encoding == 2  # DER
+            return self.der
+
+    assert peer_chain_der(_SslObject(public=ders)) == ders  # Python 3.13+
+    assert peer_chain_der(_SslObject(private=[Certificate(d) for d in ders])) == ders
+    assert peer_chain_der(_SslObject()) is None  # then the chain is rebuilt
+
+
+async def test_client_roots_are_added_to_the_live_context(ca: CertificateAuthority) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    roots: list[x509.Certificate] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        keep_client_roots_fresh(lambda: roots, lambda: context, stop=stop, interval=0.01)
+    )
+    try:
+        await asyncio.sleep(0.05)
+        assert context.cert_store_stats()["x509_ca"] == 0
+        roots.extend(ca.roots())
+        for _ in range(100):
+            if context.cert_store_stats()["x509_ca"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert context.cert_store_stats()["x509_ca"] == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_federated_client_svid_passes_the_handshake_once_its_root_is_trusted(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """A second, independent CA (the foreign trust domain) and a real uvicorn mTLS handshake."""
+    partner = CertificateAuthority.create(tmp_path / "partner", "partner.example", SystemClock())
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].split(".")[1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        seen.append(dict(scope))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    import uvicorn
+
+    files = write_server_svid(ca, tmp_path / "tls", ttl=3600)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn_config(
+            app,
+            "127.0.0.1",
+            port,
+            "warning",
+            http=mtls_protocol(CaIntermediates(ca.directory)),
+            **server_ssl_settings(files),
+        )
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    agent = "spiffe://partner.example/agents/booking"
+    chain, key = _write_client(partner, tmp_path / "client", agent)
+    client = ssl.create_default_context(cafile=str(files.ca_certs))
+    client.check_hostname = False
+    client.load_cert_chain(chain, key)
+    roots = list(ca.roots())
+    stop = asyncio.Event()
+    trust = asyncio.create_task(
+        keep_client_roots_fresh(
+            lambda: roots,
+            lambda: server.config.ssl if server.started else None,
+            stop=stop,
+            interval=0.01,
+        )
+    )
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        assert server.started
+        with pytest.raises((httpx.TransportError, ssl.SSLError)):
+            async with httpx.AsyncClient(verify=client) as http:
+                await http.get(f"https://127.0.0.1:{port}/")
+        roots.extend(partner.roots())
+        await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(verify=client) as http:
+            response = await http.get(f"https://127.0.0.1:{port}/")
+        assert response.status_code == 200
+    finally:
+        stop.set()
+        await trust
+        server.should_exit = True
+        await task
+        sock.close()
+    [scope] = seen
+    pems = scope["extensions"]["tls"]["client_cert_chain"]
+    sent = [x509.load_pem_x509_certificate(pem.encode()) for pem in pems]
+    sans = sent[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [agent]
+    assert len(sent) == 2, "the leaf and the partner's intermediate, as the client sent them"
+    assert sent[1] == partner.current().certificate
