@@ -24,15 +24,21 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ztgate.canonical import canonical_json
 from ztgate.cli.toml import array_of_tables, value
+from ztgate.clock import SystemClock
+from ztgate.config import load_settings
+from ztgate.tasks.registry import TaskRegistry
 from ztgate.testing import make_settings
+from ztgate.warrants import proof
+from ztgate.warrants.jwk import key_thumbprint
 
 HERE = Path(__file__).resolve().parent
 UPSTREAM_SCRIPT = HERE / "upstream_server.py"
@@ -114,11 +120,14 @@ def gateway_toml(
     *,
     gateway: Mapping[str, Any] | None = None,
     store: Mapping[str, Any] | None = None,
+    warrants: Mapping[str, Any] | None = None,
 ) -> str:
     """A config file: port 0 (ephemeral), the given sections and `[[tools]]`."""
-    # Tests of other features than authentication run without it (loopback).
+    # Tests of other features than authentication run without it (loopback),
+    # and without requiring justifications (tested with the SDK and the app).
     defaults = {"port": 0, "log_level": "info", "authentication": "off"}
-    sections = {"gateway": {**defaults, **(gateway or {})}}
+    sections: dict[str, dict[str, Any]] = {"gateway": {**defaults, **(gateway or {})}}
+    sections["warrants"] = {"require_justification": [], **(warrants or {})}
     if store:
         sections["store"] = dict(store)
     text = ""
@@ -367,3 +376,56 @@ def start_upstream() -> Iterator[Upstream]:
         _stop(process)
         if process.stdout is not None:
             process.stdout.close()
+
+
+# -- tasks and proofs --------------------------------------------------------------------
+
+
+class TaskCredentials:
+    """A task for `agent` in a gateway's store, its warrant bound to `key`, a proof per call.
+
+    Made the way a principal and an agent would (the task by the registry, as
+    `ztgate tasks create` does; the proofs by `ztgate.warrants.proof.sign`,
+    as the SDK does), for tests that exercise something else than warrants.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        agent: str,
+        key: Any,
+        *,
+        tools: Sequence[str] = ("lookup", "echo"),
+        scope: Mapping[str, Any] | None = None,
+    ) -> None:
+
+        self.key = key
+        settings = load_settings(workdir / "ztgate.toml")
+        database = settings.open_database()
+        try:
+            registry = TaskRegistry.from_settings(settings, database, SystemClock())
+            task, _, warrant = registry.create(
+                principal="admin",
+                agent=agent,
+                intent="an integration test",
+                scope=dict(scope or {"tools": {tool: {} for tool in tools}}),
+                agent_jkt=key_thumbprint(key),
+            )
+        finally:
+            database.dispose()
+        assert warrant is not None
+        self.task_id = task.id
+        self.warrant = warrant
+
+    def headers(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, str]:
+        """The warrant and a fresh proof for one call."""
+        signed = proof.sign(
+            self.key,
+            audience="ztgate",
+            task_id=self.task_id,
+            warrant=self.warrant,
+            canonical=canonical_json(dict(arguments)),
+            tool=tool,
+            issued_at=time.time(),
+        )
+        return {"Ztgate-Warrant": self.warrant, "Ztgate-Proof": signed}

@@ -21,6 +21,7 @@ from ztgate.testing import make_settings
 
 from .harness import (
     GatewayProcess,
+    TaskCredentials,
     Upstream,
     assert_problem,
     gateway_toml,
@@ -68,8 +69,21 @@ def _token(workdir: Path, spiffe_id: str, audience: str = "ztgate") -> str:
     return ca.issue_jwt_svid(spiffe_id, [audience], ttl=300)
 
 
-def _call(client: httpx.Client, token: str | None, *, header: str | None = None) -> httpx.Response:
-    headers = {}
+def _task(workdir: Path, spiffe_id: str) -> TaskCredentials:
+    """A task for `spiffe_id`, bound to the key of an X.509-SVID issued to it."""
+    ca = CertificateAuthority.load(workdir / ".ztgate" / "ca", SystemClock())
+    svid = ca.issue_x509_svid(spiffe_id)
+    return TaskCredentials(workdir, spiffe_id, svid.private_key)
+
+
+def _call(
+    client: httpx.Client,
+    token: str | None,
+    *,
+    header: str | None = None,
+    task: TaskCredentials | None = None,
+) -> httpx.Response:
+    headers = task.headers("lookup", {"q": "x"}) if task is not None else {}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     if header is not None:
@@ -89,10 +103,15 @@ def test_a_valid_jwt_svid_is_allowed_and_the_record_names_the_agent(
     secured: GatewayProcess,
 ) -> None:
     with make_client(secured.url) as client:
-        response = _call(client, _token(secured.workdir, AGENT))
+        response = _call(client, _token(secured.workdir, AGENT), task=_task(secured.workdir, AGENT))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["verdicts"][0]["check"] == "authenticate"
+    assert [v["check"] for v in body["verdicts"]][:4] == [
+        "authenticate",
+        "warrant",
+        "proof",
+        "scope",
+    ]
     records = secured.audit_records(body["call_id"])
     assert records
     assert all(record["agent"] == AGENT for record in records)
@@ -125,7 +144,7 @@ def test_an_unregistered_spiffe_id_is_401_until_registered(secured: GatewayProce
         assert "not registered" in str(problem["detail"])
         # Registered while the gateway runs: the entries generation moves.
         _register(secured.workdir, LATE)
-        response = _call(client, _token(secured.workdir, LATE))
+        response = _call(client, _token(secured.workdir, LATE), task=_task(secured.workdir, LATE))
         assert response.status_code == 200, response.text
 
 
@@ -133,11 +152,12 @@ def test_a_revoked_agent_is_refused_on_the_next_call(secured: GatewayProcess) ->
     victim = "spiffe://ztgate.local/agents/victim"
     _register(secured.workdir, victim)
     token = _token(secured.workdir, victim)
+    task = _task(secured.workdir, victim)
     with make_client(secured.url) as client:
-        assert _call(client, token).status_code == 200
+        assert _call(client, token, task=task).status_code == 200
         done = secured.cli("revoke", "agent", victim, "--reason", "compromised")
         assert done.returncode == 0, done.stdout + done.stderr
-        response = _call(client, token)
+        response = _call(client, token, task=task)
     problem = _assert_unauthenticated(response)
     assert "revoked" in str(problem["detail"])
     records = secured.audit_records(str(problem["call_id"]))

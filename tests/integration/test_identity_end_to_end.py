@@ -14,7 +14,15 @@ from spiffe import WorkloadApiClient
 
 from ztgate.testing import make_settings
 
-from .harness import GatewayProcess, Upstream, assert_problem, gateway_toml, main_tools, make_client
+from .harness import (
+    GatewayProcess,
+    TaskCredentials,
+    Upstream,
+    assert_problem,
+    gateway_toml,
+    main_tools,
+    make_client,
+)
 
 AGENT = "spiffe://ztgate.local/agent/end-to-end"
 
@@ -53,10 +61,13 @@ def test_an_svid_from_the_workload_api_authenticates_until_revoked(
         assert str(x509.spiffe_id) == AGENT
         token = workload_api.fetch_jwt_svid(audience={"ztgate"}).token
 
+        # A task whose warrant is bound to the key of the SVID it received.
+        task = TaskCredentials(gateway.workdir, AGENT, x509.private_key)
         with make_client(gateway.url) as client:
             headers = {"Authorization": f"Bearer {token}"}
             call = {"tool": "lookup", "arguments": {"q": "who am i"}}
-            allowed = client.post("/v1/calls", json=call, headers=headers)
+            proven = {**headers, **task.headers("lookup", call["arguments"])}
+            allowed = client.post("/v1/calls", json=call, headers=proven)
             assert allowed.status_code == 200, allowed.text
             [record] = gateway.audit_records(allowed.json()["call_id"])
             assert record["agent"] == AGENT
@@ -64,7 +75,8 @@ def test_an_svid_from_the_workload_api_authenticates_until_revoked(
             revoked = gateway.cli("revoke", "agent", AGENT, "--reason", "end-to-end test")
             assert revoked.returncode == 0, revoked.stderr
 
-            refused = client.post("/v1/calls", json=call, headers=headers)
+            proven = {**headers, **task.headers("lookup", call["arguments"])}
+            refused = client.post("/v1/calls", json=call, headers=proven)
             problem = assert_problem(refused, 401)
             assert "revoked" in problem["detail"]
             assert [r["outcome"] for r in gateway.audit_records(problem["call_id"])] == ["deny"]

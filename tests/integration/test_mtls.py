@@ -20,7 +20,14 @@ from ztgate.identity import _hazmat
 from ztgate.identity.authority import CertificateAuthority, X509Svid
 from ztgate.testing import make_settings
 
-from .harness import GatewayProcess, Upstream, assert_problem, gateway_toml, main_tools
+from .harness import (
+    GatewayProcess,
+    TaskCredentials,
+    Upstream,
+    assert_problem,
+    gateway_toml,
+    main_tools,
+)
 from .test_authentication import _register
 
 AGENT = "spiffe://ztgate.local/agents/mtls-alice"
@@ -56,9 +63,12 @@ def _context(
     return context
 
 
-def _call(url: str, context: ssl.SSLContext) -> httpx.Response:
+def _call(url: str, context: ssl.SSLContext, task: TaskCredentials | None = None) -> httpx.Response:
+    headers = task.headers("lookup", {"q": "x"}) if task is not None else {}
     with httpx.Client(base_url=url, verify=context, timeout=10) as client:
-        return client.post("/v1/calls", json={"tool": "lookup", "arguments": {"q": "x"}})
+        return client.post(
+            "/v1/calls", json={"tool": "lookup", "arguments": {"q": "x"}}, headers=headers
+        )
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +108,9 @@ def test_a_client_x509_svid_is_allowed_and_the_record_names_the_agent(
     mtls: GatewayProcess, tmp_path: Path
 ) -> None:
     svid = _ca(mtls.workdir).issue_x509_svid(AGENT, ttl=300)
-    response = _call(mtls.url, _context(mtls.workdir, svid, tmp_path))
+    # The task's warrant is bound to the very key of the client certificate.
+    task = TaskCredentials(mtls.workdir, AGENT, svid.private_key)
+    response = _call(mtls.url, _context(mtls.workdir, svid, tmp_path), task)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["verdicts"][0]["check"] == "authenticate"
@@ -115,12 +127,14 @@ def test_no_certificate_and_no_bearer_is_401(mtls: GatewayProcess) -> None:
 
 
 def test_a_bearer_token_still_works_without_a_certificate(mtls: GatewayProcess) -> None:
-    token = _ca(mtls.workdir).issue_jwt_svid(AGENT, ["ztgate"], ttl=300)
+    ca = _ca(mtls.workdir)
+    token = ca.issue_jwt_svid(AGENT, ["ztgate"], ttl=300)
+    task = TaskCredentials(mtls.workdir, AGENT, ca.issue_x509_svid(AGENT).private_key)
     with httpx.Client(base_url=mtls.url, verify=_context(mtls.workdir), timeout=10) as client:
         response = client.post(
             "/v1/calls",
             json={"tool": "lookup", "arguments": {"q": "x"}},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}", **task.headers("lookup", {"q": "x"})},
         )
     assert response.status_code == 200, response.text
 
@@ -142,13 +156,14 @@ def test_a_revoked_serial_is_refused_on_the_next_call(mtls: GatewayProcess, tmp_
     _register(mtls.workdir, VICTIM)
     svid = _ca(mtls.workdir).issue_x509_svid(VICTIM, ttl=300)
     context = _context(mtls.workdir, svid, tmp_path)
+    task = TaskCredentials(mtls.workdir, VICTIM, svid.private_key)
     with httpx.Client(base_url=mtls.url, verify=context, timeout=10) as client:
         call = {"tool": "lookup", "arguments": {"q": "x"}}
-        first = client.post("/v1/calls", json=call)
+        first = client.post("/v1/calls", json=call, headers=task.headers("lookup", {"q": "x"}))
         assert first.status_code == 200, first.text
         done = mtls.cli("revoke", "serial", str(svid.serial), "--reason", "key leaked")
         assert done.returncode == 0, done.stdout + done.stderr
         # The same connection (keep-alive): the chain is checked again on every call.
-        response = client.post("/v1/calls", json=call)
+        response = client.post("/v1/calls", json=call, headers=task.headers("lookup", {"q": "x"}))
     problem = assert_problem(response, 401)
     assert "revoked" in str(problem["detail"])
