@@ -61,6 +61,11 @@ def agents_router(gateway: Gateway) -> APIRouter:
                 "tasks-disabled",
                 'warrants need authentication: set [gateway] authentication = "required"',
             )
+        try:
+            # New registrations, revocations and tasks count from the very next request.
+            gateway.refresh()
+        except StoreError as exc:
+            raise Problem(503, "store-unavailable", "the store is unavailable") from exc
         return gateway.warrants
 
     @router.post(

@@ -78,14 +78,19 @@ class Agent:
         audience: str = DEFAULT_AUDIENCE,
         timeout: float = DEFAULT_TIMEOUT,
         identity_timeout: float = 10.0,
+        spiffe_id: str | None = None,
         server_id: str | None = None,
     ) -> Agent:
         """An agent whose SVIDs come from the Workload API at `socket_path`.
 
+        `spiffe_id` picks the identity when the process is registered under several.
+
         Raises:
             IdentityError: no SVID within `identity_timeout` seconds.
         """
-        identity = WorkloadIdentity(socket_path, audience=audience, timeout=identity_timeout)
+        identity = WorkloadIdentity(
+            socket_path, audience=audience, spiffe_id=spiffe_id, timeout=identity_timeout
+        )
         try:
             return cls(
                 url,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from cryptography import x509
-from spiffe import SpiffeId, WorkloadApiClient, X509Source
+from spiffe import SpiffeId, WorkloadApiClient, X509Source, X509Svid
 from spiffe.errors import PySpiffeError
 
 from ztgate.sdk.errors import IdentityError
@@ -64,6 +64,16 @@ def socket_uri(path: str) -> str:
     return path if "://" in path else f"unix://{path}"
 
 
+def _picker(spiffe_id: str) -> Callable[[list[X509Svid]], X509Svid]:
+    def pick(svids: list[X509Svid]) -> X509Svid:
+        for svid in svids:
+            if str(svid.spiffe_id) == spiffe_id:
+                return svid
+        raise IdentityError(f"the Workload API sent no X.509-SVID for {spiffe_id}")
+
+    return pick
+
+
 class WorkloadIdentity:
     """SVIDs from the SPIFFE Workload API, kept current."""
 
@@ -72,12 +82,15 @@ class WorkloadIdentity:
         socket_path: str | None = None,
         *,
         audience: str = DEFAULT_AUDIENCE,
+        spiffe_id: str | None = None,
         timeout: float = 10.0,
         now: Callable[[], float] = time.time,
     ) -> None:
         """Connect and wait (at most `timeout` seconds) for the first X.509-SVID.
 
         `socket_path` is a path or a `unix://` URI; None reads SPIFFE_ENDPOINT_SOCKET.
+        `spiffe_id` picks one identity when the workload is registered under
+        several (default: the first the Workload API sends).
 
         Raises:
             IdentityError: no socket, or no SVID within `timeout` (e.g. not registered).
@@ -97,7 +110,11 @@ class WorkloadIdentity:
         except PySpiffeError as exc:
             raise IdentityError(f"the Workload API: {exc}") from exc
         try:
-            self._source = X509Source(workload_api_client=self._client, timeout_in_seconds=timeout)
+            self._source = X509Source(
+                workload_api_client=self._client,
+                timeout_in_seconds=timeout,
+                svid_picker=None if spiffe_id is None else _picker(spiffe_id),
+            )
         except PySpiffeError as exc:
             self._client.close()
             raise IdentityError(

@@ -209,3 +209,21 @@ async def test_an_unregistered_process_gets_no_identity_in_bounded_time(served: 
 async def test_no_socket_is_an_identity_error(short_dir: Path) -> None:
     with pytest.raises(IdentityError, match="Workload API"):
         await _open(short_dir / "missing.sock", timeout=0.5)
+
+
+async def test_one_of_several_identities_can_be_picked(served: Served) -> None:
+    other = f"spiffe://{DOMAIN}/agent/second"
+    served.registry.register(AGENT, ME)
+    served.registry.register(other, ME)
+    identity = await _open(served.path, timeout=5, spiffe_id=other)
+    try:
+        assert identity.svid().spiffe_id == other
+        token = await asyncio.to_thread(identity.jwt_svid)
+        assert jwt.decode(token, options={"verify_signature": False})["sub"] == other
+    finally:
+        await asyncio.to_thread(identity.close)
+    default = await _open(served.path, timeout=5)
+    assert default.svid().spiffe_id == AGENT
+    await asyncio.to_thread(default.close)
+    with pytest.raises(IdentityError):
+        await _open(served.path, timeout=2, spiffe_id=f"spiffe://{DOMAIN}/agent/nobody")
