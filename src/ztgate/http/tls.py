@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -312,11 +313,13 @@ async def keep_client_roots_fresh(
     certificates chaining to it. Roots are never removed (OpenSSL cannot): the
     `authenticate` check is what refuses an SVID whose domain dropped its root.
     """
-    loaded: set[bytes] = set()
+    loaded: set[bytes] | None = None
     while not stop.is_set():
         live = context()
         if live is not None:
             try:
+                if loaded is None:  # what the context was created with
+                    loaded = {hashlib.sha256(der).digest() for der in live.get_ca_certs(True)}
                 new = {_hazmat.fingerprint(r): r for r in roots()}
                 added = [r for fp, r in new.items() if fp not in loaded]
                 if added:

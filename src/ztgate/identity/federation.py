@@ -324,7 +324,7 @@ class PeerState:
     peer: Peer
     bundle: TrustBundle | None = None
     document: dict[str, Any] | None = None  # the fetched document (endpoints only)
-    origin: str = ""  # file | bootstrap | cache | endpoint
+    origin: str = ""  # file | bootstrap | endpoint (fetched, by this or another process)
     sequence: int | None = None
     refresh_hint: int | None = None
     refreshed_at: float | None = None  # read (file) or last fetched successfully (endpoint)
@@ -398,7 +398,7 @@ class Federation:
             if peer.bundle_file is not None:
                 self._read_file(state, strict=strict)
             if peer.endpoint_url is not None:
-                self._read_state_file(state, at_start=True)
+                self._read_state_file(state)
                 if state.next_refresh is None:
                     state.next_refresh = clock.now()
         self._mapping: Mapping[str, TrustBundle] = MappingProxyType({})
@@ -658,7 +658,7 @@ class Federation:
             return None
         return self._state_dir / f"{peer.trust_domain}.json"
 
-    def _read_state_file(self, state: PeerState, *, at_start: bool = False) -> bool:
+    def _read_state_file(self, state: PeerState) -> bool:
         """Pick up the state file (written after a fetch, by any process).
 
         Returns True if the bundle changed.
@@ -707,7 +707,7 @@ class Federation:
             logger.warning("federation: ignoring the saved bundle in %s: %s", path, exc.message)
             return False
         changed = parsed.bundle != state.bundle
-        self._adopt(state, parsed, document, "cache" if at_start else "endpoint", refreshed)
+        self._adopt(state, parsed, document, "endpoint", refreshed)
         return changed
 
     def _save(self, state: PeerState) -> None:

@@ -514,14 +514,14 @@ async def test_the_last_good_bundle_survives_a_restart_while_the_peer_is_down(
     assert directory.stat().st_mode & 0o777 == 0o700
     restarted = Federation([peer], _clock(), state_dir=directory, timeout=2)
     [status] = restarted.status()
-    assert status["bundle_from"] == "cache" and status["jwt_keys"] == 1
+    assert status["bundle_from"] == "endpoint" and status["jwt_keys"] == 1
     assert status["next_refresh"] > time.time() + 500  # fresh: no fetch needed yet
     assert await restarted.refresh() == {PARTNER: False}
     token = partner.issue_jwt_svid(AGENT, ["ztgate"])
     assert verify_jwt_svid(token, "ztgate", restarted.bundles(), time.time()).spiffe_id == AGENT
     again = Federation([peer], _clock(), state_dir=directory)
     assert again.status()[0]["last_error"] is not None, "the failure is on record"
-    assert again.status()[0]["bundle_from"] == "cache"
+    assert again.status()[0]["bundle_from"] == "endpoint"
 
 
 async def test_a_state_file_for_another_endpoint_or_too_open_is_ignored(
@@ -579,15 +579,17 @@ async def test_an_operator_updated_bootstrap_bundle_wins_over_an_older_fetch(
         federation = Federation([peer], _clock(), state_dir=directory)
         await federation.refresh()
         assert federation.status()[0]["bundle_from"] == "endpoint"
-    assert Federation([peer], _clock(), state_dir=directory).status()[0]["bundle_from"] == "cache"
+    restarted = Federation([peer], _clock(), state_dir=directory)
+    assert restarted.status()[0]["bundle_from"] == "endpoint"
     replacement = CertificateAuthority.create(tmp_path / "replacement", PARTNER, SystemClock())
     bootstrap.write_text(json.dumps(local_bundle(replacement)))
     later = time.time() + 60
     os.utime(bootstrap, (later, later))
     assert federation.bundles()[PARTNER].x509_roots == tuple(replacement.roots())
     assert federation.status()[0]["bundle_from"] == "bootstrap"
-    restarted = Federation([peer], _clock(), state_dir=directory)
-    assert restarted.status()[0]["bundle_from"] == "bootstrap"
+    assert Federation([peer], _clock(), state_dir=directory).status()[0]["bundle_from"] == (
+        "bootstrap"
+    )
 
 
 # -- bundle files ---------------------------------------------------------------------------------
