@@ -95,6 +95,17 @@ DEFAULT_CONFIG_TEXT = """\
 # [[identity.federation]]
 # trust_domain = "partner.example"
 # bundle_file = "partner-bundle.json"
+# or fetched from its SPIFFE bundle endpoint (in the background, per the
+# bundle's refresh hint; the last good bundle is kept in <data_dir>/federation).
+# https_web checks the server like a browser (ca_file: a private CA);
+# https_spiffe wants the server's X.509-SVID to be endpoint_spiffe_id, first
+# checked with the bootstrap bundle in bundle_file, then with each fetched one:
+# [[identity.federation]]
+# trust_domain = "spire.example"
+# bundle_endpoint_url = "https://spire.example:8443"
+# endpoint_profile = "https_spiffe"        # or "https_web" (the default)
+# endpoint_spiffe_id = "spiffe://spire.example/spire/server"
+# bundle_file = "spire-bootstrap.json"
 
 [warrants]
 # Every call carries a warrant (the task's credential, bound to the agent's
