@@ -14,11 +14,14 @@ entry is a `Peer`: a trust domain and where its bundle comes from:
     bundle, bootstrapped from `bundle_file` and then each fetched one; else
     the local trust domain's, or another federated domain's.
 
-`fetch_bundle` GETs an endpoint: TLS as above, at most `MAX_REDIRECTS`
-redirects (each to a valid https URL, authenticated the same way), a
-`FETCH_TIMEOUT` deadline for the whole fetch, a `MAX_BUNDLE_BYTES` limit, and
-the document parsed by `read_bundle` for the configured trust domain (so a
-malformed bundle, or one whose roots name another trust domain, is refused).
+`fetch_bundle` GETs an endpoint: TLS as above (for https_spiffe, the
+server's SPIFFE ID is checked once the handshake is done, before the answer
+is read or a redirect followed; the request itself carries nothing), at most
+`MAX_REDIRECTS` redirects (each to a valid https URL, authenticated the same
+way), a `FETCH_TIMEOUT` deadline for the whole fetch, a `MAX_BUNDLE_BYTES`
+limit, and the document parsed by `read_bundle` for the configured trust
+domain (so a malformed bundle, or one whose roots name another trust domain,
+is refused).
 
 `Federation` keeps every peer's current bundle:
 
@@ -108,7 +111,7 @@ class Peer:
 
     @property
     def kind(self) -> str:
-        """ "file", "https_web" or "https_spiffe"."""
+        """The source: file, https_web or https_spiffe."""
         return FILE if self.endpoint_url is None else self.profile
 
     @property
@@ -434,10 +437,6 @@ class Federation:
         """Each peer's bundle and refresh status (after picking up changed files)."""
         self.bundles()
         return [state.status() for state in self._states.values()]
-
-    def roots(self) -> list[x509.Certificate]:
-        """Every federated domain's X.509 roots (for the TLS handshake's trust store)."""
-        return [root for bundle in self.bundles().values() for root in bundle.x509_roots]
 
     # -- refreshing ---------------------------------------------------------------------
 
