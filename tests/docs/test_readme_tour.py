@@ -78,6 +78,7 @@ def made_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
 def test_the_tour_has_commands() -> None:
     commands = tour_commands()
     assert any(c.startswith("curl") for c in commands)
+    assert any(c.startswith("ztgate call") for c in commands)
     assert any(c.startswith("ztgate audit verify") for c in commands)
 
 
@@ -94,25 +95,39 @@ def test_every_tour_command_succeeds(made_run: tuple[Path, dict[str, str]]) -> N
         done = subprocess.run(  # noqa: S602 - the README says to paste these into a shell
             runnable, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=120
         )
+        if command.endswith("# refused"):
+            # Shown refused on purpose: exit 1 with the reason on one line.
+            assert done.returncode == 1, f"{command}\n{done.stdout}\n{done.stderr}"
+            assert done.stderr.startswith("ztgate: "), done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+            outputs.append((command, done.stderr))
+            continue
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
         outputs.append((command, done.stdout))
     by_command = dict(outputs)
-    lisbon = [
+    lisbon = next(
         out
         for cmd, out in outputs
-        if '"get_weather", "arguments": {"city": "Lisbon"}' in cmd and "shell" not in cmd
-    ]
-    authenticated, anonymous = lisbon
-    assert '"outcome":"allow"' in authenticated
-    assert "authenticated spiffe://ztgate.local/agent/tour" in authenticated
+        if cmd.startswith('ztgate call get_weather \'{"city": "Lisbon"}\'')
+    )
+    assert '"sunny"' in lisbon
+    assert "authenticated spiffe://ztgate.local/agent/tour" in lisbon
+    assert '"check": "proof"' in lisbon and '"check": "scope"' in lisbon
+    mailed = next(out for cmd, out in outputs if "alice@example.com" in cmd)
+    assert '"sent": true' in mailed
+    mallory = next(out for cmd, out in outputs if "mallory@evil.example" in cmd)
+    assert "denied: scope: argument /to names a host outside" in mallory
+    anonymous = next(
+        out for cmd, out in outputs if cmd.startswith("curl -s localhost:8470/v1/calls")
+    )
     assert '"status":401' in anonymous
     smuggled = next(out for cmd, out in outputs if '"shell"' in cmd)
-    assert "1 unexpected property" in smuggled and '"status":403' in smuggled
+    assert "1 unexpected property" in smuggled
     unknown = next(out for cmd, out in outputs if "delete_all_files" in cmd)
-    assert "unknown tool" in unknown
-    forecast_before, forecast_after = [out for cmd, out in outputs if '"tool": "forecast"' in cmd]
-    assert '"outcome":"allow"' in forecast_before
-    assert '"status":401' in forecast_after and "revoked" in forecast_after
+    assert "not in the task's scope" in unknown
+    forecast_before, forecast_after = [out for cmd, out in outputs if "call forecast" in cmd]
+    assert '"Oslo"' in forecast_before
+    assert "Unauthenticated" in forecast_after and "revoked" in forecast_after
     assert "ok chain main" in by_command["ztgate audit verify"]
     identity = next(out for cmd, out in outputs if "fetch_x509_svid" in cmd)
     assert identity.strip() == "spiffe://ztgate.local/agent/tour"

@@ -13,6 +13,7 @@ from ztgate import __version__
 from ztgate.cli import agents as agents_cli
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
+from ztgate.cli import call as call_cli
 from ztgate.cli import federation as federation_cli
 from ztgate.cli import principals as principals_cli
 from ztgate.cli import revoke as revoke_cli
@@ -38,6 +39,7 @@ app.add_typer(workload_api_cli.app, name="workload-api")
 app.add_typer(revoke_cli.app, name="revoke")
 app.add_typer(principals_cli.app, name="principals")
 app.add_typer(tasks_cli.app, name="tasks")
+app.command("call")(call_cli.call)
 app.add_typer(federation_cli.app, name="federation")
 
 

@@ -110,6 +110,9 @@ def create(
     ] = None,
     principal: Principal = "admin",
     as_json: AsJson = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the task id (for scripts).")
+    ] = False,
 ) -> None:
     """Create a task; the agent binds its warrant with its SVID (`POST /v1/warrants/bind`)."""
     tasks = registry(ctx)
@@ -123,6 +126,9 @@ def create(
         ttl=None if expires_in is None else parse_duration(expires_in),
     )
     now = SystemClock().now()
+    if quiet:
+        typer.echo(task.id)
+        return
     if as_json:
         print_json({"task": task.describe(now), "warrant_id": record.id})
         return
