@@ -15,7 +15,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ztgate.errors import InvalidInputError
 from ztgate.identity import _hazmat
 from ztgate.identity.authority import CertificateAuthority
-from ztgate.identity.bundle import bundle_document, local_bundle, parse_bundle, trust_bundle
+from ztgate.identity.bundle import (
+    bundle_document,
+    local_bundle,
+    parse_bundle,
+    read_bundle,
+    trust_bundle,
+)
 from ztgate.identity.verify import verify_jwt_svid, verify_x509_svid
 from ztgate.testing import FrozenClock
 
@@ -96,3 +102,52 @@ def test_an_invalid_trust_domain_is_refused(ca: CertificateAuthority) -> None:
 def test_bundle_document_of_a_trust_bundle_is_the_local_bundle(ca: CertificateAuthority) -> None:
     ca.rotate(start_in=60)
     assert bundle_document(trust_bundle(ca), sequence=3) == local_bundle(ca, sequence=3)
+
+
+# -- what federation relies on -----------------------------------------------------------
+
+
+def test_read_bundle_gives_the_sequence_and_refresh_hint(ca: CertificateAuthority) -> None:
+    read = read_bundle("acme.example", json.dumps(local_bundle(ca, sequence=4, refresh_hint=90)))
+    assert (read.sequence, read.refresh_hint) == (4, 90)
+    assert not read.empty
+    bare = {"keys": local_bundle(ca)["keys"], "spiffe_sequence": "4", "spiffe_refresh_hint": -1}
+    read = read_bundle("acme.example", json.dumps(bare))
+    assert (read.sequence, read.refresh_hint) == (None, None), "not integers: as if absent"
+
+
+def test_an_empty_key_set_only_where_allowed() -> None:
+    with pytest.raises(InvalidInputError, match="no x509-svid or jwt-svid keys"):
+        read_bundle("acme.example", '{"keys": []}')
+    assert read_bundle("acme.example", '{"keys": []}', allow_empty=True).empty
+
+
+def test_keys_of_unknown_use_or_type_are_ignored(ca: CertificateAuthority) -> None:
+    document = local_bundle(ca)
+    document["keys"] += [
+        {"use": "warrant", "kty": "EC", "kid": "w"},
+        {"use": "jwt-svid", "kid": "ed", "kty": "OKP", "crv": "Ed25519", "x": "AAAA"},
+    ]
+    bundle = parse_bundle("acme.example", json.dumps(document))
+    assert set(bundle.jwt_keys) == {ca.current().jwt_kid}
+
+
+def test_a_root_of_another_trust_domain_is_refused(tmp_path: Path) -> None:
+    other = CertificateAuthority.create(tmp_path / "other", "other.example", FrozenClock())
+    with pytest.raises(InvalidInputError, match=r"a root of trust domain other\.example"):
+        parse_bundle("acme.example", json.dumps(local_bundle(other)))
+
+
+def test_an_x509_key_must_be_a_ca_matching_its_jwk(ca: CertificateAuthority) -> None:
+    document = local_bundle(ca)
+    [root] = [k for k in document["keys"] if k["use"] == "x509-svid"]
+    leaf = ca.issue_x509_svid("spiffe://acme.example/a").chain[0]
+    root["x5c"] = [base64.b64encode(_hazmat.certificate_der(leaf)).decode()]
+    with pytest.raises(InvalidInputError, match="must be a CA certificate"):
+        parse_bundle("acme.example", json.dumps(document))
+    document = local_bundle(ca)
+    [root] = [k for k in document["keys"] if k["use"] == "x509-svid"]
+    [jwt_key] = [k for k in document["keys"] if k["use"] == "jwt-svid"]
+    root["x"], root["y"] = jwt_key["x"], jwt_key["y"]
+    with pytest.raises(InvalidInputError, match="does not match its x5c certificate"):
+        parse_bundle("acme.example", json.dumps(document))
