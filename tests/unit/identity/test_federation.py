@@ -317,7 +317,7 @@ async def test_an_endpoint_may_withdraw_every_key(web_pki: tuple[ssl.SSLContext,
     assert fetched.bundle.empty and fetched.bundle.sequence == 9
 
 
-async def test_an_unreachable_endpoint_is_an_error(dead: int = 0) -> None:
+async def test_an_unreachable_endpoint_is_an_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: refused
