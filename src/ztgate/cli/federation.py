@@ -120,8 +120,13 @@ def refresh(
         if domain not in known:
             raise NotFoundError("federated trust domain", domain)
     # The table says what failed: no log line on top of it.
-    logging.getLogger("ztgate.identity.federation").setLevel(logging.ERROR)
-    results = asyncio.run(federation.refresh(domains or None))
+    quiet = logging.getLogger("ztgate.identity.federation")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        results = asyncio.run(federation.refresh(domains or None))
+    finally:
+        quiet.setLevel(level)
     statuses = [s for s in federation.status() if s["trust_domain"] in results]
     if as_json:
         print_json(statuses)

@@ -604,7 +604,7 @@ def test_a_bundle_file_is_read_again_when_it_changes_and_a_bad_one_is_not_adopte
     good = federation.bundles()
     assert federation.bundles() is good
     file.write_text("{broken")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, "ztgate.identity.federation"):
         assert federation.bundles() is good
     assert "keeping the last good bundle" in caplog.text
     assert "not a JWK set" in federation.status()[0]["last_error"]
