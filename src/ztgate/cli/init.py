@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ztgate.audit import AuditLog
 from ztgate.audit.checkpoint import generate_key
 from ztgate.cli.toml import array_of_tables
 from ztgate.clock import SystemClock
@@ -197,9 +196,9 @@ def initialise(
     try:
         database.migrate()
         clock = SystemClock()
-        principals = PrincipalRegistry(
-            database, clock, audit=AuditLog(database, clock, chain=settings.audit.chain)
-        )
+        # Part of installing, like creating the CA and the keys: not an
+        # audited action (the audit log starts empty).
+        principals = PrincipalRegistry(database, clock)
         if principals.find(ADMIN_PRINCIPAL) is None:
             principals.ensure(ADMIN_PRINCIPAL, roles=[ADMIN])
             done.append(
