@@ -1,0 +1,70 @@
+"""The justification check: write and critical calls must say why."""
+
+from __future__ import annotations
+
+import pytest
+
+from ztgate.guards.justification import NAME, JustificationCheck
+from ztgate.models import Outcome, Verdict
+from ztgate.pipeline import CallContext
+from ztgate.testing import FrozenClock, make_call, make_tool
+from ztgate.tools.catalog import Catalog
+from ztgate.tools.model import RiskTier
+
+
+async def run(
+    check: JustificationCheck, risk: RiskTier | None, justification: str, clock: FrozenClock
+) -> Verdict:
+    entry = None if risk is None else Catalog([make_tool("tool", risk=risk)]).get("tool")
+    call = make_call("tool", {}, justification=justification)
+    return await check(call, CallContext(clock, tool=entry))
+
+
+@pytest.mark.parametrize(
+    ("risk", "justification", "allowed", "reason"),
+    [
+        (RiskTier.READ, "", True, "not required"),
+        (RiskTier.READ, "   ", True, "justified"),
+        (RiskTier.READ, "the user asked", True, "justified"),
+        (RiskTier.WRITE, "the user asked", True, "justified"),
+        (RiskTier.CRITICAL, "the user asked", True, "justified"),
+        (RiskTier.WRITE, "", False, "a call to a write tool must carry a justification"),
+        (RiskTier.WRITE, " \t\n", False, "a call to a write tool must carry a justification"),
+        (RiskTier.CRITICAL, "", False, "a call to a critical tool must carry a justification"),
+    ],
+)
+async def test_default_tiers(
+    clock: FrozenClock, risk: RiskTier, justification: str, allowed: bool, reason: str
+) -> None:
+    verdict = await run(JustificationCheck(), risk, justification, clock)
+    assert verdict.check == NAME == "justification"
+    assert (verdict.outcome is Outcome.ALLOW) is allowed
+    assert verdict.reason == reason
+    assert not verdict.facts
+
+
+async def test_an_unknown_tool_is_left_to_the_registry(clock: FrozenClock) -> None:
+    verdict = await run(JustificationCheck(), None, "", clock)
+    assert verdict.outcome is Outcome.ALLOW
+    assert verdict.reason == "unknown tool: the registry decides"
+
+
+async def test_configured_tiers(clock: FrozenClock) -> None:
+    every = JustificationCheck(["read", "write", "critical"])
+    for risk in RiskTier:
+        assert (await run(every, risk, "", clock)).outcome is Outcome.DENY
+        assert (await run(every, risk, "why", clock)).outcome is Outcome.ALLOW
+    critical_only = JustificationCheck(("critical",))
+    assert (await run(critical_only, RiskTier.WRITE, "", clock)).outcome is Outcome.ALLOW
+    assert (await run(critical_only, RiskTier.CRITICAL, "", clock)).outcome is Outcome.DENY
+    nothing = JustificationCheck(())
+    for risk in RiskTier:
+        assert (await run(nothing, risk, "", clock)).outcome is Outcome.ALLOW
+
+
+async def test_the_tiers_are_read_once(clock: FrozenClock) -> None:
+    tiers = ["write"]
+    check = JustificationCheck(iter(tiers))
+    tiers.append("read")
+    assert (await run(check, RiskTier.READ, "", clock)).outcome is Outcome.ALLOW
+    assert (await run(check, RiskTier.WRITE, "", clock)).outcome is Outcome.DENY
