@@ -34,4 +34,6 @@ class JustificationCheck:
             return Verdict(
                 NAME, Outcome.DENY, f"a call to a {tier} tool must carry a justification"
             )
-        return Verdict(NAME, Outcome.ALLOW, "justified" if call.justification else "not required")
+        return Verdict(
+            NAME, Outcome.ALLOW, "justified" if call.justification.strip() else "not required"
+        )

@@ -246,7 +246,7 @@ class PrincipalRegistry:
                     revoked_at=None,
                 )
             )
-            self._record(conn, "api_key.create", actor, record.describe())
+            self._record(conn, "api_key.create", actor, {**record.describe(), "owner": principal})
         return record, f"{KEY_PREFIX}{key_id}_{secret}"
 
     def keys(self, principal: str | None = None) -> builtins.list[ApiKey]:
@@ -275,9 +275,7 @@ class PrincipalRegistry:
                 .where(keys_table.c.id == key_id, keys_table.c.revoked_at.is_(None))
                 .values(revoked_at=self._now())
             )
-            self._record(
-                conn, "api_key.revoke", actor, {"id": key_id, "principal": found["principal"]}
-            )
+            self._record(conn, "api_key.revoke", actor, {"id": key_id, "owner": found["principal"]})
             after = conn.execute(select(keys_table).where(keys_table.c.id == key_id)).mappings()
             return _key(after.one())
 
@@ -319,7 +317,7 @@ class PrincipalRegistry:
         entry = AuditEntry(
             kind="admin",
             outcome="allow",
-            detail={"action": action, "principal": actor, **detail},
+            detail={"action": action, **detail, "principal": actor},  # who acted, never overridden
         )
         self._audit.append_within(conn, [entry])
 

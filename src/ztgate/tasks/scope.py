@@ -80,8 +80,8 @@ class Limit:
             out["maximum"] = _number_json(self.maximum)
         if self.domains is not None:
             out["domains"] = list(self.domains)
-        if self.required:
-            out["required"] = True
+        if self.required or not out:
+            out["required"] = self.required  # a limit's JSON form is never empty
         return out
 
     def violation(self, value: Any) -> str | None:
@@ -356,6 +356,9 @@ def destination_host(value: Any) -> str | None:
         return None
     text = value.strip()
     if "://" in text:
+        # WHATWG URL parsers (browsers, Node) end the host at a backslash; urlsplit does not.
+        if "\\" in re.split(r"[/?#]", text.split("://", 1)[1], maxsplit=1)[0]:
+            return None
         try:
             host = urlsplit(text).hostname
         except ValueError:

@@ -24,7 +24,7 @@ async def run(
     ("risk", "justification", "allowed", "reason"),
     [
         (RiskTier.READ, "", True, "not required"),
-        (RiskTier.READ, "   ", True, "justified"),
+        (RiskTier.READ, "   ", True, "not required"),
         (RiskTier.READ, "the user asked", True, "justified"),
         (RiskTier.WRITE, "the user asked", True, "justified"),
         (RiskTier.CRITICAL, "the user asked", True, "justified"),
