@@ -73,3 +73,11 @@ class AuditError(GatewayError):
 
 class IdentityError(GatewayError):
     """An identity could not be issued or did not verify."""
+
+
+class PolicyLoadError(GatewayError):
+    """A policy set could not be loaded: each problem as `file:line: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems) or ["the policy set could not be loaded"]
+        super().__init__("; ".join(self.problems))

@@ -137,11 +137,16 @@ class RegisteredIds:
         """Read the entries now."""
         self._registry = registry
         self._ids: frozenset[str] = frozenset()
+        self._owners: dict[str, str] = {}
         self.reload()
 
     def __call__(self, spiffe_id: str) -> bool:
         """True if `spiffe_id` has a registration entry (as of the last reload)."""
         return spiffe_id in self._ids
+
+    def owner(self, spiffe_id: str) -> str:
+        """The owner of `spiffe_id`'s oldest registration entry ("" if none or unregistered)."""
+        return self._owners.get(spiffe_id, "")
 
     def reload(self) -> frozenset[str]:
         """Read the entries table again.
@@ -149,7 +154,9 @@ class RegisteredIds:
         Raises:
             StoreUnavailableError: the database cannot be read.
         """
-        self._ids = frozenset(entry.spiffe_id for entry in self._registry.list())
+        entries = sorted(self._registry.list(), key=lambda e: (e.created_at, e.id), reverse=True)
+        self._ids = frozenset(entry.spiffe_id for entry in entries)
+        self._owners = {entry.spiffe_id: entry.owner for entry in entries}
         return self._ids
 
     def __len__(self) -> int:

@@ -171,7 +171,7 @@ class ScopeCheck:
         why = warrant.scope.violation(call.tool, call.arguments)
         if why is not None:
             return _deny(SCOPE, why)
-        return Verdict(SCOPE, Outcome.ALLOW, "within the task's scope")
+        return Verdict(SCOPE, Outcome.ALLOW, "within the task's scope", {"scope.within": True})
 
 
 def _deny(check: str, reason: str) -> Verdict:
