@@ -10,6 +10,7 @@ when there is none).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -29,7 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ztgate.errors import ConfigError, InvalidInputError
 from ztgate.store.database import Database
-from ztgate.tools.model import Tool, parse_risk
+from ztgate.tools.model import Tool, ToolLimits, parse_risk
 
 DEFAULT_CONFIG = Path("ztgate.toml")
 CONFIG_ENV = "ZTGATE_CONFIG"
@@ -222,6 +223,59 @@ class WarrantSettings(_Section):
     )
 
 
+class RateSettings(_Section):
+    """A token bucket: `rate_per_second` calls a second on average, up to `burst` at once."""
+
+    rate_per_second: float = Field(gt=0, le=1e6)
+    # Default: the rate rounded up (at least 1).
+    burst: int | None = Field(None, ge=1, le=1_000_000)
+
+    @property
+    def capacity(self) -> float:
+        """The bucket's size."""
+        return float(self.burst or max(1, math.ceil(self.rate_per_second)))
+
+
+class LimitsSettings(_Section):
+    """Containment: rate limits, loops, bursts, alerts (see docs/containment.md)."""
+
+    # Token buckets per agent, per task and per tool (all callers of a tool
+    # together; a tool's own `limits` replaces this one). None: no limit.
+    agent: RateSettings | None = None
+    task: RateSettings | None = None
+    tool: RateSettings | None = None
+    # The same tool with the same arguments more than this many times within
+    # the window, in one task: denied and flagged. 0: off.
+    loop_max_repeats: int = Field(10, ge=0, le=1_000_000)
+    loop_window_seconds: float = Field(300.0, gt=0, le=86400)
+    # An agent making more than calls_per_second x window_seconds calls
+    # within window_seconds is suspended until a principal resumes it. 0: off.
+    burst_calls_per_second: float = Field(50.0, ge=0, le=1e6)
+    burst_window_seconds: float = Field(1.0, gt=0, le=60)
+    # Where alerts (a suspension) are POSTed as JSON; "" logs them only.
+    alert_webhook_url: str = Field("", max_length=2048)
+    alert_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # How often each gateway process writes the tasks' budget use to the store.
+    usage_flush_seconds: float = Field(1.0, gt=0, le=60)
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook(cls, url: str) -> str:
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("alert_webhook_url must be an http:// or https:// URL with a host")
+            _ = parts.port  # ValueError for a port that is not a number in range
+        return url
+
+    @property
+    def burst_threshold(self) -> int:
+        """Calls within `burst_window_seconds` beyond which an agent is suspended (0: off)."""
+        if not self.burst_calls_per_second:
+            return 0
+        return max(1, math.floor(self.burst_calls_per_second * self.burst_window_seconds))
+
+
 class DemoSettings(_Section):
     """The built-in demo tool server (off unless asked for)."""
 
@@ -241,6 +295,8 @@ class ToolSettings(_Section):
     )
     output_schema: dict[str, Any] | None = None
     timeout_seconds: float | None = None
+    # The tool's own rate limit and price: rate_per_second, burst, cost, cost_argument.
+    limits: dict[str, Any] | None = None
 
     def to_tool(self) -> Tool:
         """The registry's `Tool` for this declaration.
@@ -256,6 +312,7 @@ class ToolSettings(_Section):
             risk=parse_risk(self.risk),
             description=self.description,
             timeout_seconds=self.timeout_seconds,
+            limits=ToolLimits.from_json(self.limits),
             source="config",
         )
 
@@ -274,6 +331,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = IdentitySettings()
     warrants: WarrantSettings = WarrantSettings()
     demo: DemoSettings = DemoSettings()
+    limits: LimitsSettings = LimitsSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 
     # Where the settings came from, and the directory relative paths start

@@ -90,6 +90,24 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.loops_flagged = Counter(
+            "ztgate_loops_flagged",
+            "Loops flagged: a task repeating the same call beyond the limit (once per episode).",
+            registry=self.registry,
+        )
+        self.suspensions = Counter(
+            "ztgate_suspensions",
+            "Agents suspended by the gateway, by cause (burst).",
+            ("cause",),
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "ztgate_alerts",
+            "Containment alerts posted to the webhook, by result (sent, failed, dropped).",
+            ("result",),
+            registry=self.registry,
+        )
+
     def observe(self, decision: Decision) -> None:
         """Count a decision under its outcome and deciding check."""
         outcome = decision.outcome.value

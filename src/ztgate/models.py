@@ -95,7 +95,9 @@ class Verdict:
     """One check's answer with its reason.
 
     `facts` are observations later checks (policy) may read; `obligations` are
-    duties attached to an allow.
+    duties attached to an allow. `retry_after`, on a deny that passes with
+    time (a rate limit), is the seconds until a retry may succeed; front
+    doors say so (HTTP: 429 with Retry-After).
     """
 
     check: str
@@ -103,6 +105,7 @@ class Verdict:
     reason: str = ""
     facts: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     obligations: tuple[Obligation, ...] = ()
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +138,16 @@ class Decision:
         if outcome is Outcome.ASK:
             return tuple(v for v in self.verdicts if v.outcome is Outcome.ASK)
         return tuple(v for v in self.verdicts if v.outcome not in (Outcome.ALLOW, Outcome.ASK))
+
+    @property
+    def retry_after(self) -> float | None:
+        """For a deny that only time lifts (every deciding verdict says when): the longest wait."""
+        if self.outcome is not Outcome.DENY:
+            return None
+        waits = [v.retry_after for v in self.deciding]
+        if not waits or None in waits:
+            return None
+        return max(w for w in waits if w is not None)
 
     @property
     def obligations(self) -> tuple[Obligation, ...]:

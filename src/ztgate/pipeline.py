@@ -30,11 +30,32 @@ class CallContext:
 
     `tool` is the registered tool the call names (None when unknown); `facts`
     accumulates what earlier checks observed, for later checks (policy) to read.
+    `deferred` holds what checks want done once the call's final outcome is
+    known (a budget reservation is kept only if the call is allowed): see
+    `defer` and `settle`.
     """
 
     clock: Clock
     tool: CatalogEntry | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    deferred: list[Callable[[Outcome], Awaitable[None]]] = field(default_factory=list)
+
+    def defer(self, effect: Callable[[Outcome], Awaitable[None]]) -> None:
+        """Run `effect(outcome)` once the call's final outcome is known."""
+        self.deferred.append(effect)
+
+    async def settle(self, outcome: Outcome) -> None:
+        """Run the deferred effects with the final outcome, each once; an error is logged.
+
+        `Pipeline.decide` settles a deny itself (nothing turns a deny into an
+        allow); whoever turns its allow or ask into a final answer settles that.
+        """
+        effects, self.deferred = self.deferred, []
+        for effect in effects:
+            try:
+                await effect(outcome)
+            except Exception:
+                logger.exception("a deferred effect failed")
 
 
 class Check(Protocol):
@@ -79,7 +100,10 @@ class Pipeline:
             verdict = await self._run(check.name, functools.partial(check, call, ctx))
             if not self._record(verdict, verdicts, ctx):
                 break
-        return Decision(call, tuple(verdicts), Phase.CALL, ctx.clock.monotonic() - start)
+        decision = Decision(call, tuple(verdicts), Phase.CALL, ctx.clock.monotonic() - start)
+        if ctx.deferred and decision.outcome is Outcome.DENY:
+            await ctx.settle(Outcome.DENY)
+        return decision
 
     async def review(self, call: ToolCall, result: ToolResult, ctx: CallContext) -> Decision:
         """Decide whether the agent may see `result`, and with which obligations."""

@@ -519,3 +519,73 @@ def test_a_bad_federation_entry_says_why(tmp_path: Path, entries: list[str], pro
     error = config_error(write(tmp_path, _federation(*entries)))
     assert error.key.startswith("identity")
     assert problem in error.reason
+
+
+# -- [limits] ------------------------------------------------------------------------------------
+
+
+def test_limits_defaults(workdir: Path) -> None:
+    limits = load_settings().limits
+    assert (limits.agent, limits.task, limits.tool) == (None, None, None)
+    assert (limits.loop_max_repeats, limits.loop_window_seconds) == (10, 300.0)
+    assert limits.burst_threshold == 50
+    assert limits.alert_webhook_url == ""
+
+
+def test_limits_from_the_file(tmp_path: Path) -> None:
+    text = (
+        "[limits]\n"
+        "agent = { rate_per_second = 2.5 }\n"
+        "task = { rate_per_second = 1, burst = 10 }\n"
+        "burst_calls_per_second = 20\n"
+        "burst_window_seconds = 0.5\n"
+        'alert_webhook_url = "https://hooks.example/ztgate"\n'
+        "\n[[tools]]\n"
+        'name = "pay"\n'
+        'url = "http://127.0.0.1:9/pay"\n'
+        'limits = { rate_per_second = 0.5, cost_argument = "/amount" }\n'
+    )
+    settings = load_settings(write(tmp_path, text))
+    limits = settings.limits
+    assert limits.agent is not None and limits.agent.capacity == 3.0
+    assert limits.task is not None and limits.task.capacity == 10.0
+    assert limits.burst_threshold == 10
+    (tool,) = settings.declared_tools()
+    assert tool.limits is not None and tool.limits.cost_argument == "/amount"
+
+
+def test_bursts_off(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[limits]\nburst_calls_per_second = 0\n"))
+    assert settings.limits.burst_threshold == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[limits]\nalert_webhook_url = "ftp://x"\n', "limits.alert_webhook_url"),
+        ('[limits]\nalert_webhook_url = "http://x:99999/"\n', "limits.alert_webhook_url"),
+        ("[limits]\nagent = { rate_per_second = 0 }\n", "limits.agent.rate_per_second"),
+        ("[limits]\ntool = { rate_per_second = 1, burst = 0 }\n", "limits.tool.burst"),
+        ("[limits]\nloop_max_repeats = -1\n", "limits.loop_max_repeats"),
+        ("[limits]\nburst_window_seconds = 0\n", "limits.burst_window_seconds"),
+        ("[limits]\nrate = 1\n", "limits.rate"),
+    ],
+)
+def test_bad_limits_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    error = config_error(write(tmp_path, text))
+    assert error.key == key
+
+
+def test_a_tools_bad_limits_name_the_tool(tmp_path: Path) -> None:
+    text = '[[tools]]\nname = "pay"\nurl = "http://127.0.0.1:9/"\nlimits = { burst = 2 }\n'
+    settings = load_settings(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"tools\[0\] \(pay\).*rate_per_second"):
+        settings.declared_tools()
+
+
+def test_limits_from_the_environment(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZTGATE_LIMITS__LOOP_MAX_REPEATS", "3")
+    monkeypatch.setenv("ZTGATE_LIMITS__AGENT__RATE_PER_SECOND", "7")
+    limits = load_settings().limits
+    assert limits.loop_max_repeats == 3
+    assert limits.agent is not None and limits.agent.rate_per_second == 7

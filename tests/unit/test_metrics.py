@@ -116,6 +116,9 @@ def test_render_is_prometheus_text_with_every_documented_series() -> None:
         "ztgate_federation_refreshes",
         "ztgate_federation_last_refresh_timestamp_seconds",
         "ztgate_federation_bundle_keys",
+        "ztgate_loops_flagged",
+        "ztgate_suspensions",
+        "ztgate_alerts",
     }
     assert families["ztgate_federation_bundle_keys"].type == "gauge"
     assert families["ztgate_decisions"].type == "counter"

@@ -1,16 +1,43 @@
-"""Hot ephemeral state: nonces, windowed counters and marks with expiry.
+"""Hot ephemeral state: nonces, windowed counters, marks, token buckets, sliding windows, totals.
 
 The interface is small and asynchronous so that a shared implementation
 (Redis, in the multi-node issue) can replace the in-process one unchanged.
 Every entry expires; nothing here is durable.
+
+Two kinds of time:
+
+- TTLs (`remember_once`, `incr`, `mark`, `charge`, `seed`) are on the wall
+  clock, because what they guard is wall-clock time too: a proof's `iat`
+  window, a task's expiry.
+- Token buckets (`take`) and sliding windows (`hit`) measure durations on
+  the implementation's monotonic clock, so a wall-clock step (NTP, an
+  operator) neither mints tokens nor forgets events. Each operation reads
+  its own time: a shared store uses one clock for every node (Redis:
+  `TIME` inside the script, with a negative elapsed time counted as zero).
+
+Each operation is atomic: `take` takes from all its buckets or from none,
+`charge` adds to all its totals or to none (a Lua script in Redis).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ztgate.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket: `rate` tokens a second flow in, up to `burst`; it starts full."""
+
+    key: str
+    rate: float
+    burst: float
 
 
 class HotState(Protocol):
@@ -36,6 +63,45 @@ class HotState(Protocol):
         """True while a flag is set and not expired."""
         ...
 
+    async def take(self, buckets: Sequence[Bucket], cost: float = 1.0) -> tuple[float, str | None]:
+        """Take `cost` tokens from every bucket, or from none.
+
+        Returns (0.0, None) when taken; else the seconds until all of them
+        would hold `cost` tokens (infinity if `cost` is more than a bucket's
+        burst) and the key of the bucket that takes longest to refill.
+        """
+        ...
+
+    async def hit(self, key: str, window: float, cap: int) -> int:
+        """Record one event at `key`; the events in the last `window` seconds, this one included.
+
+        Only the newest `cap` events are kept, so the answer is at most `cap`.
+        """
+        ...
+
+    async def charge(
+        self,
+        key: str,
+        amounts: Sequence[float],
+        limits: Sequence[float | None],
+        ttl: float,
+    ) -> tuple[bool, tuple[float, ...]]:
+        """Add `amounts` to the totals at `key` unless one would pass its limit (None: none).
+
+        Returns whether they were added and the totals after (or as they
+        stand, if not). Totals start at zero and expire `ttl` seconds after
+        they were created; negative amounts give back.
+        """
+        ...
+
+    async def seed(self, key: str, totals: Sequence[float], ttl: float) -> bool:
+        """Set the totals at `key` if there are none; True if set."""
+        ...
+
+    async def forget(self, key: str) -> None:
+        """Delete whatever is stored at `key` (a bucket, a window, totals, a flag)."""
+        ...
+
 
 class MemoryHotState:
     """The embedded, in-process implementation.
@@ -50,7 +116,15 @@ class MemoryHotState:
         self._clock = clock
         self._expiry: dict[str, float] = {}
         self._counters: dict[str, int] = {}
+        self._totals: dict[str, list[float]] = {}
         self._heap: list[tuple[float, str]] = []
+        # Buckets and windows, on the monotonic clock: key -> [tokens, last
+        # refill], key -> event times. An entry whose bucket would be full
+        # again, or whose window is empty, is the same as none: dropped.
+        self._buckets: dict[str, list[float]] = {}
+        self._windows: dict[str, deque[float]] = {}
+        self._idle: dict[str, float] = {}
+        self._idle_heap: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
         now = self._clock.now()
@@ -78,22 +152,117 @@ class MemoryHotState:
 
     async def unmark(self, key: str) -> None:
         """Clear the flag at `key`."""
-        self._expiry.pop(key, None)
-        self._counters.pop(key, None)
+        self._drop(key)
 
     async def is_marked(self, key: str) -> bool:
         """True while the flag at `key` is set."""
         return self._alive(key)
+
+    async def take(self, buckets: Sequence[Bucket], cost: float = 1.0) -> tuple[float, str | None]:
+        """Take `cost` tokens from every bucket, or none; (0.0, None), or the wait and why."""
+        now = self._clock.monotonic()
+        levels = []
+        wait = 0.0
+        slowest = None
+        for bucket in buckets:
+            state = self._buckets.get(bucket.key)
+            tokens = bucket.burst
+            if state is not None:
+                # A monotonic clock never goes back; max() keeps a misbehaving
+                # one from draining a bucket.
+                elapsed = max(0.0, now - state[1])
+                tokens = min(bucket.burst, state[0] + elapsed * bucket.rate)
+            levels.append(tokens)
+            if tokens < cost:
+                short = math.inf if cost > bucket.burst else (cost - tokens) / bucket.rate
+                if short > wait:
+                    wait, slowest = short, bucket.key
+        if slowest is not None:
+            return wait, slowest
+        for bucket, tokens in zip(buckets, levels, strict=True):
+            left = tokens - cost
+            self._buckets[bucket.key] = [left, now]
+            self._until_idle(bucket.key, now + (bucket.burst - left) / bucket.rate, now)
+        return 0.0, None
+
+    async def hit(self, key: str, window: float, cap: int) -> int:
+        """Record an event; how many of the newest `cap` are within `window` seconds."""
+        now = self._clock.monotonic()
+        events = self._windows.get(key)
+        if events is None:
+            events = self._windows[key] = deque()
+        horizon = now - window
+        while events and events[0] <= horizon:
+            events.popleft()
+        events.append(now)
+        while len(events) > max(1, cap):
+            events.popleft()
+        self._until_idle(key, now + window, now)
+        return len(events)
+
+    async def charge(
+        self,
+        key: str,
+        amounts: Sequence[float],
+        limits: Sequence[float | None],
+        ttl: float,
+    ) -> tuple[bool, tuple[float, ...]]:
+        """Add `amounts` to the totals at `key` unless a limit would be passed."""
+        current = self._totals.get(key) if self._alive(key) else None
+        totals = [0.0] * len(amounts) if current is None else current
+        after = [total + amount for total, amount in zip(totals, amounts, strict=True)]
+        for value, amount, limit in zip(after, amounts, limits, strict=True):
+            if limit is not None and amount > 0 and value > limit:
+                return False, tuple(totals)
+        if current is None:
+            self._set(key, ttl)
+        self._totals[key] = after
+        return True, tuple(after)
+
+    async def seed(self, key: str, totals: Sequence[float], ttl: float) -> bool:
+        """Set the totals at `key` unless some are there."""
+        if key in self._totals and self._alive(key):
+            return False
+        self._set(key, ttl)
+        self._totals[key] = [float(total) for total in totals]
+        return True
+
+    async def forget(self, key: str) -> None:
+        """Delete whatever is stored at `key`."""
+        self._drop(key)
+        self._buckets.pop(key, None)
+        self._windows.pop(key, None)
+        self._idle.pop(key, None)
 
     def _alive(self, key: str) -> bool:
         expires = self._expiry.get(key)
         if expires is None:
             return False
         if expires <= self._clock.now():
-            self._expiry.pop(key, None)
-            self._counters.pop(key, None)
+            self._drop(key)
             return False
         return True
+
+    def _drop(self, key: str) -> None:
+        self._expiry.pop(key, None)
+        self._counters.pop(key, None)
+        self._totals.pop(key, None)
+
+    def _until_idle(self, key: str, idle_at: float, now: float) -> None:
+        """Note when the bucket or window at `key` becomes the same as none, and sweep."""
+        self._idle[key] = idle_at
+        heapq.heappush(self._idle_heap, (idle_at, key))
+        if len(self._idle_heap) > 2 * len(self._idle) + 64:
+            self._idle_heap = [(when, name) for name, when in self._idle.items()]
+            heapq.heapify(self._idle_heap)
+        for _ in range(self._SWEEP_PER_WRITE):
+            if not self._idle_heap or self._idle_heap[0][0] > now:
+                return
+            when, name = heapq.heappop(self._idle_heap)
+            if self._idle.get(name) == when:
+                del self._idle[name]
+                self._buckets.pop(name, None)
+                self._windows.pop(name, None)
 
     def _set(self, key: str, ttl: float) -> None:
         expires = self._clock.now() + ttl
@@ -112,5 +281,4 @@ class MemoryHotState:
                 return
             expires, key = heapq.heappop(self._heap)
             if self._expiry.get(key) == expires:
-                del self._expiry[key]
-                self._counters.pop(key, None)
+                self._drop(key)

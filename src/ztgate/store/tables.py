@@ -51,6 +51,8 @@ tools = Table(
     Column("source", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # The tool's own rate limit and price (ToolLimits), canonical JSON (0005).
+    Column("limits", Text, nullable=True),
 )
 
 # The head of each audit chain: locked (SELECT ... FOR UPDATE, or SQLite's
@@ -192,6 +194,34 @@ warrants = Table(
     Index("ix_warrants_parent_id", "parent_id"),
 )
 
+# Containment holds: calls of an agent, of a task, or all calls (`scope`
+# agent | task | all; `target` the SPIFFE ID, the task id or "*") are
+# refused while a row exists. `cause` is kill (a principal) or burst (the
+# gateway suspended a runaway agent). Resuming deletes the rows.
+suspensions = Table(
+    "suspensions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("scope", String(16), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("cause", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# What each task has used of its budget: the calls allowed to run and their
+# spend, written behind (every second and at shutdown) by each gateway
+# process as increments, read back at start.
+task_usage = Table(
+    "task_usage",
+    metadata,
+    Column("task_id", String(32), primary_key=True),
+    Column("calls", BigInteger, nullable=False),
+    Column("spend", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 SCHEMA_TABLES = (
     generations,
     tools,
@@ -204,4 +234,6 @@ SCHEMA_TABLES = (
     api_keys,
     tasks,
     warrants,
+    suspensions,
+    task_usage,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,6 +84,92 @@ def validate_json_schema(schema: Any, what: str) -> Mapping[str, Any]:
     return schema
 
 
+_LIMIT_KEYS = frozenset({"rate_per_second", "burst", "cost", "cost_argument"})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLimits:
+    """A tool's own containment settings (see docs/containment.md).
+
+    `rate_per_second` and `burst`: the token bucket of this tool, shared by
+    all its callers, instead of `[limits] tool`. `cost` and `cost_argument`:
+    what one call spends from a task's spend budget, a fixed amount plus the
+    number found at `cost_argument` (a JSON Pointer such as `/amount`, or a
+    top-level argument name).
+
+    Raises:
+        InvalidInputError: any field is invalid.
+    """
+
+    rate_per_second: float | None = None
+    burst: int | None = None
+    cost: float = 0.0
+    cost_argument: str | None = None
+
+    def __post_init__(self) -> None:
+        rate = self.rate_per_second
+        if rate is not None and (not _is_number(rate) or not 0 < rate <= 1e6):
+            raise InvalidInputError("limits.rate_per_second must be a number above 0, up to 1e6")
+        if self.burst is not None:
+            if rate is None:
+                raise InvalidInputError("limits.burst needs limits.rate_per_second")
+            if isinstance(self.burst, bool) or not isinstance(self.burst, int):
+                raise InvalidInputError("limits.burst must be a whole number")
+            if not 1 <= self.burst <= 1_000_000:
+                raise InvalidInputError("limits.burst must be between 1 and 1000000")
+        if not _is_number(self.cost) or not 0 <= self.cost <= 1e12:
+            raise InvalidInputError("limits.cost must be a number from 0 up to 1e12")
+        pointer = self.cost_argument
+        if pointer is not None and (
+            not isinstance(pointer, str) or not 0 < len(pointer) <= 256 or pointer == "/"
+        ):
+            raise InvalidInputError(
+                "limits.cost_argument must be a JSON Pointer (/amount) or an argument name"
+            )
+
+    @property
+    def bucket_burst(self) -> float | None:
+        """The tool bucket's capacity (the rate rounded up, at least 1, unless `burst` is set)."""
+        if self.rate_per_second is None:
+            return None
+        return float(self.burst or max(1, math.ceil(self.rate_per_second)))
+
+    def to_json(self) -> dict[str, Any]:
+        """The set fields, as JSON."""
+        document: dict[str, Any] = {
+            "rate_per_second": self.rate_per_second,
+            "burst": self.burst,
+            "cost": self.cost or None,
+            "cost_argument": self.cost_argument,
+        }
+        return {key: value for key, value in document.items() if value is not None}
+
+    @classmethod
+    def from_json(cls, value: Any) -> ToolLimits | None:
+        """Parse `{"rate_per_second", "burst", "cost", "cost_argument"}`; None for none.
+
+        Raises:
+            InvalidInputError: not an object, an unknown key, or an invalid value.
+        """
+        if value is None:
+            return None
+        if isinstance(value, ToolLimits):
+            return value
+        if not isinstance(value, Mapping):
+            raise InvalidInputError("limits must be a JSON object")
+        unknown = sorted(set(value) - _LIMIT_KEYS)
+        if unknown:
+            raise InvalidInputError(
+                f"limits: unknown key {unknown[0]!r} (known: {', '.join(sorted(_LIMIT_KEYS))})"
+            )
+        limits = cls(**value)
+        return limits if limits.to_json() else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Tool:
     """A tool agents may call through the gateway.
@@ -98,6 +185,7 @@ class Tool:
     description: str = ""
     output_schema: Mapping[str, Any] | None = None
     timeout_seconds: float | None = None
+    limits: ToolLimits | None = None
     enabled: bool = True
     source: str = "cli"
     created_at: float = 0.0
@@ -116,6 +204,8 @@ class Tool:
             raise InvalidInputError("timeout must be between 0 and 3600 seconds")
         if len(self.description) > 8192:
             raise InvalidInputError("description is longer than 8192 characters")
+        if self.limits is not None and not isinstance(self.limits, ToolLimits):
+            raise InvalidInputError("limits must be a ToolLimits")
 
 
 def parse_risk(value: str) -> RiskTier:

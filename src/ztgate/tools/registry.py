@@ -14,7 +14,7 @@ from ztgate.errors import ConflictError, NotFoundError
 from ztgate.store import generations
 from ztgate.store.database import Database
 from ztgate.store.tables import tools as tools_table
-from ztgate.tools.model import RiskTier, Tool, ToolName
+from ztgate.tools.model import RiskTier, Tool, ToolLimits, ToolName
 
 GENERATION = "tools"
 InTransaction = Callable[[Connection], object]
@@ -118,6 +118,9 @@ def _to_row(tool: Tool) -> dict[str, Any]:
         "timeout_seconds": tool.timeout_seconds,
         "enabled": tool.enabled,
         "source": tool.source,
+        "limits": None
+        if tool.limits is None
+        else orjson.dumps(tool.limits.to_json(), option=orjson.OPT_SORT_KEYS).decode(),
     }
 
 
@@ -130,6 +133,7 @@ def _from_row(row: RowMapping) -> Tool:
         input_schema=orjson.loads(row["input_schema"]),
         output_schema=None if row["output_schema"] is None else orjson.loads(row["output_schema"]),
         timeout_seconds=row["timeout_seconds"],
+        limits=None if row["limits"] is None else ToolLimits.from_json(orjson.loads(row["limits"])),
         enabled=bool(row["enabled"]),
         source=row["source"],
         created_at=row["created_at"],

@@ -1,10 +1,10 @@
-"""Hot ephemeral state: nonces, windowed counters and marks, all expiring."""
+"""Hot ephemeral state: nonces, counters, marks, token buckets, sliding windows, totals."""
 
 from __future__ import annotations
 
 import pytest
 
-from ztgate.store.hot import MemoryHotState
+from ztgate.store.hot import Bucket, MemoryHotState
 from ztgate.testing import FrozenClock
 
 
@@ -183,3 +183,226 @@ async def test_renewing_one_mark_does_not_grow_memory(
     assert await hot.is_marked("suspended:agent-1")
     assert len(hot._expiry) == 1
     assert len(hot._heap) <= 100
+
+
+# -- take: token buckets ------------------------------------------------------------------------
+
+
+def bucket(key: str = "b", rate: float = 2.0, burst: float = 4.0) -> Bucket:
+    return Bucket(key, rate, burst)
+
+
+async def test_a_bucket_starts_full_and_refuses_once_empty(hot: MemoryHotState) -> None:
+    for _ in range(4):
+        assert await hot.take([bucket()]) == (0.0, None)
+    wait, key = await hot.take([bucket()])
+    assert key == "b"
+    assert wait == pytest.approx(0.5)  # one token at 2 a second
+
+
+async def test_a_bucket_refills_at_its_rate_up_to_its_burst(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    for _ in range(4):
+        await hot.take([bucket()])
+    clock.advance(0.5)
+    assert await hot.take([bucket()]) == (0.0, None)
+    assert (await hot.take([bucket()]))[1] == "b"
+    clock.advance(3600)  # a long pause fills it to its burst, no more
+    for _ in range(4):
+        assert await hot.take([bucket()]) == (0.0, None)
+    assert (await hot.take([bucket()]))[1] == "b"
+
+
+async def test_a_wall_clock_jump_forward_mints_no_tokens(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    for _ in range(4):
+        await hot.take([bucket()])
+    clock.set(clock.now() + 86400)  # NTP or an operator moves the wall clock a day ahead
+    wait, key = await hot.take([bucket()])
+    assert key == "b" and wait == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert await hot.take([bucket()]) == (0.0, None)
+    assert (await hot.take([bucket()]))[1] == "b"
+
+
+async def test_a_wall_clock_jump_backwards_neither_drains_nor_freezes_a_bucket(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    for _ in range(4):
+        await hot.take([bucket()])
+    clock.set(clock.now() - 86400)
+    clock.advance(1.0)  # one real second: two tokens, as if nothing happened
+    assert await hot.take([bucket()]) == (0.0, None)
+    assert await hot.take([bucket()]) == (0.0, None)
+    wait, _ = await hot.take([bucket()])
+    assert wait == pytest.approx(0.5)
+
+
+async def test_wall_clock_jumps_around_a_refill_change_nothing(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    """Back and forth while a bucket refills: only monotonic time counts."""
+    for _ in range(4):
+        await hot.take([bucket()])
+    for jump in (3600.0, -7200.0, 10.0, -0.25, 1e6):
+        clock.set(clock.now() + jump)
+        clock.advance(0.1)
+    # 0.5 s of real time: one token.
+    assert await hot.take([bucket()]) == (0.0, None)
+    assert (await hot.take([bucket()]))[1] == "b"
+
+
+class BackwardsMonotonic(FrozenClock):
+    """A broken monotonic clock that steps back."""
+
+    def step_back(self, seconds: float) -> None:
+        self._monotonic -= seconds
+
+
+async def test_a_monotonic_clock_that_steps_back_does_not_drain_a_bucket() -> None:
+    clock = BackwardsMonotonic()
+    hot = MemoryHotState(clock)
+    await hot.take([bucket()])  # three left
+    clock.step_back(100)
+    for _ in range(3):
+        assert await hot.take([bucket()]) == (0.0, None)
+    assert (await hot.take([bucket()]))[1] == "b"
+
+
+async def test_take_is_all_or_none(hot: MemoryHotState) -> None:
+    small = bucket("small", rate=1, burst=1)
+    big = bucket("big", rate=1, burst=10)
+    assert await hot.take([small, big]) == (0.0, None)
+    wait, key = await hot.take([small, big])
+    assert key == "small" and wait == pytest.approx(1.0)
+    # The refused call took nothing from the big bucket: nine are left.
+    for _ in range(9):
+        assert await hot.take([big]) == (0.0, None)
+    assert (await hot.take([big]))[1] == "big"
+
+
+async def test_take_names_the_bucket_that_refills_last(hot: MemoryHotState) -> None:
+    fast = bucket("fast", rate=10, burst=1)
+    slow = bucket("slow", rate=0.1, burst=1)
+    await hot.take([fast, slow])
+    wait, key = await hot.take([fast, slow])
+    assert key == "slow" and wait == pytest.approx(10.0)
+
+
+async def test_a_cost_above_the_burst_can_never_be_taken(hot: MemoryHotState) -> None:
+    wait, key = await hot.take([bucket(burst=2)], cost=3)
+    assert key == "b" and wait == float("inf")
+
+
+async def test_full_buckets_are_dropped_from_memory(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    """A bucket that has refilled is the same as none: idle ones are swept."""
+    for i in range(500):
+        await hot.take([bucket(f"agent-{i}")])
+    clock.advance(10)  # every one full again
+    for i in range(100):
+        await hot.take([bucket(f"other-{i}")])
+    # Each write sweeps a few idle entries: 100 writes reclaim the 500 idle ones.
+    assert set(hot._buckets) == {f"other-{i}" for i in range(100)}
+
+
+async def test_a_changed_burst_caps_the_tokens_left(hot: MemoryHotState) -> None:
+    await hot.take([bucket(burst=10)])
+    assert await hot.take([bucket(burst=1)]) == (0.0, None)
+    assert (await hot.take([bucket(burst=1)]))[1] == "b"
+
+
+# -- hit: sliding windows -----------------------------------------------------------------------
+
+
+async def test_hit_counts_the_events_of_the_last_window(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    assert await hot.hit("w", 1.0, 100) == 1
+    clock.advance(0.5)
+    assert await hot.hit("w", 1.0, 100) == 2
+    clock.advance(0.5)  # the first event is now exactly one window old: out
+    assert await hot.hit("w", 1.0, 100) == 2
+    clock.advance(5)
+    assert await hot.hit("w", 1.0, 100) == 1
+
+
+async def test_hit_keeps_at_most_cap_events(hot: MemoryHotState) -> None:
+    counts = [await hot.hit("w", 60, 3) for _ in range(10)]
+    assert counts == [1, 2, 3, 3, 3, 3, 3, 3, 3, 3]
+    assert len(hot._windows["w"]) == 3
+
+
+async def test_hit_ignores_wall_clock_jumps(hot: MemoryHotState, clock: FrozenClock) -> None:
+    await hot.hit("w", 10, 100)
+    clock.set(clock.now() + 3600)  # forward: the window does not empty
+    assert await hot.hit("w", 10, 100) == 2
+    clock.set(clock.now() - 7200)  # back: it does not stretch either
+    clock.advance(10)
+    assert await hot.hit("w", 10, 100) == 1
+
+
+async def test_idle_windows_are_dropped_from_memory(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    for i in range(500):
+        await hot.hit(f"w-{i}", 1, 10)
+    clock.advance(2)
+    for i in range(100):
+        await hot.hit(f"new-{i}", 1, 10)
+    assert set(hot._windows) == {f"new-{i}" for i in range(100)}
+    assert len(hot._idle) == 100
+
+
+# -- charge / seed: totals within limits ------------------------------------------------------
+
+
+async def test_charge_adds_within_the_limits(hot: MemoryHotState) -> None:
+    assert await hot.charge("t", (1, 5.0), (3, 12.0), 60) == (True, (1.0, 5.0))
+    assert await hot.charge("t", (1, 5.0), (3, 12.0), 60) == (True, (2.0, 10.0))
+    # The spend would pass 12: refused, nothing added.
+    assert await hot.charge("t", (1, 5.0), (3, 12.0), 60) == (False, (2.0, 10.0))
+    assert await hot.charge("t", (1, 2.0), (3, 12.0), 60) == (True, (3.0, 12.0))
+    assert await hot.charge("t", (1, 0.0), (3, 12.0), 60) == (False, (3.0, 12.0))
+
+
+async def test_charge_without_limits_and_giving_back(hot: MemoryHotState) -> None:
+    await hot.charge("t", (1, 5.0), (None, None), 60)
+    assert await hot.charge("t", (-1, -5.0), (1, 0.0), 60) == (True, (0.0, 0.0))
+
+
+async def test_a_zero_amount_passes_a_limit_already_reached(hot: MemoryHotState) -> None:
+    await hot.charge("t", (1, 10.0), (None, 10.0), 60)
+    assert await hot.charge("t", (1, 0.0), (None, 10.0), 60) == (True, (2.0, 10.0))
+
+
+async def test_totals_expire_after_their_ttl(hot: MemoryHotState, clock: FrozenClock) -> None:
+    await hot.charge("t", (1, 1.0), (None, None), 10)
+    clock.advance(5)
+    assert await hot.charge("t", (1, 1.0), (None, None), 10) == (True, (2.0, 2.0))
+    clock.advance(5)
+    assert await hot.charge("t", (1, 1.0), (None, None), 10) == (True, (1.0, 1.0))
+
+
+async def test_seed_sets_totals_only_when_there_are_none(hot: MemoryHotState) -> None:
+    assert await hot.seed("t", (7, 70.0), 60) is True
+    assert await hot.seed("t", (1, 1.0), 60) is False
+    assert await hot.charge("t", (1, 1.0), (8, None), 60) == (True, (8.0, 71.0))
+    assert (await hot.charge("t", (1, 1.0), (8, None), 60))[0] is False
+
+
+async def test_forget_deletes_any_kind_of_entry(hot: MemoryHotState) -> None:
+    await hot.take([bucket("k", rate=1, burst=1)])
+    await hot.hit("k", 60, 5)
+    await hot.charge("k", (1,), (None,), 60)
+    await hot.forget("k")
+    assert await hot.take([bucket("k", rate=1, burst=1)]) == (0.0, None)
+    await hot.forget("k")
+    assert await hot.hit("k", 60, 5) == 1
+    assert await hot.charge("k", (1,), (1,), 60) == (True, (1.0,))
+    await hot.mark("flag", 60)
+    await hot.forget("flag")
+    assert not await hot.is_marked("flag")

@@ -88,6 +88,8 @@ def test_the_schema_has_the_expected_tables(fresh: Database) -> None:
         "api_keys",
         "tasks",
         "warrants",
+        "suspensions",
+        "task_usage",
     }
     assert _tables(fresh.engine) == expected
     assert {t.name for t in SCHEMA_TABLES} == expected == set(metadata.tables)

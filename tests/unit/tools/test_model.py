@@ -11,6 +11,7 @@ from ztgate.testing import make_tool
 from ztgate.tools.model import (
     RiskTier,
     Tool,
+    ToolLimits,
     ToolName,
     parse_risk,
     validate_json_schema,
@@ -247,3 +248,60 @@ def test_tool_is_frozen() -> None:
     tool = make_tool()
     with pytest.raises(AttributeError):
         tool.name = "other"  # type: ignore[misc]
+
+
+# -- ToolLimits --------------------------------------------------------------------------------
+
+
+def test_tool_limits_round_trip_through_json() -> None:
+    limits = ToolLimits(rate_per_second=0.5, burst=2, cost=1.5, cost_argument="/amount")
+    assert limits.to_json() == {
+        "rate_per_second": 0.5,
+        "burst": 2,
+        "cost": 1.5,
+        "cost_argument": "/amount",
+    }
+    assert ToolLimits.from_json(limits.to_json()) == limits
+    assert ToolLimits.from_json(limits) is limits
+    assert make_tool(limits=limits).limits == limits
+
+
+def test_empty_tool_limits_are_none() -> None:
+    assert ToolLimits.from_json(None) is None
+    assert ToolLimits.from_json({}) is None
+    assert ToolLimits().to_json() == {}
+
+
+def test_a_tool_buckets_burst_defaults_to_its_rate() -> None:
+    assert ToolLimits(rate_per_second=2.5).bucket_burst == 3.0
+    assert ToolLimits(rate_per_second=0.1).bucket_burst == 1.0
+    assert ToolLimits(rate_per_second=1, burst=7).bucket_burst == 7.0
+    assert ToolLimits(cost=1).bucket_burst is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([], "JSON object"),
+        ({"rate": 1}, "unknown key 'rate'"),
+        ({"rate_per_second": 0}, "rate_per_second"),
+        ({"rate_per_second": True}, "rate_per_second"),
+        ({"rate_per_second": float("inf")}, "rate_per_second"),
+        ({"burst": 2}, "needs limits.rate_per_second"),
+        ({"rate_per_second": 1, "burst": 0}, "burst"),
+        ({"rate_per_second": 1, "burst": 1.5}, "whole number"),
+        ({"cost": -1}, "cost"),
+        ({"cost": "1"}, "cost"),
+        ({"cost_argument": ""}, "cost_argument"),
+        ({"cost_argument": "/"}, "cost_argument"),
+        ({"cost_argument": 3}, "cost_argument"),
+    ],
+)
+def test_tool_limits_are_validated(value: Any, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        ToolLimits.from_json(value)
+
+
+def test_a_tool_refuses_limits_of_the_wrong_type() -> None:
+    with pytest.raises(InvalidInputError, match="limits"):
+        make_tool(limits={"cost": 1})

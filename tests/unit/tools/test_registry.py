@@ -12,7 +12,7 @@ from ztgate.errors import ConflictError, InvalidInputError, NotFoundError
 from ztgate.store.database import Database
 from ztgate.store.generations import GenerationWatcher, read_all
 from ztgate.testing import FrozenClock, make_settings, make_tool
-from ztgate.tools.model import RiskTier
+from ztgate.tools.model import RiskTier, ToolLimits
 from ztgate.tools.registry import GENERATION, ToolRegistry
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
@@ -230,3 +230,17 @@ def test_a_second_process_sees_the_same_tools(
     assert second_registry.get("echo") == registry.get("echo")
     second_registry.remove("echo")
     assert registry.find("echo") is None
+
+
+def test_a_tools_limits_are_stored_and_synced(registry: ToolRegistry, database: Database) -> None:
+    limits = ToolLimits(rate_per_second=2, cost_argument="/amount")
+    registry.add(make_tool("pay", limits=limits))
+    assert registry.get("pay").limits == limits
+    before = generation(database)
+    registry.sync([make_tool("pay", limits=limits)])
+    assert generation(database) == before  # unchanged: not written again
+    registry.sync([make_tool("pay", limits=ToolLimits(cost=3))])
+    assert generation(database) == before + 1
+    assert registry.get("pay").limits == ToolLimits(cost=3)
+    registry.sync([make_tool("pay")])
+    assert registry.get("pay").limits is None

@@ -1,0 +1,1 @@
+"""Containment of runaway agents: kill switch, burst suspension, rate limits, loops, budgets."""
