@@ -24,6 +24,7 @@ from ztgate.audit.redact import preview, preview_text
 from ztgate.canonical import canonical_json
 from ztgate.clock import Clock, SystemClock
 from ztgate.config import Settings
+from ztgate.containment.service import Containment
 from ztgate.errors import GatewayError, StoreError, UpstreamError
 from ztgate.forward import Forwarder
 from ztgate.guards.justification import JustificationCheck
@@ -185,6 +186,7 @@ class Gateway:
     identity: CallerIdentity | None = None
     warrants: WarrantService | None = None
     hot: HotState | None = None
+    containment: Containment | None = None
 
     def __post_init__(self) -> None:
         self.registry = ToolRegistry(self.database, self.clock)
@@ -237,6 +239,8 @@ class Gateway:
             registry = TaskRegistry.from_settings(settings, database, clock, audit)
             warrants = WarrantService(settings, database, clock, hot, registry)
             chosen = [identity.check, *warrants.checks(), *chosen]
+        containment = Containment(settings, database, clock, hot, audit)
+        chosen = containment.arrange(chosen)
         pipeline = Pipeline(
             chosen,
             default_result_checks() if result_checks is None else result_checks,
@@ -252,6 +256,7 @@ class Gateway:
             identity=identity,
             warrants=warrants,
             hot=hot,
+            containment=containment,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -267,6 +272,8 @@ class Gateway:
             await self.identity.federation.start(self.metrics)
         if self.warrants is not None:
             self.warrants.start()
+        if self.containment is not None:
+            await self.containment.start(self.metrics)
         await self.audit.start()
         await self.forwarder.start()
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
@@ -278,6 +285,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
         await self.forwarder.stop()
+        if self.containment is not None:
+            await self.containment.stop()
         await self.audit.stop()
         if self.audit.batches:
             logger.info(
@@ -314,6 +323,8 @@ class Gateway:
             self.identity.changed(changed)
         if self.warrants is not None and TASKS_GENERATION in changed:
             self.warrants.changed()
+        if self.containment is not None and changed:
+            self.containment.changed(changed)
 
     # -- calls -------------------------------------------------------------------
 
@@ -379,11 +390,12 @@ class Gateway:
             decision = Decision(
                 call, (*decision.verdicts, refusal), decision.phase, decision.elapsed_seconds
             )
+        await ctx.settle(decision.outcome)  # e.g. a budget reservation kept or given back
         self.metrics.observe(decision)
         self.metrics.decision_seconds.observe(decision.elapsed_seconds)
         if decision.outcome is not Outcome.ALLOW or entry is None:
             asked = tuple(v for v in decision.verdicts if v.outcome is Outcome.ASK)
-            status = 401 if unauthenticated(decision) else 403
+            status = denial_status(decision)
             await self._record(
                 previews, decision, "decision", decision.outcome.value, status, checked=asked
             )
@@ -482,6 +494,13 @@ def unauthenticated(decision: Decision) -> bool:
     return decision.outcome is Outcome.DENY and any(
         v.check == authentication.NAME for v in decision.deciding
     )
+
+
+def denial_status(decision: Decision) -> int:
+    """A refusal in HTTP terms: 401 unauthenticated, 429 retry later (a rate limit), else 403."""
+    if unauthenticated(decision):
+        return 401
+    return 429 if decision.retry_after is not None else 403
 
 
 def _authenticated(decision: Decision) -> tuple[str | None, str | None]:

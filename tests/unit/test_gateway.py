@@ -202,6 +202,10 @@ def sample(gw: Gateway, name: str, **labels: str) -> float | None:
     return gw.metrics.registry.get_sample_value(name, labels)
 
 
+# Without authentication, containment's kill switch and tool rate limits come first.
+CONTAINED = ["halt", "rate"]
+
+
 def checks_of(items: Sequence[Verdict] | Sequence[dict[str, str]]) -> list[str]:
     return [i.check if isinstance(i, Verdict) else i["check"] for i in items]
 
@@ -258,8 +262,8 @@ async def test_an_allowed_read_gets_its_result_and_one_record(
     assert "lisbon" in record["arguments_preview"]
     assert record["detail"] == {"phase": "result", "upstream_status": 200}
     # The one record carries the decision's verdicts as well as the review's.
-    assert checks_of(record["reasons"]) == ["justification", "schema", "result_schema"]
-    assert record["reasons"][1] == {
+    assert checks_of(record["reasons"]) == [*CONTAINED, "justification", "schema", "result_schema"]
+    assert record["reasons"][len(CONTAINED) + 1] == {
         "check": "schema",
         "outcome": "allow",
         "reason": "arguments match the schema",
@@ -281,7 +285,7 @@ async def test_an_allowed_write_is_recorded_before_it_runs_and_after(
     assert (decision["kind"], decision["outcome"]) == ("decision", "allow")
     assert "status" not in decision
     assert decision["detail"] == {"phase": "call"}
-    assert checks_of(decision["reasons"]) == ["justification", "schema"]
+    assert checks_of(decision["reasons"]) == [*CONTAINED, "justification", "schema"]
     assert (result["kind"], result["outcome"], result["status"]) == ("result", "allow", 200)
     assert result["seq"] == decision["seq"] + 1
     assert checks_of(result["reasons"]) == ["result_schema"]  # the decision was recorded already
@@ -310,7 +314,7 @@ async def test_the_http_answer_verdicts_are_the_decisions_and_the_reviews(
 ) -> None:
     report = await call(gateway, "lookup", {"q": "a"})
     assert report.decision is not None and report.review is not None
-    assert checks_of(report.decision.verdicts) == ["justification", "schema"]
+    assert checks_of(report.decision.verdicts) == [*CONTAINED, "justification", "schema"]
     assert checks_of(report.review.verdicts) == ["result_schema"]
 
 
@@ -354,7 +358,7 @@ async def test_a_check_that_asks_becomes_a_deny_by_approval(
     assert report.outcome is Outcome.DENY
     assert report.decision is not None
     assert report.decision.outcome is Outcome.DENY
-    assert checks_of(report.decision.verdicts) == ["schema", "needs_human", "approval"]
+    assert checks_of(report.decision.verdicts) == [*CONTAINED, "schema", "needs_human", "approval"]
     approval = report.decision.verdicts[-1]
     assert approval.outcome is Outcome.DENY
     assert "approvals are not enabled" in approval.reason
@@ -384,7 +388,7 @@ async def test_a_deny_after_an_ask_is_a_plain_deny(build: Build, upstream: Upstr
     )
     report = await call(gw, "lookup", {"q": "x"})
     assert report.decision is not None
-    assert checks_of(report.decision.verdicts) == ["needs_human", "policy"]
+    assert checks_of(report.decision.verdicts) == [*CONTAINED, "needs_human", "policy"]
     assert upstream.arrivals == []
 
 
@@ -690,10 +694,15 @@ async def test_authentication_required_puts_the_authenticate_check_first(tmp_pat
         assert [check.name for check in gw.pipeline.checks] == [
             "authenticate",
             "warrant",
+            "halt",
             "proof",
+            "burst",
+            "rate",
+            "loop",
             "scope",
             "justification",
             "schema",
+            "budget",
         ]
         await gw.start()
         try:
@@ -734,10 +743,15 @@ def test_authentication_is_required_by_default(tmp_path: Path) -> None:
         assert [check.name for check in gw.pipeline.checks] == [
             "authenticate",
             "warrant",
+            "halt",
             "proof",
+            "burst",
+            "rate",
+            "loop",
             "scope",
             "justification",
             "schema",
+            "budget",
         ]
     finally:
         gw.database.dispose()
@@ -747,6 +761,11 @@ def test_authentication_off_leaves_no_identity_or_warrant_checks(tmp_path: Path)
     gw = Gateway.from_settings(make_settings(tmp_path, '[gateway]\nauthentication = "off"\n'))
     try:
         assert gw.identity is None and gw.warrants is None
-        assert [check.name for check in gw.pipeline.checks] == ["justification", "schema"]
+        assert [check.name for check in gw.pipeline.checks] == [
+            "halt",
+            "rate",
+            "justification",
+            "schema",
+        ]
     finally:
         gw.database.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,6 +87,10 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
                 **_PROBLEM_SCHEMA,
             },
             403: {"description": "Denied, with every deciding reason.", **_PROBLEM_SCHEMA},
+            429: {
+                "description": "Rate limited: retry after `Retry-After` seconds.",
+                **_PROBLEM_SCHEMA,
+            },
             413: {"description": "Body too large.", **_PROBLEM_SCHEMA},
             415: {"description": "Not JSON.", **_PROBLEM_SCHEMA},
             400: {"description": "Malformed JSON.", **_PROBLEM_SCHEMA},
@@ -266,6 +271,21 @@ def _answer(report: CallReport) -> Response:
     if report.result is None or decision is None:
         reasons = decision.reasons() if decision is not None else []
         detail = "; ".join(f"{r['check']}: {r['reason']}" for r in reasons) or "denied"
+        retry_after = decision.retry_after if decision is not None else None
+        if retry_after is not None:
+            # A refusal that passes with time (a rate limit): when to retry.
+            return Problem(
+                429,
+                "rate-limited",
+                detail,
+                extensions={
+                    "call_id": call_id,
+                    "outcome": "deny",
+                    "reasons": reasons,
+                    "retry_after": round(retry_after, 3),
+                },
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+            ).response(call_id)
         if decision is not None and unauthenticated(decision):
             return Problem(
                 401,

@@ -238,7 +238,13 @@ async def test_an_allowed_call_returns_the_result_and_every_verdict(
     assert set(body) == {"call_id", "outcome", "result", "verdicts"}
     assert body["outcome"] == "allow"
     assert body["result"] == {"echo": {"q": "lisbon"}}
-    assert [v["check"] for v in body["verdicts"]] == ["justification", "schema", "result_schema"]
+    assert [v["check"] for v in body["verdicts"]] == [
+        "halt",
+        "rate",
+        "justification",
+        "schema",
+        "result_schema",
+    ]
     assert all(v["outcome"] == "allow" for v in body["verdicts"])
     assert upstream.call_ids == [body["call_id"]]
 
