@@ -20,8 +20,8 @@ A case file is YAML (or JSON):
 A case may also give `justification`, `agent` (a SPIFFE ID; none means an
 unauthenticated call), `owner`, `local`, `in_scope` (default true), `task`
 (`id`, `intent`, `principal`, `age_seconds`, `calls`, `depth`,
-`delegated_by`), `guards` (`tainted_arguments`, `secrets`, `pii`,
-`injection`, `tainted`) and `time` (ISO 8601, or Unix seconds).
+`delegated_by`), `guards` (`tainted_arguments`, `tainted_from`, `secrets`,
+`pii`, `injection`, `hosts`) and `time` (ISO 8601, or Unix seconds).
 """
 
 from __future__ import annotations
@@ -227,16 +227,12 @@ def _guards(raw: Any) -> GuardFacts:
     if not isinstance(raw, Mapping):
         raise InvalidInputError("guards must be a mapping")
     lists = {}
-    for key in ("tainted_arguments", "secrets", "pii"):
+    for key in ("tainted_arguments", "tainted_from", "secrets", "pii", "hosts"):
         value = raw.get(key, [])
         if not _strings(value):
             raise InvalidInputError(f"guards.{key} must be a list of strings")
         lists[key] = tuple(value)
-    return GuardFacts(
-        **lists,
-        injection=bool(raw.get("injection", False)),
-        tainted=bool(raw.get("tainted", False)),
-    )
+    return GuardFacts(**lists, injection=bool(raw.get("injection", False)))
 
 
 def _time(raw: Any, now: float) -> float:

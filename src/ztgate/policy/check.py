@@ -9,7 +9,7 @@ issue, after the guards), and reads their facts from the call context:
 | `task.id`, `warrant.depth`, `warrant.delegated_by` | `warrant` | `context.task` |
 | `scope.within` | `scope` | `context.in_scope` |
 | `task.calls` | containment (when present) | `context.task.calls` |
-| `guards.*` (see `guard_facts`) | the guards (when present) | `context.guards` |
+| `guards.*` (`ztgate.guards.facts`) | the guards, when present | `context.guards`, `.hosts` |
 
 The task's intent, principal and age come from the task registry, read once
 per task (they never change) and only when a policy reads `context.task`.
@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry
 from ztgate.clock import Clock
 from ztgate.config import Settings
 from ztgate.errors import GatewayError
+from ztgate.guards import facts as found_by_guards
 from ztgate.models import Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext
 from ztgate.policy import engine
@@ -203,22 +204,26 @@ def tools_of(catalog: object) -> Sequence[Tool]:
 
 
 def guard_facts(found: Mapping[str, Any]) -> GuardFacts:
-    """The guards' findings among the facts (none until the guards run).
-
-    `guards.tainted_arguments` (JSON Pointers), `guards.secrets` and
-    `guards.pii` (kinds found leaving) are lists of strings;
-    `guards.injection` (injected instructions found in an earlier result of
-    the task) and `guards.tainted` (some argument is tainted) are booleans.
+    """The guards' findings among the facts (absent: nothing found; see `guards.facts`).
 
     Raises:
         FactError: a finding has the wrong type.
     """
+    sources = found.get(found_by_guards.TAINT_SOURCES, {})
+    if not isinstance(sources, Mapping):
+        raise FactError(f"fact {found_by_guards.TAINT_SOURCES} is not a mapping")
+    tainted_from: set[str] = set()
+    for tools in sources.values():
+        if isinstance(tools, str) or not isinstance(tools, list | tuple):
+            raise FactError(f"fact {found_by_guards.TAINT_SOURCES} does not map to lists of tools")
+        tainted_from.update(str(tool) for tool in tools)
     return GuardFacts(
-        tainted_arguments=_strings(found, "guards.tainted_arguments"),
-        secrets=_strings(found, "guards.secrets"),
-        pii=_strings(found, "guards.pii"),
-        injection=_typed(found, "guards.injection", bool, False),
-        tainted=_typed(found, "guards.tainted", bool, False),
+        tainted_arguments=_strings(found, found_by_guards.TAINTED_ARGUMENTS),
+        tainted_from=tuple(sorted(tainted_from)),
+        secrets=_strings(found, found_by_guards.SECRETS_LEAVING),
+        pii=_strings(found, found_by_guards.PII_LEAVING),
+        injection=_typed(found, found_by_guards.INJECTION_SEEN, bool, False),
+        hosts=_strings(found, found_by_guards.DESTINATION_HOSTS),
     )
 
 

@@ -63,7 +63,12 @@ def interpret(snapshot: PolicySnapshot, result: cedarpy.AuthzResult) -> Evaluati
     diagnostics = result.diagnostics
     errors = tuple(scrub(str(error)) for error in diagnostics.errors)
     unknown = [pid for pid in diagnostics.reasons if pid not in snapshot.rules]
-    satisfied = tuple(snapshot.rules[pid] for pid in diagnostics.reasons if pid in snapshot.rules)
+    satisfied = tuple(
+        sorted(
+            (snapshot.rules[pid] for pid in diagnostics.reasons if pid in snapshot.rules),
+            key=lambda rule: (rule.file, rule.line),
+        )
+    )
     if errors:
         return Evaluation(
             Outcome.DENY,

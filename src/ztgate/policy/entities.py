@@ -168,8 +168,9 @@ def build_context(needs: Needs, arguments: CedarType, facts: CallFacts) -> dict[
 def _guards(facts: CallFacts) -> dict[str, Any]:
     guards = facts.guards
     return {
-        "tainted": guards.any_tainted,
+        "tainted": guards.tainted,
         "tainted_arguments": list(guards.tainted_arguments),
+        "tainted_from": list(guards.tainted_from),
         "secrets": list(guards.secrets),
         "pii": list(guards.pii),
         "injection": guards.injection,
@@ -179,7 +180,7 @@ def _guards(facts: CallFacts) -> dict[str, Any]:
 _PARTS: dict[str, Callable[[CallFacts], Any]] = {
     "arguments": lambda facts: None,  # converted with the tool's type, above
     "argument_names": lambda facts: sorted(facts.arguments),
-    "hosts": lambda facts: hosts(facts.arguments),
+    "hosts": lambda facts: sorted({*hosts(facts.arguments), *facts.guards.hosts}),
     "in_scope": lambda facts: facts.in_scope,
     "authenticated": lambda facts: facts.agent is not None,
     "justification": lambda facts: facts.justification,

@@ -4,8 +4,10 @@ Before each evaluation the check asks `current()`. That stats the policy
 directory, its subdirectories and its files (a few microseconds for the
 default set; at most every `check_interval` seconds) and compares the
 registered tools with those the set was validated for. When either changed,
-a reload reads and validates everything in a worker thread, and the calls
-that noticed wait for it; then:
+a reload waits until the files have stayed unchanged for a moment (an
+editor writing in place leaves a file half-written for a while), reads and
+validates everything in a worker thread (again if the files changed while
+they were read), and the calls meanwhile wait for it; then:
 
 - if the new set loads, it replaces the old one in a single assignment, so a
   call is decided by one whole set, old or new, never a mixture;
@@ -38,6 +40,7 @@ from ztgate.tools.model import Tool
 
 logger = logging.getLogger(__name__)
 Stat = tuple[str, int, int, int, int] | tuple[str]
+DEFAULT_SETTLE = 0.05  # seconds a changed directory must stay unchanged before it is read
 
 
 class Watch:
@@ -101,12 +104,14 @@ class LivePolicies:
         *,
         status_path: Path | None = None,
         check_interval: float = 0.0,
+        settle: float = DEFAULT_SETTLE,
         load: Callable[[Path, Sequence[Tool]], PolicySnapshot] | None = None,
     ) -> None:
         """Watch `directory` (the built-in set while it does not exist).
 
         The status goes to `status_path` (see `status`); the directory is
-        looked at no more often than every `check_interval` seconds.
+        looked at no more often than every `check_interval` seconds, and
+        read once its files have not changed for `settle` seconds.
         """
         self.directory = directory
         self.snapshot: PolicySnapshot | None = None
@@ -115,6 +120,8 @@ class LivePolicies:
         self._status_path = status_path
         self._reporter = Reporter(clock, status_path)
         self._interval = check_interval
+        self._settle = settle
+        self._started = False
         self._load = load or _load
         self._watch = Watch(directory)
         self._catalog: Callable[[], object] = lambda: None
@@ -138,6 +145,7 @@ class LivePolicies:
             PolicyLoadError: the policies do not load (nothing is in force).
         """
         self._catalog, self._tools = catalog, tools
+        self._started = True
         self._reporter = Reporter(self._clock, self._status_path, registry)
         inputs = self._inputs()
         self._attempted = inputs
@@ -153,14 +161,14 @@ class LivePolicies:
 
     async def current(self) -> PolicySnapshot | None:
         """The set in force, reloaded first if the files or the tools changed."""
-        if self._reloading is None:
+        if self._reloading is None and self._started:
             now = self._clock.monotonic()
             if now - self._checked_at >= self._interval:
                 self._checked_at = now
                 inputs = self._inputs()
                 if inputs != self._attempted:
                     self._attempted = inputs
-                    self._reloading = asyncio.get_running_loop().create_task(self._reload())
+                    self._reloading = asyncio.get_running_loop().create_task(self._reload(inputs))
         if self._reloading is not None:
             await asyncio.shield(self._reloading)
         return self.snapshot
@@ -168,10 +176,16 @@ class LivePolicies:
     def _inputs(self) -> _Inputs:
         return _Inputs(self._watch.signature(), self._catalog())
 
-    async def _reload(self) -> None:
+    async def _reload(self, inputs: _Inputs) -> None:
         try:
-            tools = self._tools(self._attempted.tools if self._attempted else None)
-            outcome: Any = await asyncio.to_thread(self._try_load, tools)
+            while True:
+                inputs = await self._settled(inputs)
+                outcome: Any = await asyncio.to_thread(self._try_load, self._tools(inputs.tools))
+                after = self._inputs()
+                if after == inputs:
+                    break
+                inputs = after  # changed while being read: what was read may be torn
+            self._attempted = inputs
             if isinstance(outcome, PolicySnapshot):
                 self.snapshot = outcome  # one assignment: calls see the old set or the new one
                 self.last_problems = []
@@ -181,6 +195,19 @@ class LivePolicies:
                 self._reporter.rejected(outcome, self.snapshot)
         finally:
             self._reloading = None
+
+    async def _settled(self, inputs: _Inputs) -> _Inputs:
+        """`inputs` once the files have not changed for `settle` seconds.
+
+        An editor that truncates a file and then writes it leaves it empty or
+        half-written for a moment; a set read then could lack a forbid.
+        """
+        while True:
+            await asyncio.sleep(self._settle)
+            now = self._inputs()
+            if now == inputs:
+                return inputs
+            inputs = now
 
     def _try_load(self, tools: Sequence[Tool]) -> PolicySnapshot | list[str]:
         try:

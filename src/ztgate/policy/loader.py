@@ -45,7 +45,7 @@ SUFFIX = ".cedar"
 TAGS_FILE = "tags.toml"
 _POSITIONAL = re.compile(r"^policy(\d+)$")
 _POLICY_REF = re.compile(r"^for policy `[^`]*`,\s*")
-_NO_ACTION = "unable to find an applicable action"
+_FOR_ACTION = re.compile(r' (?:in context )?for Action::"(?:[^"\\]|\\.)*"')
 _UNKNOWN_ACTION = re.compile(r'unrecognized action `Action::"call:(.*)"`')
 
 
@@ -144,7 +144,7 @@ def load(sources: Sources, tools: Sequence[Tool]) -> PolicySnapshot:
     rules: dict[str, Rule] = {}
     policies: dict[str, Any] = {}
     for source in sources.files:
-        _FileLoader(source, schema, bool(tools), problems, warnings).load(rules, policies)
+        _FileLoader(source, schema, problems).load(rules, policies)
     if problems:
         raise PolicyLoadError(problems)
     policy_set = cedarpy.PolicySet.from_json_str(
@@ -181,15 +181,11 @@ class _FileLoader:
         self,
         source: Source,
         schema: cedarpy.Schema,
-        have_tools: bool,
         problems: list[str],
-        warnings: list[str],
     ) -> None:
         self.source = source
         self.schema = schema
-        self.have_tools = have_tools
         self.problems = problems
-        self.warnings = warnings
         self.chunks = [c for c in policy_text.split(source.text) if c.complete]
 
     def problem(self, line: int, message: str) -> None:
@@ -229,21 +225,20 @@ class _FileLoader:
 
     def _valid(self, static: Mapping[str, Any]) -> bool:
         result = cedarpy.validate_policies(self.source.text, self.schema, release_gil=True)
-        ok = True
         by_policy: dict[str, list[str]] = {}
         for error in result.errors:
-            by_policy.setdefault(error.policy_id, []).append(error.error)
+            # The validator checks each policy once per tool it may apply to:
+            # the same error for several tools is one problem.
+            message = _FOR_ACTION.sub("", error.error)
+            listed = by_policy.setdefault(error.policy_id, [])
+            if message not in listed:
+                listed.append(message)
         for pid, messages in by_policy.items():
             chunk = self._chunk(pid)
-            blocking = [m for m in messages if self.have_tools or _NO_ACTION not in m]
-            for message in blocking or messages:
+            for message in messages:
                 text = _explain(_POLICY_REF.sub("", message))
-                if blocking:
-                    self.problem(policy_text.mentioned_line(chunk, message), text)
-                else:
-                    self.warnings.append(f"{self.source.name}:{chunk.line}: {text}")
-            ok = ok and not blocking
-        return ok
+                self.problem(policy_text.mentioned_line(chunk, message), text)
+        return not by_policy
 
     def _add(
         self,

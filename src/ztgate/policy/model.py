@@ -117,16 +117,17 @@ class TaskFacts:
 class GuardFacts:
     """What the guards found in a call (all empty until the guards run)."""
 
-    tainted_arguments: tuple[str, ...] = ()
-    secrets: tuple[str, ...] = ()
-    pii: tuple[str, ...] = ()
-    injection: bool = False
-    tainted: bool = False
+    tainted_arguments: tuple[str, ...] = ()  # JSON Pointers of untrusted values
+    tainted_from: tuple[str, ...] = ()  # the tools whose results those values were seen in
+    secrets: tuple[str, ...] = ()  # kinds of secrets leaving
+    pii: tuple[str, ...] = ()  # kinds of personal data leaving
+    injection: bool = False  # the task read injected instructions earlier
+    hosts: tuple[str, ...] = ()  # destination hosts the egress guard found
 
     @property
-    def any_tainted(self) -> bool:
+    def tainted(self) -> bool:
         """Some argument carries data the agent read from an untrusted source."""
-        return self.tainted or bool(self.tainted_arguments)
+        return bool(self.tainted_arguments)
 
 
 @dataclass(frozen=True, slots=True)

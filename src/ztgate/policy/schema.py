@@ -187,6 +187,7 @@ COMMON_TYPES: dict[str, Any] = {
     "Guards": _record(
         tainted={"type": "Bool"},
         tainted_arguments=_strings(),
+        tainted_from=_strings(),
         secrets=_strings(),
         pii=_strings(),
         injection={"type": "Bool"},
@@ -238,13 +239,18 @@ def context_type(arguments: CedarType) -> dict[str, Any]:
 def cedar_schema(tools: Iterable[Tool]) -> dict[str, Any]:
     """The Cedar schema (JSON form) for policies over calls to `tools`."""
     actions: dict[str, Any] = {CALL: {}}
-    for tool in sorted(tools, key=lambda t: t.name):
-        actions[action_id(tool.name)] = {
+    arguments = {tool.name: arguments_type(tool.input_schema) for tool in tools}
+    if not arguments:
+        # With no tools there would be nothing to type-check policies against;
+        # no tool can be named "" (see ToolName), so this action is never called.
+        arguments[""] = CedarType("Record")
+    for name in sorted(arguments):
+        actions[action_id(name)] = {
             "memberOf": [{"id": CALL}],
             "appliesTo": {
                 "principalTypes": [AGENT],
                 "resourceTypes": [TOOL],
-                "context": context_type(arguments_type(tool.input_schema)),
+                "context": context_type(arguments[name]),
             },
         }
     return {"": {"commonTypes": COMMON_TYPES, "entityTypes": ENTITY_TYPES, "actions": actions}}

@@ -1,0 +1,147 @@
+"""Evaluation: default deny, forbid wins, @ask, and failing closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cedarpy
+import pytest
+
+from ztgate.models import Outcome
+from ztgate.policy import engine
+from ztgate.policy.engine import decide, evaluate, scrub
+from ztgate.policy.entities import build
+from ztgate.policy.model import GuardFacts
+
+from .conftest import Load, call
+
+PERMIT_READS = """@id("reads")
+permit (principal, action in Action::"call", resource) when { resource.risk == "read" };
+"""
+
+
+def test_nothing_is_allowed_without_a_permit(load: Load) -> None:
+    evaluation = decide(load(PERMIT_READS), call("send", {"to": "x"}))
+    assert evaluation.outcome is Outcome.DENY
+    assert evaluation.reason == "no policy permits this call (default deny)"
+    assert evaluation.deciding == ()
+
+
+def test_a_permit_allows_naming_the_policy(load: Load) -> None:
+    evaluation = decide(load(PERMIT_READS), call("lookup"))
+    assert evaluation.outcome is Outcome.ALLOW
+    assert evaluation.reason == "permitted by reads (main.cedar:1)"
+    assert [r.id for r in evaluation.deciding] == ["reads"]
+
+
+def test_forbid_wins_over_permit_and_ask(load: Load) -> None:
+    snapshot = load(
+        PERMIT_READS
+        + '@ask("look")\npermit (principal, action, resource);\n'
+        + '@id("no-secrets")\n@reason("secrets stay")\n'
+        + "forbid (principal, action, resource) when { !context.guards.secrets.isEmpty() };\n"
+    )
+    evaluation = decide(snapshot, call("lookup", guards=GuardFacts(secrets=("aws",))))
+    assert evaluation.outcome is Outcome.DENY
+    assert evaluation.reason == "forbidden by no-secrets (main.cedar:5): secrets stay"
+    assert [r.id for r in evaluation.deciding] == ["no-secrets"]
+
+
+def test_an_ask_annotation_turns_a_permit_into_ask(load: Load) -> None:
+    snapshot = load(
+        PERMIT_READS
+        + '@id("critical")\n@ask("a human approves each payment")\n'
+        + 'permit (principal, action in Action::"call", resource)\n'
+        + 'when { resource.risk == "critical" };\n'
+    )
+    evaluation = decide(snapshot, call("pay", {"amount": 1}))
+    assert evaluation.outcome is Outcome.ASK
+    assert evaluation.reason == (
+        "approval required by critical (main.cedar:3): a human approves each payment"
+    )
+
+
+def test_one_asking_permit_is_enough_whatever_other_permits_say(load: Load) -> None:
+    snapshot = load(
+        PERMIT_READS
+        + "@ask\npermit (principal, action, resource) when { context.guards.tainted };\n"
+    )
+    tainted = call("lookup", guards=GuardFacts(tainted_arguments=("/q",)))
+    assert decide(snapshot, tainted).outcome is Outcome.ASK
+    assert decide(snapshot, call("lookup")).outcome is Outcome.ALLOW
+
+
+def test_an_evaluation_error_denies_even_if_another_permit_holds(load: Load) -> None:
+    snapshot = load(
+        PERMIT_READS
+        + 'permit (principal, action == Action::"call:pay", resource)\n'
+        + "when { context.arguments.amount + 1 > 0 };\n"
+    )
+    evaluation = decide(snapshot, call("pay", {"amount": 2**63 - 1}))
+    assert evaluation.outcome is Outcome.DENY
+    assert evaluation.reason.startswith("a policy could not be evaluated, so the call is denied")
+    assert "overflow" in evaluation.reason
+    # Cedar alone would have skipped the failing policy: the others say nothing for pay.
+
+
+def test_an_argument_of_the_wrong_type_denies_with_the_reason(load: Load) -> None:
+    snapshot = load(
+        'forbid (principal, action == Action::"call:pay", resource) '
+        "when { context.arguments.amount > 1000 };\n" + "permit (principal, action, resource);"
+    )
+    evaluation = decide(snapshot, call("pay", {"amount": "lots"}))
+    assert evaluation.outcome is Outcome.DENY
+    assert evaluation.reason == (
+        "argument /amount should be an integer for policy conditions, but is a string (fail closed)"
+    )
+    assert "lots" not in evaluation.reason
+
+
+def test_a_missing_entity_denies(load: Load) -> None:
+    snapshot = load('permit (principal, action, resource) when { resource.risk == "read" };')
+    request = build(snapshot, call("lookup"))
+    other = cedarpy.Entities.from_json_str("[]")
+    evaluation = evaluate(
+        snapshot,
+        type(request)(request.principal, request.action, request.resource, request.context, other),
+    )
+    assert evaluation.outcome is Outcome.DENY
+    assert "does not exist" in evaluation.reason
+
+
+def test_an_engine_exception_denies(load: Load, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = load(PERMIT_READS)
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine.cedarpy, "is_authorized", explode)
+    evaluation = decide(snapshot, call("lookup"))
+    assert (evaluation.outcome, evaluation.reason) == (
+        Outcome.DENY,
+        "the policy engine failed: RuntimeError",
+    )
+
+
+def test_a_decision_naming_an_unknown_policy_denies(load: Load) -> None:
+    snapshot = load(PERMIT_READS)
+    result = cedarpy.AuthzResult(
+        {"decision": "Allow", "diagnostics": {"reason": ["ghost"], "errors": []}}
+    )
+    evaluation = engine.interpret(snapshot, result)
+    assert evaluation.outcome is Outcome.DENY
+    assert "unknown policy 'ghost'" in evaluation.reason
+
+
+def test_many_deciding_policies_are_summarised(load: Load) -> None:
+    snapshot = load("permit (principal, action, resource);\n" * 5)
+    evaluation = decide(snapshot, call("lookup"))
+    assert evaluation.outcome is Outcome.ALLOW
+    assert evaluation.reason == ("permitted by main.cedar:1, main.cedar:2, main.cedar:3, 2 more")
+    assert len(evaluation.deciding) == 5
+
+
+def test_scrub_elides_quoted_strings() -> None:
+    assert (
+        scrub('entity `Tool::"sec\\"ret"` does\n not exist') == 'entity `Tool::"…"` does not exist'
+    )
