@@ -116,6 +116,23 @@ DEFAULT_CONFIG_TEXT = """\
 # max_task_ttl_seconds = 604800
 # require_justification = ["write", "critical"]
 
+[limits]
+# Containment (docs/containment.md). Token buckets per agent, per task and
+# per tool (a tool's own `limits` replaces the tool bucket); none by default.
+# agent = { rate_per_second = 10, burst = 20 }
+# task = { rate_per_second = 5, burst = 10 }
+# tool = { rate_per_second = 100, burst = 200 }
+# The same call (tool and arguments) more than this many times in a task
+# within the window is denied and flagged (0: off).
+# loop_max_repeats = 10
+# loop_window_seconds = 300
+# An agent making more calls than this per second is suspended until a
+# principal resumes it (`ztgate resume agent ID`), with an alert (0: off).
+# burst_calls_per_second = 50
+# burst_window_seconds = 1
+# alert_webhook_url = "https://hooks.example/ztgate"
+# alert_timeout_seconds = 5
+
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.
 # tools = false

@@ -14,6 +14,7 @@ from ztgate.cli import agents as agents_cli
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
 from ztgate.cli import call as call_cli
+from ztgate.cli import containment as containment_cli
 from ztgate.cli import federation as federation_cli
 from ztgate.cli import principals as principals_cli
 from ztgate.cli import revoke as revoke_cli
@@ -41,6 +42,8 @@ app.add_typer(principals_cli.app, name="principals")
 app.add_typer(tasks_cli.app, name="tasks")
 app.command("call")(call_cli.call)
 app.add_typer(federation_cli.app, name="federation")
+app.add_typer(containment_cli.kill_app, name="kill")
+app.add_typer(containment_cli.resume_app, name="resume")
 
 
 @app.callback()

@@ -105,6 +105,10 @@ def create(
     budget_calls: Annotated[
         int | None, typer.Option(help="How many calls the task may make.")
     ] = None,
+    budget_spend: Annotated[
+        float | None,
+        typer.Option(help="How many spend units its calls may cost (tools declare costs)."),
+    ] = None,
     expires_in: Annotated[
         str | None, typer.Option(help="Lifetime, e.g. 15m, 2h (default: from the config).")
     ] = None,
@@ -123,6 +127,7 @@ def create(
         intent=intent,
         scope=_scope(scope, tool or []),
         budget_calls=budget_calls,
+        budget_spend=budget_spend,
         ttl=None if expires_in is None else parse_duration(expires_in),
     )
     now = SystemClock().now()

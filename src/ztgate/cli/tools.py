@@ -13,7 +13,7 @@ from ztgate.audit import AuditEntry, AuditLog
 from ztgate.cli.common import console, database, print_json
 from ztgate.clock import SystemClock
 from ztgate.errors import InvalidInputError
-from ztgate.tools.model import Tool, parse_risk
+from ztgate.tools.model import Tool, ToolLimits, parse_risk
 from ztgate.tools.registry import ToolRegistry
 
 app = typer.Typer(help="Register, list, show and remove tools.", no_args_is_help=True)
@@ -51,6 +51,7 @@ def describe(tool: Tool) -> dict[str, Any]:
         "input_schema": tool.input_schema,
         "output_schema": tool.output_schema,
         "timeout_seconds": tool.timeout_seconds,
+        "limits": None if tool.limits is None else tool.limits.to_json(),
         "enabled": tool.enabled,
         "source": tool.source,
     }
@@ -74,6 +75,14 @@ def add(
         float | None, typer.Option(help="Upstream timeout in seconds for this tool.")
     ] = None,
     replace: Annotated[bool, typer.Option(help="Overwrite a tool of the same name.")] = False,
+    limits: Annotated[
+        str | None,
+        typer.Option(
+            "--limits",
+            help='Its own rate limit and price, JSON: {"rate_per_second", "burst", "cost", '
+            '"cost_argument"}.',
+        ),
+    ] = None,
 ) -> None:
     """Register an HTTP tool (with no --schema, it accepts no arguments)."""
     tool = Tool(
@@ -86,6 +95,7 @@ def add(
         risk=parse_risk(risk),
         description=description,
         timeout_seconds=timeout,
+        limits=ToolLimits.from_json(_json_argument(limits, "--limits")) if limits else None,
         source="cli",
     )
     registry, audit = _registry(ctx)

@@ -28,6 +28,7 @@ from ztgate.errors import GatewayError, InvalidInputError, StoreError
 from ztgate.gateway import CallReport, Failure, Gateway, unauthenticated
 from ztgate.http.agents import agents_router
 from ztgate.http.body import CallRequest, parse_call_request, read_body
+from ztgate.http.containment import containment_router
 from ztgate.http.credentials import CHALLENGE as _CHALLENGE
 from ztgate.http.credentials import read_client_chain, read_credentials
 from ztgate.http.management import management_router
@@ -139,6 +140,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
 
     app.include_router(management_router(gateway))
     app.include_router(agents_router(gateway))
+    app.include_router(containment_router(gateway))
     _add_problem_schema(app)
     return app
 

@@ -7,6 +7,7 @@ never use these routes; their warrant operations are in `ztgate.http.agents`.
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -67,9 +68,8 @@ class RevocationCreate(BaseModel):
     reason: str = Field("", max_length=500)
 
 
-def management_router(gateway: Gateway) -> APIRouter:
-    """The routes, bound to `gateway`'s store."""
-    router = APIRouter()
+def principal_dependency(gateway: Gateway) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency: the principal whose API key the request carries (else 401)."""
     principals = PrincipalRegistry(gateway.database, gateway.clock, audit=gateway.audit)
 
     async def principal(request: Request) -> Principal:
@@ -93,7 +93,18 @@ def management_router(gateway: Gateway) -> APIRouter:
             )
         return found
 
-    Caller = Annotated[Principal, Depends(principal)]
+    return principal
+
+
+def require(caller: Principal, role: str) -> None:
+    """Raise a 403 problem unless `caller` has `role`."""
+    _require(caller, role)
+
+
+def management_router(gateway: Gateway) -> APIRouter:
+    """The routes, bound to `gateway`'s store."""
+    router = APIRouter()
+    Caller = Annotated[Principal, Depends(principal_dependency(gateway))]
 
     def tasks() -> TaskRegistry:
         if gateway.warrants is None:

@@ -110,3 +110,8 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(InvalidInputError):
         parse_duration(text)
+
+
+def test_create_with_a_call_and_a_spend_budget(ztgate: Cli) -> None:
+    task = _create(ztgate, "--tool", "pay", "--budget-calls", "10", "--budget-spend", "250.5")
+    assert task["task"]["budget"] == {"calls": 10, "spend": 250.5}

@@ -91,6 +91,7 @@ def test_add_list_show_remove(ztgate: Cli) -> None:
         "input_schema": SCHEMA,
         "output_schema": None,
         "timeout_seconds": 3.5,
+        "limits": None,
         "enabled": True,
         "source": "cli",
     }
@@ -301,3 +302,14 @@ def test_a_change_that_cannot_be_audited_is_not_made(
 
     monkeypatch.undo()
     assert _json(ztgate("tools", "list", "--json")) == []
+
+
+def test_add_with_limits(ztgate: Cli) -> None:
+    limits = '{"rate_per_second": 0.5, "burst": 2, "cost_argument": "/amount"}'
+    _ok(ztgate("tools", "add", "pay", "--url", "http://127.0.0.1:9/pay", "--limits", limits))
+    shown = _json(ztgate("tools", "show", "pay", "--json"))
+    assert shown["limits"] == {"rate_per_second": 0.5, "burst": 2, "cost_argument": "/amount"}
+    result = ztgate(
+        "tools", "add", "bad", "--url", "http://127.0.0.1:9/x", "--limits", '{"burst": 2}'
+    )
+    assert result.exit_code != 0 and isinstance(result.exception, InvalidInputError)

@@ -481,3 +481,40 @@ def test_read_client_chain_reads_the_tls_extension_and_refuses_garbage() -> None
     with pytest.raises(Problem) as caught:
         read_client_chain({"extensions": {"tls": {"client_cert_chain": ["not PEM"]}}})
     assert caught.value.status == 401
+
+
+async def test_a_rate_limited_call_is_429_with_retry_after(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    tools = [
+        {
+            "name": "lookup",
+            "url": f"{upstream.base}/echo",
+            "risk": "read",
+            "input_schema": QUERY,
+            "limits": {"rate_per_second": 0.25, "burst": 2},
+        }
+    ]
+    toml = '[gateway]\nauthentication = "off"\n\n' + array_of_tables("tools", tools)
+    gw = Gateway.from_settings(make_settings(tmp_path, toml))
+    await gw.start()
+    try:
+        transport = httpx.ASGITransport(app=create_asgi(gw))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            body = {"tool": "lookup", "arguments": {"q": "x"}}
+            for _ in range(2):
+                assert (await client.post("/v1/calls", json=body)).status_code == 200
+            response = await client.post("/v1/calls", json=body)
+        assert response.status_code == 429
+        assert response.headers["content-type"] == PROBLEM
+        assert response.headers["retry-after"] == "4"  # whole seconds, rounded up
+        problem = response.json()
+        assert problem["type"] == "urn:ztgate:problem:rate-limited"
+        assert problem["title"] == "Too many requests"
+        assert 3.9 < problem["retry_after"] <= 4.0
+        assert problem["reasons"][0]["check"] == "rate"
+        assert "rate limit of tool lookup" in problem["detail"]
+        (record,) = records(gw, problem["call_id"])
+        assert (record["outcome"], record["status"]) == ("deny", 429)
+    finally:
+        await gw.stop()
