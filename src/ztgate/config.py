@@ -276,6 +276,17 @@ class LimitsSettings(_Section):
         return max(1, math.floor(self.burst_calls_per_second * self.burst_window_seconds))
 
 
+class PolicySettings(_Section):
+    """The Cedar policies every call is decided by (see docs/policy.md)."""
+
+    # A directory of .cedar files (and an optional tags.toml); `ztgate init`
+    # copies the default set there. While it does not exist, the built-in
+    # default set is used.
+    dir: Path = Path(".ztgate/policies")
+    # How often, at most, the gateway looks for edits (0: before every call).
+    reload_check_seconds: float = Field(0.0, ge=0, le=3600)
+
+
 class DemoSettings(_Section):
     """The built-in demo tool server (off unless asked for)."""
 
@@ -330,6 +341,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = AuditSettings()
     identity: IdentitySettings = IdentitySettings()
     warrants: WarrantSettings = WarrantSettings()
+    policy: PolicySettings = PolicySettings()
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
     tools: list[ToolSettings] = Field(default_factory=list)

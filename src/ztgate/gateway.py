@@ -42,6 +42,7 @@ from ztgate.ids import time_ordered_id
 from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
 from ztgate.pipeline import CallContext, Check, Pipeline, ResultCheck
+from ztgate.policy.check import PolicyCheck
 from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
 from ztgate.store.database import Database
 from ztgate.store.generations import GenerationWatcher
@@ -187,6 +188,7 @@ class Gateway:
     warrants: WarrantService | None = None
     hot: HotState | None = None
     containment: Containment | None = None
+    policy: PolicyCheck | None = None
 
     def __post_init__(self) -> None:
         self.registry = ToolRegistry(self.database, self.clock)
@@ -241,6 +243,16 @@ class Gateway:
             chosen = [identity.check, *warrants.checks(), *chosen]
         containment = Containment(settings, database, clock, hot, audit)
         chosen = containment.arrange(chosen)
+        policy = None
+        if checks is None:
+            # The organisation's rules decide last, over what the checks found.
+            policy = PolicyCheck.from_settings(
+                settings,
+                clock,
+                tasks=warrants.registry.get if warrants else None,
+                owner=identity.registered.owner if identity else None,
+            )
+            chosen = [*chosen, policy]
         pipeline = Pipeline(
             chosen,
             default_result_checks() if result_checks is None else result_checks,
@@ -257,6 +269,7 @@ class Gateway:
             warrants=warrants,
             hot=hot,
             containment=containment,
+            policy=policy,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -266,6 +279,8 @@ class Gateway:
         self.database.migrate()
         self.registry.sync(self.settings.declared_tools())
         self.catalog = Catalog(self.registry.all())
+        if self.policy is not None:  # a set that does not load stops the start
+            self.policy.start(lambda: self.catalog, self.metrics.registry)
         self._watcher.prime()
         if self.identity is not None:
             self.identity.start()

@@ -176,6 +176,11 @@ async def build(tmp_path: Path, upstream: Upstream) -> AsyncIterator[Build]:
         **sections: dict[str, Any],
     ) -> Gateway:
         settings = make_settings(tmp_path, gateway_toml(upstream.base, **sections))
+        # The policies permit everything here: the default set is tested in
+        # tests/unit/policy and tests/integration/test_policy.py.
+        (settings.path(settings.policy.dir) / "default.cedar").write_text(
+            "permit (principal, action, resource);\n", encoding="utf-8"
+        )
         gw = Gateway.from_settings(settings, checks=checks, result_checks=result_checks)
         await gw.start()
         started.append(gw)
@@ -262,7 +267,13 @@ async def test_an_allowed_read_gets_its_result_and_one_record(
     assert "lisbon" in record["arguments_preview"]
     assert record["detail"] == {"phase": "result", "upstream_status": 200}
     # The one record carries the decision's verdicts as well as the review's.
-    assert checks_of(record["reasons"]) == [*CONTAINED, "justification", "schema", "result_schema"]
+    assert checks_of(record["reasons"]) == [
+        *CONTAINED,
+        "justification",
+        "schema",
+        "policy",
+        "result_schema",
+    ]
     assert record["reasons"][len(CONTAINED) + 1] == {
         "check": "schema",
         "outcome": "allow",
@@ -285,7 +296,7 @@ async def test_an_allowed_write_is_recorded_before_it_runs_and_after(
     assert (decision["kind"], decision["outcome"]) == ("decision", "allow")
     assert "status" not in decision
     assert decision["detail"] == {"phase": "call"}
-    assert checks_of(decision["reasons"]) == [*CONTAINED, "justification", "schema"]
+    assert checks_of(decision["reasons"]) == [*CONTAINED, "justification", "schema", "policy"]
     assert (result["kind"], result["outcome"], result["status"]) == ("result", "allow", 200)
     assert result["seq"] == decision["seq"] + 1
     assert checks_of(result["reasons"]) == ["result_schema"]  # the decision was recorded already
@@ -314,7 +325,12 @@ async def test_the_http_answer_verdicts_are_the_decisions_and_the_reviews(
 ) -> None:
     report = await call(gateway, "lookup", {"q": "a"})
     assert report.decision is not None and report.review is not None
-    assert checks_of(report.decision.verdicts) == [*CONTAINED, "justification", "schema"]
+    assert checks_of(report.decision.verdicts) == [
+        *CONTAINED,
+        "justification",
+        "schema",
+        "policy",
+    ]
     assert checks_of(report.review.verdicts) == ["result_schema"]
 
 
@@ -703,6 +719,7 @@ async def test_authentication_required_puts_the_authenticate_check_first(tmp_pat
             "justification",
             "schema",
             "budget",
+            "policy",
         ]
         await gw.start()
         try:
@@ -752,6 +769,7 @@ def test_authentication_is_required_by_default(tmp_path: Path) -> None:
             "justification",
             "schema",
             "budget",
+            "policy",
         ]
     finally:
         gw.database.dispose()
@@ -766,6 +784,7 @@ def test_authentication_off_leaves_no_identity_or_warrant_checks(tmp_path: Path)
             "rate",
             "justification",
             "schema",
+            "policy",
         ]
     finally:
         gw.database.dispose()

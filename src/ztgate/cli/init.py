@@ -11,6 +11,7 @@ from ztgate.config import Settings, load_settings
 from ztgate.demo.tools import demo_tool_declarations
 from ztgate.identity.authority import STATE_FILE, CertificateAuthority
 from ztgate.identity.spiffe_id import parse_trust_domain
+from ztgate.policy.loader import install_defaults
 from ztgate.principals.registry import ADMIN, PrincipalRegistry
 from ztgate.warrants.keys import load_or_create
 
@@ -116,6 +117,13 @@ DEFAULT_CONFIG_TEXT = """\
 # max_task_ttl_seconds = 604800
 # require_justification = ["write", "critical"]
 
+[policy]
+# The Cedar policies every call is decided by: a directory of .cedar files
+# (and an optional tags.toml), reloaded on change; a bad edit is refused and
+# the previous set stays in force. `ztgate init` writes the default set there.
+# dir = ".ztgate/policies"
+# reload_check_seconds = 0     # look for edits before every call
+
 [limits]
 # Containment (docs/containment.md). Token buckets per agent, per task and
 # per tool (a tool's own `limits` replaces the tool bucket); none by default.
@@ -205,6 +213,9 @@ def initialise(
         )
         encrypted = " (keys encrypted)" if identity.passphrase() else ""
         done.append(f"created trust domain spiffe://{identity.trust_domain} in {ca_dir}{encrypted}")
+    policies = settings.path(settings.policy.dir)
+    if install_defaults(policies):
+        done.append(f"wrote the default policies to {policies}")
     warrant_key = settings.path(settings.warrants.signing_key)
     if not warrant_key.exists():
         load_or_create(warrant_key, passphrase=settings.identity.passphrase())

@@ -16,6 +16,7 @@ from ztgate.cli import ca as ca_cli
 from ztgate.cli import call as call_cli
 from ztgate.cli import containment as containment_cli
 from ztgate.cli import federation as federation_cli
+from ztgate.cli import policy as policy_cli
 from ztgate.cli import principals as principals_cli
 from ztgate.cli import revoke as revoke_cli
 from ztgate.cli import tasks as tasks_cli
@@ -44,6 +45,7 @@ app.command("call")(call_cli.call)
 app.add_typer(federation_cli.app, name="federation")
 app.add_typer(containment_cli.kill_app, name="kill")
 app.add_typer(containment_cli.resume_app, name="resume")
+app.add_typer(policy_cli.app, name="policy")
 
 
 @app.callback()

@@ -243,6 +243,7 @@ async def test_an_allowed_call_returns_the_result_and_every_verdict(
         "rate",
         "justification",
         "schema",
+        "policy",
         "result_schema",
     ]
     assert all(v["outcome"] == "allow" for v in body["verdicts"])
