@@ -287,6 +287,34 @@ class PolicySettings(_Section):
     reload_check_seconds: float = Field(0.0, ge=0, le=3600)
 
 
+class InjectionSettings(_Section):
+    """Result scanning for injected instructions (see docs/guards.md)."""
+
+    # The built-in detector (rules, invisible characters, encodings).
+    detector: bool = True
+    # A result whose most suspicious string scores at least this is flagged.
+    threshold: float = Field(0.5, gt=0, le=1)
+    # A directory with model.onnx + tokenizer.json (+ config.json): an ML
+    # classifier run as well (needs ztgate[ml]); checked at start. None: off.
+    classifier_path: Path | None = None
+    classifier_threshold: float = Field(0.5, gt=0, le=1)
+    # The classifier's positive label (default: injection / jailbreak / malicious).
+    classifier_label: str = Field("", max_length=64)
+    # What the agent gets when a result is flagged: the result marked as
+    # untrusted data (spotlight), a notice instead of it (quarantine), or the
+    # result with the matched spans removed (redact).
+    action: Literal["spotlight", "quarantine", "redact"] = "spotlight"
+    # How long a task stays marked as having read injected content (longer
+    # than any task lives by default: warrants.max_task_ttl_seconds).
+    seen_ttl_seconds: int = Field(7 * 86400, ge=60, le=365 * 86400)
+
+
+class GuardsSettings(_Section):
+    """Guards against indirect prompt injection and exfiltration."""
+
+    injection: InjectionSettings = InjectionSettings()
+
+
 class DemoSettings(_Section):
     """The built-in demo tool server (off unless asked for)."""
 
@@ -342,6 +370,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = IdentitySettings()
     warrants: WarrantSettings = WarrantSettings()
     policy: PolicySettings = PolicySettings()
+    guards: GuardsSettings = GuardsSettings()
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
