@@ -15,6 +15,8 @@ TAINT_SOURCES = "guards.taint_sources"  # dict[str, list[str]]
 # Outbound DLP: kinds of secrets / PII found in the arguments (e.g. "aws_access_key", "iban").
 SECRETS_LEAVING = "guards.secrets_leaving"  # list[str]
 PII_LEAVING = "guards.pii_leaving"  # list[str]
+# Encoded or high-entropy data in the arguments (e.g. "base64_blob", "high_entropy_string").
+ENCODED_LEAVING = "guards.encoded_leaving"  # list[str]
 # Result scanning: this task has read content flagged as injected instructions.
 INJECTION_SEEN = "guards.injection_seen"  # bool
 # Egress: destination hosts named in the arguments (lower-case, IDNA).

@@ -6,7 +6,7 @@ Every entry expires; nothing here is durable.
 
 Two kinds of time:
 
-- TTLs (`remember_once`, `incr`, `mark`, `charge`, `seed`) are on the wall
+- TTLs (`remember_once`, `incr`, `mark`, `charge`, `seed`, `note`) are on the wall
   clock, because what they guard is wall-clock time too: a proof's `iat`
   window, a task's expiry.
 - Token buckets (`take`) and sliding windows (`hit`) measure durations on
@@ -24,11 +24,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ztgate.clock import Clock
+
+
+# The labels one field of a `note` map keeps (a value seen in many tools' results).
+MAX_LABELS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,20 @@ class HotState(Protocol):
         """Delete whatever is stored at `key` (a bucket, a window, totals, a flag)."""
         ...
 
+    async def note(self, key: str, entries: Mapping[str, str], ttl: float, cap: int) -> None:
+        """Add labels to the map at `key`: each field keeps the set of labels noted for it.
+
+        The map expires `ttl` seconds after this note; it holds at most `cap`
+        fields (new fields beyond are dropped) and each field at most
+        `MAX_LABELS` labels. (Redis: a hash whose values join the labels,
+        merged by a script, then EXPIRE.)
+        """
+        ...
+
+    async def notes(self, key: str, fields: Sequence[str]) -> list[frozenset[str]]:
+        """The labels noted at `key` for each of `fields` (empty for a field never noted)."""
+        ...
+
 
 class MemoryHotState:
     """The embedded, in-process implementation.
@@ -117,6 +135,7 @@ class MemoryHotState:
         self._expiry: dict[str, float] = {}
         self._counters: dict[str, int] = {}
         self._totals: dict[str, list[float]] = {}
+        self._notes: dict[str, dict[str, set[str]]] = {}
         self._heap: list[tuple[float, str]] = []
         # Buckets and windows, on the monotonic clock: key -> [tokens, last
         # refill], key -> event times. An entry whose bucket would be full
@@ -234,6 +253,28 @@ class MemoryHotState:
         self._windows.pop(key, None)
         self._idle.pop(key, None)
 
+    async def note(self, key: str, entries: Mapping[str, str], ttl: float, cap: int) -> None:
+        """Add `entries` (field -> label) to the map at `key`, which then lives `ttl` seconds."""
+        noted = self._notes.get(key) if self._alive(key) else None
+        if noted is None:
+            noted = self._notes[key] = {}
+        for name, label in entries.items():
+            labels = noted.get(name)
+            if labels is None:
+                if len(noted) >= cap:
+                    continue
+                labels = noted[name] = set()
+            if len(labels) < MAX_LABELS:
+                labels.add(label)
+        self._set(key, ttl)
+
+    async def notes(self, key: str, fields: Sequence[str]) -> list[frozenset[str]]:
+        """The labels noted at `key` for each of `fields`."""
+        noted = self._notes.get(key) if self._alive(key) else None
+        if noted is None:
+            return [frozenset()] * len(fields)
+        return [frozenset(noted.get(name, ())) for name in fields]
+
     def _alive(self, key: str) -> bool:
         expires = self._expiry.get(key)
         if expires is None:
@@ -245,6 +286,7 @@ class MemoryHotState:
 
     def _drop(self, key: str) -> None:
         self._expiry.pop(key, None)
+        self._notes.pop(key, None)
         self._counters.pop(key, None)
         self._totals.pop(key, None)
 

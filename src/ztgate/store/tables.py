@@ -53,6 +53,10 @@ tools = Table(
     Column("updated_at", Float, nullable=False),
     # The tool's own rate limit and price (ToolLimits), canonical JSON (0005).
     Column("limits", Text, nullable=True),
+    # Trusted result fields and egress (ToolFlow), canonical JSON; the
+    # approved fingerprint of the description and schemas (tools/pins.py) (0006).
+    Column("flow", Text, nullable=True),
+    Column("pin_sha256", String(64), nullable=True),
 )
 
 # The head of each audit chain: locked (SELECT ... FOR UPDATE, or SQLite's

@@ -16,11 +16,16 @@ from ztgate.tools.model import Tool
 
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """A tool with its argument and result validators compiled once."""
+    """A tool with its argument and result validators compiled once.
+
+    `pinned`: its description and schemas are the ones a principal approved
+    (computed once per catalog, see tools/pins.py).
+    """
 
     spec: Tool
     arguments: Draft202012Validator
     result: Draft202012Validator | None
+    pinned: bool = True
 
 
 class Catalog:
@@ -35,6 +40,7 @@ class Catalog:
                 None
                 if tool.output_schema is None
                 else Draft202012Validator(tool.output_schema, format_checker=checker),
+                tool.pinned,
             )
             for tool in tools
         }

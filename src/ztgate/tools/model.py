@@ -14,6 +14,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from ztgate.errors import InvalidInputError
+from ztgate.tools.flow import ToolFlow
+from ztgate.tools.pins import fingerprint
 
 # ASCII only: a name is compared byte for byte, so look-alike letters from
 # other scripts (homoglyphs) and width variants cannot name a different tool.
@@ -186,6 +188,9 @@ class Tool:
     output_schema: Mapping[str, Any] | None = None
     timeout_seconds: float | None = None
     limits: ToolLimits | None = None
+    # Trusted result fields, egress (tools/flow.py); the approved fingerprint (tools/pins.py).
+    flow: ToolFlow | None = None
+    pin_sha256: str | None = None
     enabled: bool = True
     source: str = "cli"
     created_at: float = 0.0
@@ -206,6 +211,18 @@ class Tool:
             raise InvalidInputError("description is longer than 8192 characters")
         if self.limits is not None and not isinstance(self.limits, ToolLimits):
             raise InvalidInputError("limits must be a ToolLimits")
+        if self.flow is not None and not isinstance(self.flow, ToolFlow):
+            raise InvalidInputError("flow must be a ToolFlow")
+
+    @property
+    def fingerprint(self) -> str:
+        """The SHA-256 of the description and schemas (what pinning approves)."""
+        return fingerprint(self.description, self.input_schema, self.output_schema)
+
+    @property
+    def pinned(self) -> bool:
+        """True if a principal approved exactly this description and these schemas."""
+        return self.pin_sha256 is not None and self.pin_sha256 == self.fingerprint
 
 
 def parse_risk(value: str) -> RiskTier:

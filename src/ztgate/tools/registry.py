@@ -14,6 +14,7 @@ from ztgate.errors import ConflictError, NotFoundError
 from ztgate.store import generations
 from ztgate.store.database import Database
 from ztgate.store.tables import tools as tools_table
+from ztgate.tools.flow import ToolFlow
 from ztgate.tools.model import RiskTier, Tool, ToolLimits, ToolName
 
 GENERATION = "tools"
@@ -27,11 +28,21 @@ class ToolRegistry:
         self._database = database
         self._clock = clock
 
-    def add(self, tool: Tool, *, replace: bool = False, also: InTransaction | None = None) -> Tool:
+    def add(
+        self,
+        tool: Tool,
+        *,
+        replace: bool = False,
+        also: InTransaction | None = None,
+        pin: bool = True,
+    ) -> Tool:
         """Register `tool`; with `replace`, overwrite one of the same name.
 
         `also` runs inside the same transaction (the audit record of the
-        change), so both are committed or neither is.
+        change), so both are committed or neither is. A new tool is pinned
+        to its fingerprint unless `pin` is false (its description needs a
+        principal's review); a replaced one keeps the pin it had, so a
+        changed description or schema leaves it unpinned until approved.
 
         Raises:
             ConflictError: a tool of that name exists and `replace` is false.
@@ -43,6 +54,9 @@ class ToolRegistry:
                 raise ConflictError(f"tool {tool.name!r} already exists (use --replace)")
             created = existing.created_at if existing is not None else now
             row = _to_row(tool) | {"created_at": created, "updated_at": now}
+            row["pin_sha256"] = (
+                existing.pin_sha256 if existing is not None else tool.fingerprint if pin else None
+            )
             if existing is None:
                 conn.execute(insert(tools_table).values(**row))
             else:
@@ -56,12 +70,45 @@ class ToolRegistry:
         assert stored is not None  # noqa: S101 - just written in this transaction
         return stored
 
-    def sync(self, declared: Iterable[Tool]) -> None:
-        """Make the tools declared in the config file present and current."""
+    def sync(
+        self,
+        declared: Iterable[Tool],
+        *,
+        pin: Callable[[Tool], bool] | None = None,
+        also: Callable[[Tool, Tool | None], InTransaction | None] | None = None,
+    ) -> None:
+        """Make the tools declared in the config file present and current.
+
+        `pin(tool)` says whether a new tool is pinned at once (see `add`);
+        `also(tool, current)` gives what to run in the transaction of each change.
+        """
         for tool in declared:
             current = self.find(tool.name)
-            if current is None or _to_row(current) != _to_row(tool):
-                self.add(tool, replace=True)
+            if current is None or _declared(current) != _declared(tool):
+                hook = also(tool, current) if also is not None else None
+                self.add(tool, replace=True, pin=pin(tool) if pin else True, also=hook)
+
+    def approve(self, name: str, *, also: InTransaction | None = None) -> Tool:
+        """Pin the tool to its current fingerprint (a principal approved it).
+
+        Raises:
+            NotFoundError: no such tool.
+        """
+        with self._database.write() as conn:
+            current = _get(conn, name)
+            if current is None:
+                raise NotFoundError("tool", name)
+            conn.execute(
+                update(tools_table)
+                .where(tools_table.c.name == name)
+                .values(pin_sha256=current.fingerprint, updated_at=self._clock.now())
+            )
+            generations.bump(conn, GENERATION)
+            if also is not None:
+                also(conn)
+            stored = _get(conn, name)
+        assert stored is not None  # noqa: S101 - just written in this transaction
+        return stored
 
     def remove(self, name: str, *, also: InTransaction | None = None) -> None:
         """Delete a tool (`also` runs in the same transaction, as for `add`).
@@ -121,7 +168,18 @@ def _to_row(tool: Tool) -> dict[str, Any]:
         "limits": None
         if tool.limits is None
         else orjson.dumps(tool.limits.to_json(), option=orjson.OPT_SORT_KEYS).decode(),
+        "flow": None
+        if tool.flow is None
+        else orjson.dumps(tool.flow.to_json(), option=orjson.OPT_SORT_KEYS).decode(),
+        "pin_sha256": tool.pin_sha256,
     }
+
+
+def _declared(tool: Tool) -> dict[str, Any]:
+    """What a declaration sets (the pin is the registry's own)."""
+    row = _to_row(tool)
+    del row["pin_sha256"]
+    return row
 
 
 def _from_row(row: RowMapping) -> Tool:
@@ -134,6 +192,8 @@ def _from_row(row: RowMapping) -> Tool:
         output_schema=None if row["output_schema"] is None else orjson.loads(row["output_schema"]),
         timeout_seconds=row["timeout_seconds"],
         limits=None if row["limits"] is None else ToolLimits.from_json(orjson.loads(row["limits"])),
+        flow=None if row["flow"] is None else ToolFlow.from_json(orjson.loads(row["flow"])),
+        pin_sha256=row["pin_sha256"],
         enabled=bool(row["enabled"]),
         source=row["source"],
         created_at=row["created_at"],

@@ -406,3 +406,49 @@ async def test_forget_deletes_any_kind_of_entry(hot: MemoryHotState) -> None:
     await hot.mark("flag", 60)
     await hot.forget("flag")
     assert not await hot.is_marked("flag")
+
+
+# -- note / notes ------------------------------------------------------------------------------
+
+
+async def test_notes_keep_every_label_of_a_field(hot: MemoryHotState) -> None:
+    await hot.note("map", {"a": "tool1", "b": "tool1"}, 60, 100)
+    await hot.note("map", {"a": "tool2"}, 60, 100)
+
+    assert await hot.notes("map", ["a", "b", "c"]) == [
+        frozenset({"tool1", "tool2"}),
+        frozenset({"tool1"}),
+        frozenset(),
+    ]
+    assert await hot.notes("other", ["a"]) == [frozenset()]
+
+
+async def test_notes_expire_ttl_after_the_last_note(
+    hot: MemoryHotState, clock: FrozenClock
+) -> None:
+    await hot.note("map", {"a": "t"}, 10, 100)
+    clock.advance(8)
+    await hot.note("map", {"b": "t"}, 10, 100)
+    clock.advance(8)
+    assert await hot.notes("map", ["a", "b"]) == [frozenset({"t"}), frozenset({"t"})]
+    clock.advance(2)
+    assert await hot.notes("map", ["a", "b"]) == [frozenset(), frozenset()]
+    await hot.note("map", {"c": "t"}, 10, 100)  # a new map, not the old one revived
+    assert await hot.notes("map", ["a", "c"]) == [frozenset(), frozenset({"t"})]
+
+
+async def test_notes_are_bounded_in_fields_and_labels(hot: MemoryHotState) -> None:
+    from ztgate.store.hot import MAX_LABELS
+
+    await hot.note("map", {f"f{i}": "t" for i in range(10)}, 60, 4)
+    found = await hot.notes("map", [f"f{i}" for i in range(10)])
+    assert sum(1 for labels in found if labels) == 4
+    for i in range(MAX_LABELS + 5):
+        await hot.note("map", {"f0": f"tool{i}"}, 60, 4)
+    assert len((await hot.notes("map", ["f0"]))[0]) == MAX_LABELS
+
+
+async def test_forget_drops_notes(hot: MemoryHotState) -> None:
+    await hot.note("map", {"a": "t"}, 60, 10)
+    await hot.forget("map")
+    assert await hot.notes("map", ["a"]) == [frozenset()]

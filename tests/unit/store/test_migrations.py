@@ -138,3 +138,35 @@ def test_every_revision_downgrades_to_its_parent(fresh: Database) -> None:
                 revision.down_revision
             )
     assert _tables(fresh.engine) == set()
+
+
+def test_0006_pins_the_tools_registered_before_it(fresh: Database) -> None:
+    """Tools registered before pinning existed were approved then: they stay usable."""
+    from sqlalchemy import insert, select
+
+    from ztgate.store.tables import tools
+    from ztgate.tools.pins import fingerprint
+
+    with fresh.engine.begin() as conn:
+        upgrade(conn, "0005")
+        conn.execute(
+            insert(tools).values(
+                name="echo",
+                upstream_url="http://127.0.0.1:9/echo",
+                description="Echo",
+                risk="read",
+                input_schema='{"type":"object","properties":{"msg":{"type":"string"}}}',
+                output_schema=None,
+                timeout_seconds=None,
+                enabled=True,
+                source="cli",
+                created_at=1.0,
+                updated_at=1.0,
+            )
+        )
+    fresh.migrate()
+    with fresh.engine.connect() as conn:
+        pin = conn.execute(select(tools.c.pin_sha256)).scalar_one()
+    assert pin == fingerprint(
+        "Echo", {"type": "object", "properties": {"msg": {"type": "string"}}}, None
+    )

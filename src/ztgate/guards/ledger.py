@@ -1,0 +1,108 @@
+"""What a task has read, kept in hot state for as long as the task lives.
+
+Two `note` maps per task (see `HotState.note`), each field a digest of a
+comparison form (guards/values.py) and its labels the tools whose results
+held it:
+
+- `provenance:<task>`: `t<digest>`, a value's strict form seen in a trusted
+  source (a trusted tool's result, a system-of-record field); `u<digest>`,
+  a value's loose form seen in untrusted content.
+- `shingles:<task>`: `<crc32>`, word 4-grams of untrusted text, for the
+  justification check ("not copied from a tool result").
+
+Both expire with the task (or after `ttl_cap` seconds, whichever is first)
+and hold at most `max_entries` fields each. When a map is full, new fields
+are dropped: an untrusted value then reads as of unknown origin, which is
+untrusted too, and a trusted one as not trusted — either way the guard errs
+towards asking.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ztgate.guards.values import digest, loose_text
+from ztgate.store.hot import HotState
+
+SHINGLE_WORDS = 4
+MAX_SHINGLES_PER_RESULT = 10_000
+_NON_WORD = re.compile(r"[^\w]+")
+
+
+def shingles(text: str, limit: int = MAX_SHINGLES_PER_RESULT) -> list[str]:
+    """The distinct word 4-grams of `text` (loose form), as CRC-32 hex, at most `limit`."""
+    words = _NON_WORD.sub(" ", loose_text(text)).split()
+    found: dict[str, None] = {}
+    for index in range(len(words) - SHINGLE_WORDS + 1):
+        gram = " ".join(words[index : index + SHINGLE_WORDS]).encode("utf-8", "surrogatepass")
+        found[format(zlib.crc32(gram), "08x")] = None
+        if len(found) >= limit:
+            break
+    return list(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a lookup found: the strict forms seen trusted, and the loose forms' sources."""
+
+    trusted: frozenset[str]
+    sources: dict[str, frozenset[str]]
+
+
+class Ledger:
+    """Per-task records of values and text read from tool results."""
+
+    def __init__(self, hot: HotState, *, max_entries: int = 50_000, ttl_cap: float = 86400.0):
+        """Records go to `hot`; see the module's docstring for the limits."""
+        self._hot = hot
+        self._max_entries = max_entries
+        self._ttl_cap = ttl_cap
+
+    def ttl(self, expires_at: float | None, now: float) -> float:
+        """How long a task's records live: its remaining life, at most the cap."""
+        if expires_at is None:
+            return self._ttl_cap
+        return min(self._ttl_cap, expires_at - now)
+
+    async def record(
+        self,
+        task_id: str,
+        tool: str,
+        *,
+        trusted: Iterable[str],
+        untrusted: Iterable[str],
+        text_shingles: Iterable[str] = (),
+        ttl: float,
+    ) -> None:
+        """Note strict forms seen trusted, loose forms and shingles seen untrusted, from `tool`."""
+        if ttl <= 0:
+            return
+        entries = {f"t{digest(form)}": tool for form in trusted if form}
+        entries.update({f"u{digest(form)}": tool for form in untrusted if form})
+        if entries:
+            await self._hot.note(f"provenance:{task_id}", entries, ttl, self._max_entries)
+        grams = {gram: tool for gram in text_shingles}
+        if grams:
+            await self._hot.note(f"shingles:{task_id}", grams, ttl, self._max_entries)
+
+    async def lookup(self, task_id: str, strict: Sequence[str], loose: Sequence[str]) -> Seen:
+        """Which `strict` forms were seen trusted, and where each `loose` form was seen."""
+        fields = [f"t{digest(form)}" for form in strict] + [f"u{digest(form)}" for form in loose]
+        if not fields:
+            return Seen(frozenset(), {})
+        labels = await self._hot.notes(f"provenance:{task_id}", fields)
+        trusted = frozenset(form for form, found in zip(strict, labels, strict=False) if found)
+        sources = {
+            form: found for form, found in zip(loose, labels[len(strict) :], strict=True) if found
+        }
+        return Seen(trusted, sources)
+
+    async def shingles_seen(self, task_id: str, grams: Sequence[str]) -> int:
+        """How many of `grams` were seen in the task's untrusted text."""
+        if not grams:
+            return 0
+        labels = await self._hot.notes(f"shingles:{task_id}", grams)
+        return sum(1 for found in labels if found)

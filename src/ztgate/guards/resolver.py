@@ -1,0 +1,145 @@
+"""Which addresses a host name reaches, and which addresses an agent may never reach.
+
+The egress guard resolves the hosts of URLs an agent sends, then checks
+every address the name resolves to: private, loopback, link-local (which
+holds the cloud metadata services), shared, multicast, reserved and
+unspecified addresses are refused, including IPv4 addresses carried inside
+IPv6 ones (mapped, 6to4, Teredo, NAT64). Literal addresses in any form the
+system resolver accepts (`127.1`, `2130706433`, `0x7f.0.0.1`) resolve to
+what they mean, so they are checked the same way.
+
+`SystemResolver` asks the system resolver (`getaddrinfo` in a worker
+thread) with a timeout and keeps answers for a short while; tests inject
+their own `Resolver`. A name that does not resolve, or not in time, is an
+error: the guard fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Names that reach the machine itself or a cloud's metadata service, refused
+# without asking a resolver (they may resolve differently where the tool runs).
+LOCAL_NAMES = frozenset(
+    {
+        "localhost",
+        "localhost.localdomain",
+        "ip6-localhost",
+        "ip6-loopback",
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT; Alibaba's metadata
+
+
+class ResolutionError(Exception):
+    """A host name could not be resolved (the message says why, without the name)."""
+
+
+class Resolver(Protocol):
+    """Resolves a host name to its addresses."""
+
+    async def resolve(self, host: str) -> Sequence[Address]:
+        """The addresses `host` resolves to.
+
+        Raises:
+            ResolutionError: no answer, an error, or no answer in time.
+        """
+        ...
+
+
+def refusal(address: Address) -> str | None:
+    """Why an agent may not reach `address` ("a loopback address" ...), or None."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address.teredo is not None:
+            embedded = address.teredo[1]
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return refusal(embedded)
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address (where cloud metadata services live)"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
+        return "a shared (carrier-grade NAT) address"
+    if address.is_private:
+        return "a private address"
+    if address.is_reserved or not address.is_global:
+        return "a reserved address"
+    return None
+
+
+def literal(host: str) -> Address | None:
+    """The address `host` spells, in any form the system resolver reads as a number, or None."""
+    text = host.strip("[]")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if not text or not all(c in "0123456789abcdefxABCDEFX." for c in text):
+        return None
+    try:
+        # inet_aton reads 127.1, 2130706433 and 0x7f.0.0.1 as getaddrinfo does.
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except OSError:
+        return None
+
+
+class SystemResolver:
+    """The system resolver, with a timeout and a small cache of answers."""
+
+    def __init__(
+        self, *, timeout: float = 1.0, cache_seconds: float = 30.0, cache_size: int = 4096
+    ) -> None:
+        """Answers are kept `cache_seconds` (0: not at all)."""
+        self._timeout = timeout
+        self._cache_seconds = cache_seconds
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[float, tuple[Address, ...]]] = OrderedDict()
+
+    async def resolve(self, host: str) -> Sequence[Address]:
+        """The addresses of `host` (TCP), from the cache or the system resolver."""
+        now = time.monotonic()
+        hit = self._cache.get(host)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._timeout):
+                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except TimeoutError as exc:
+            raise ResolutionError(f"no answer within {self._timeout:g}s") from exc
+        except (OSError, UnicodeError) as exc:
+            raise ResolutionError(f"it does not resolve ({type(exc).__name__})") from exc
+        addresses = tuple(
+            ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+            for info in infos
+            if info[0] in (socket.AF_INET, socket.AF_INET6)
+        )
+        if not addresses:
+            raise ResolutionError("it resolves to no IP address")
+        if self._cache_seconds > 0:
+            self._cache[host] = (now + self._cache_seconds, addresses)
+            self._cache.move_to_end(host)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return addresses

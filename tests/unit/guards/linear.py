@@ -1,0 +1,30 @@
+"""A helper for bad-input tests: scanning time grows linearly with the input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def seconds(run: Callable[[], object], repeat: int = 2) -> float:
+    """The best of `repeat` timings of `run()`."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def assert_linear(scan: Callable[[str], object], unit: str, *, size: int = 64 * 1024) -> None:
+    """`scan` over `unit` repeated to `size` and to 8 x `size` characters: time grows ~8x.
+
+    A quadratic scanner grows 64x; the bound (24x, and an absolute ceiling)
+    leaves room for a busy machine.
+    """
+    small = (unit * (size // len(unit) + 1))[:size]
+    large = small * 8
+    base = seconds(lambda: scan(small))
+    grown = seconds(lambda: scan(large))
+    assert grown < 2.0, f"{grown:.2f}s for {len(large)} characters of {unit[:20]!r}"
+    assert grown < max(24 * base, 0.05), f"{base:.4f}s -> {grown:.4f}s for {unit[:20]!r}"
