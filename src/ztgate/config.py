@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -30,12 +31,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ztgate.errors import ConfigError, InvalidInputError
 from ztgate.store.database import Database
+from ztgate.tools.flow import ToolFlow
 from ztgate.tools.model import Tool, ToolLimits, parse_risk
 
 DEFAULT_CONFIG = Path("ztgate.toml")
 CONFIG_ENV = "ZTGATE_CONFIG"
 # A SPIFFE ID naming a workload (a path), in the grammar of the SPIFFE ID spec.
 _SPIFFE_ID = r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)+$"
+# A host name, or "*." and a domain (its subdomains).
+_DOMAIN = re.compile(
+    r"(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)  # noqa: E501
 
 
 class _Section(BaseModel):
@@ -309,10 +315,89 @@ class InjectionSettings(_Section):
     seen_ttl_seconds: int = Field(7 * 86400, ge=60, le=365 * 86400)
 
 
+class ProvenanceSettings(_Section):
+    """Where argument values came from: what each task read, and from where."""
+
+    enabled: bool = True
+    # A task's record lives as long as the task, and at most this long.
+    ttl_seconds: int = Field(86400, ge=60, le=365 * 86400)
+    # Values (and, separately, text fingerprints) remembered per task; beyond,
+    # new ones are dropped (and so read as of unknown origin: untrusted).
+    max_values_per_task: int = Field(50_000, ge=100, le=10_000_000)
+    # Characters of one result scanned for values.
+    max_result_chars: int = Field(1_048_576, ge=1024, le=256 * 1_048_576)
+
+
+class EgressSettings(_Section):
+    """Destination hosts in arguments: allow-lists, and never the inside of the network."""
+
+    enabled: bool = True
+    # Resolve the hosts of URL arguments and refuse private, loopback,
+    # link-local and metadata addresses (false: literal addresses only).
+    resolve: bool = True
+    resolve_timeout_seconds: float = Field(1.0, gt=0, le=30)
+    resolve_cache_seconds: float = Field(30.0, ge=0, le=3600)
+    # Hosts URL and e-mail arguments may name, for agents not listed in
+    # agent_domains ("*.acme.example" covers its subdomains). Empty: any.
+    allowed_domains: tuple[str, ...] = ()
+    # Per agent (SPIFFE ID): the hosts it may name, instead of allowed_domains.
+    agent_domains: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains(cls, domains: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_domain(d) for d in domains)
+
+    @field_validator("agent_domains")
+    @classmethod
+    def _agents(cls, agents: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return {agent: tuple(_domain(d) for d in ds) for agent, ds in agents.items()}
+
+
+def _domain(value: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    if not _DOMAIN.fullmatch(name):
+        raise ValueError(f"{value!r} is not a host name (ASCII; '*.' for subdomains)")
+    return name
+
+
+class JudgeSettings(_Section):
+    """The intent-alignment judge: a model asked whether a call serves its task."""
+
+    enabled: bool = False
+    # An OpenAI-compatible chat completions endpoint (a local model server).
+    url: str = Field("http://127.0.0.1:8000/v1/chat/completions", max_length=2048)
+    model: str = Field("", max_length=256)
+    # The environment variable holding its API key, if it needs one.
+    api_key_env: str = Field("ZTGATE_JUDGE_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    # Keep below gateway.check_timeout_seconds; a slower answer denies.
+    timeout_seconds: float = Field(1.5, gt=0, le=60)
+    # Calls to tools of these risk tiers are judged.
+    tiers: tuple[Literal["read", "write", "critical"], ...] = ("write", "critical")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an http:// or https:// URL with a host")
+        _ = parts.port  # ValueError for a port that is not a number in range
+        return url
+
+
 class GuardsSettings(_Section):
     """Guards against indirect prompt injection and exfiltration."""
 
     injection: InjectionSettings = InjectionSettings()
+    provenance: ProvenanceSettings = ProvenanceSettings()
+    # Outbound DLP: secrets, personal data and encoded blobs in what tools send out.
+    dlp: bool = True
+    egress: EgressSettings = EgressSettings()
+    # A justification copied from the task's untrusted tool results is refused.
+    justification_not_copied: bool = True
+    judge: JudgeSettings = JudgeSettings()
+    # A tool whose description or schemas changed is refused until approved again.
+    pinning: bool = True
 
 
 class DemoSettings(_Section):
@@ -336,6 +421,8 @@ class ToolSettings(_Section):
     timeout_seconds: float | None = None
     # The tool's own rate limit and price: rate_per_second, burst, cost, cost_argument.
     limits: dict[str, Any] | None = None
+    # Trusted result fields, egress, argument roles (see docs/guards.md).
+    flow: dict[str, Any] | None = None
 
     def to_tool(self) -> Tool:
         """The registry's `Tool` for this declaration.
@@ -352,6 +439,7 @@ class ToolSettings(_Section):
             description=self.description,
             timeout_seconds=self.timeout_seconds,
             limits=ToolLimits.from_json(self.limits),
+            flow=ToolFlow.from_json(self.flow),
             source="config",
         )
 

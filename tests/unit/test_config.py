@@ -589,3 +589,60 @@ def test_limits_from_the_environment(workdir: Path, monkeypatch: pytest.MonkeyPa
     limits = load_settings().limits
     assert limits.loop_max_repeats == 3
     assert limits.agent is not None and limits.agent.rate_per_second == 7
+
+
+# -- guards ------------------------------------------------------------------------------------
+
+
+def test_guards_defaults(workdir: Path) -> None:
+    guards = load_settings().guards
+    assert guards.provenance.enabled and guards.dlp and guards.egress.enabled and guards.pinning
+    assert guards.egress.resolve and guards.egress.allowed_domains == ()
+    assert guards.justification_not_copied
+    assert not guards.judge.enabled
+    assert guards.judge.timeout_seconds < load_settings().gateway.check_timeout_seconds
+
+
+def test_guards_settings_are_read_and_checked(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[guards.egress]\n"
+        'allowed_domains = ["Acme.Example.", "*.partner.example"]\n'
+        '[guards.egress.agent_domains]\n"spiffe://d/agent/a" = ["a.example"]\n'
+        '[guards.judge]\nenabled = true\nurl = "http://127.0.0.1:9000/v1/chat/completions"\n'
+        'model = "judge"\n',
+    )
+    guards = load_settings(path).guards
+    assert guards.egress.allowed_domains == ("acme.example", "*.partner.example")
+    assert guards.egress.agent_domains == {"spiffe://d/agent/a": ("a.example",)}
+    assert guards.judge.enabled and guards.judge.model == "judge"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[guards.egress]\nallowed_domains = ["bad domain"]\n', "guards.egress.allowed_domains"),
+        ('[guards.egress]\nallowed_domains = ["*"]\n', "guards.egress.allowed_domains"),
+        ('[guards.judge]\nurl = "ftp://x/"\n', "guards.judge.url"),
+        ("[guards.judge]\ntimeout_seconds = 0\n", "guards.judge.timeout_seconds"),
+        ("[guards.provenance]\nmax_values_per_task = 1\n", "guards.provenance.max_values_per_task"),
+    ],
+)
+def test_bad_guards_settings_name_the_key(tmp_path: Path, toml: str, key: str) -> None:
+    assert config_error(write(tmp_path, toml)).key.startswith(key)
+
+
+def test_a_declared_tools_flow(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TOOL.format(name="inbox", risk="read")
+        + 'flow = {record_fields = ["/messages/*/from"], egress = false}\n'
+        + TOOL.format(name="bad", risk="read")
+        + 'flow = {record_fields = ["from"]}\n',
+    )
+    settings = load_settings(path)
+    with pytest.raises(ConfigError) as caught:
+        settings.declared_tools()
+    assert caught.value.key == "tools[1] (bad)" and "JSON Pointer" in caught.value.reason
+    first = settings.tools[0].to_tool()
+    assert first.flow is not None and first.flow.record_fields == ("/messages/*/from",)
