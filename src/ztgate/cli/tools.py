@@ -1,4 +1,10 @@
-"""`ztgate tools`: register, list, show and remove HTTP tools."""
+"""`ztgate tools`: register, list, show, approve and remove HTTP tools.
+
+A new tool is pinned to its description and schemas when it is registered
+(unless the injection detector flags its description); a replaced one that
+says something else is refused until `ztgate tools approve` (see
+guards/pinning.py).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,13 @@ from ztgate.audit import AuditEntry, AuditLog
 from ztgate.cli.common import console, database, print_json
 from ztgate.clock import SystemClock
 from ztgate.errors import InvalidInputError
+from ztgate.guards.pinning import description_findings
+from ztgate.principals.registry import APPROVER, PrincipalRegistry
+from ztgate.tools.flow import ToolFlow
 from ztgate.tools.model import Tool, ToolLimits, parse_risk
 from ztgate.tools.registry import ToolRegistry
 
-app = typer.Typer(help="Register, list, show and remove tools.", no_args_is_help=True)
+app = typer.Typer(help="Register, list, show, approve and remove tools.", no_args_is_help=True)
 
 
 def _registry(ctx: typer.Context) -> tuple[ToolRegistry, AuditLog]:
@@ -52,9 +61,18 @@ def describe(tool: Tool) -> dict[str, Any]:
         "output_schema": tool.output_schema,
         "timeout_seconds": tool.timeout_seconds,
         "limits": None if tool.limits is None else tool.limits.to_json(),
+        "flow": None if tool.flow is None else tool.flow.to_json(),
         "enabled": tool.enabled,
+        "approval": approval(tool),
         "source": tool.source,
     }
+
+
+def approval(tool: Tool) -> str:
+    """`approved`, `changed` (since it was approved) or `pending` (never approved)."""
+    if tool.pinned:
+        return "approved"
+    return "pending" if tool.pin_sha256 is None else "changed"
 
 
 @app.command("add")
@@ -83,6 +101,14 @@ def add(
             '"cost_argument"}.',
         ),
     ] = None,
+    flow: Annotated[
+        str | None,
+        typer.Option(
+            "--flow",
+            help='How data flows through it, JSON: {"trusted", "record_fields", '
+            '"content_fields", "egress", "arguments"} (see docs/guards.md).',
+        ),
+    ] = None,
 ) -> None:
     """Register an HTTP tool (with no --schema, it accepts no arguments)."""
     tool = Tool(
@@ -96,16 +122,62 @@ def add(
         description=description,
         timeout_seconds=timeout,
         limits=ToolLimits.from_json(_json_argument(limits, "--limits")) if limits else None,
+        flow=ToolFlow.from_json(_json_argument(flow, "--flow")) if flow else None,
         source="cli",
     )
     registry, audit = _registry(ctx)
-    entry = AuditEntry(kind="admin", outcome="allow", tool=name, detail={"action": "tool.add"})
+    existing = registry.find(tool.name)
+    flagged = description_findings(tool.description)
+    detail: dict[str, Any] = {"action": "tool.add"}
+    if existing is not None and existing.pin_sha256 != tool.fingerprint:
+        detail["approval"] = "required: its description or schemas changed"
+    elif existing is None and flagged:
+        detail["approval"] = f"required: its description looks like instructions ({flagged[0]})"
+    entry = AuditEntry(kind="admin", outcome="allow", tool=name, detail=detail)
     stored = registry.add(
-        tool, replace=replace, also=lambda conn: audit.append_within(conn, [entry])
+        tool,
+        replace=replace,
+        pin=not flagged,
+        also=lambda conn: audit.append_within(conn, [entry]),
     )
     console.print(
         f"registered tool [bold]{stored.name}[/] ({stored.risk.value}) -> {stored.upstream_url}"
     )
+    if not stored.pinned:
+        why = str(detail.get("approval", "required")).removeprefix("required: ")
+        console.print(
+            f"[yellow]calls to {stored.name} are refused until a principal approves it "
+            f"({why}): ztgate tools approve {stored.name}[/]"
+        )
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    name: str,
+    principal: Annotated[
+        str, typer.Option("--principal", "-p", help="Who approves (role approver or admin).")
+    ] = "admin",
+) -> None:
+    """Approve a tool's current description and schemas: calls to it are allowed again."""
+    registry, audit = _registry(ctx)
+    found = PrincipalRegistry(database(ctx), SystemClock()).find(principal)
+    if found is None or not found.has(APPROVER):
+        raise InvalidInputError(f"principal {principal!r} does not exist or may not approve")
+    current = registry.get(name)
+    entry = AuditEntry(
+        kind="admin",
+        outcome="allow",
+        tool=name,
+        detail={
+            "action": "tool.approve",
+            "principal": found.name,
+            "fingerprint": current.fingerprint,
+            "previous": current.pin_sha256,
+        },
+    )
+    stored = registry.approve(name, also=lambda conn: audit.append_within(conn, [entry]))
+    console.print(f"approved tool [bold]{stored.name}[/] as it is now ({stored.fingerprint[:16]})")
 
 
 @app.command("list")
@@ -119,9 +191,18 @@ def list_tools(
     if as_json:
         print_json([describe(tool) for tool in tools])
         return
-    table = Table("name", "risk", "url", "description", "source", title=f"{len(tools)} tools")
+    table = Table(
+        "name", "risk", "url", "description", "source", "approval", title=f"{len(tools)} tools"
+    )
     for tool in tools:
-        table.add_row(tool.name, tool.risk.value, tool.upstream_url, tool.description, tool.source)
+        table.add_row(
+            tool.name,
+            tool.risk.value,
+            tool.upstream_url,
+            tool.description,
+            tool.source,
+            approval(tool),
+        )
     console.print(table)
 
 
