@@ -27,6 +27,8 @@ from ztgate.config import Settings
 from ztgate.containment.service import Containment
 from ztgate.errors import GatewayError, StoreError, UpstreamError
 from ztgate.forward import Forwarder
+from ztgate.guards.injection.check import InjectionResultCheck, InjectionSeenCheck
+from ztgate.guards.injection.scanner import Scanner
 from ztgate.guards.justification import JustificationCheck
 from ztgate.identity import check as authentication
 from ztgate.identity.check import AuthenticationCheck
@@ -41,6 +43,8 @@ from ztgate.identity.verify import TrustBundle
 from ztgate.ids import time_ordered_id
 from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
+from ztgate.obligations import apply as apply_obligations
+from ztgate.obligations import summary as obligations_summary
 from ztgate.pipeline import CallContext, Check, Pipeline, ResultCheck
 from ztgate.policy.check import PolicyCheck
 from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
@@ -243,6 +247,20 @@ class Gateway:
             chosen = [identity.check, *warrants.checks(), *chosen]
         containment = Containment(settings, database, clock, hot, audit)
         chosen = containment.arrange(chosen)
+        results = default_result_checks() if result_checks is None else list(result_checks)
+        if result_checks is None:
+            # Results are scanned for injected instructions (a classifier that
+            # does not load stops the start); later calls of a task that read
+            # some carry the fact.
+            injection = settings.guards.injection
+            scanner = Scanner.from_settings(settings)
+            results.append(
+                InjectionResultCheck(
+                    scanner, hot, action=injection.action, ttl=injection.seen_ttl_seconds
+                )
+            )
+            if checks is None:
+                chosen = [*chosen, InjectionSeenCheck(hot)]
         policy = None
         if checks is None:
             # The organisation's rules decide last, over what the checks found.
@@ -253,11 +271,7 @@ class Gateway:
                 owner=identity.registered.owner if identity else None,
             )
             chosen = [*chosen, policy]
-        pipeline = Pipeline(
-            chosen,
-            default_result_checks() if result_checks is None else result_checks,
-            check_timeout=gw.check_timeout_seconds,
-        )
+        pipeline = Pipeline(chosen, results, check_timeout=gw.check_timeout_seconds)
         return cls(
             settings,
             database,
@@ -438,13 +452,19 @@ class Gateway:
             return CallReport(
                 call, decision, review=review, failure=Failure.RESULT_WITHHELD, detail=reasons
             )
+        extra: dict[str, Any] = {"upstream_status": result.status}
+        obligations = review.obligations
+        if obligations:
+            # What the agent gets: spotlighted, redacted or quarantined.
+            result = dataclasses.replace(result, body=apply_obligations(result.body, obligations))
+            extra["obligations"] = obligations_summary(obligations)
         await self._record(
             previews,
             review,
             "result",
             "allow",
             200,
-            extra={"upstream_status": result.status},
+            extra=extra,
             checked=() if early else decision.verdicts,
         )
         return CallReport(call, decision, result=result, review=review)

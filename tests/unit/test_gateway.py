@@ -271,8 +271,10 @@ async def test_an_allowed_read_gets_its_result_and_one_record(
         *CONTAINED,
         "justification",
         "schema",
+        "injection_seen",
         "policy",
         "result_schema",
+        "injection",
     ]
     assert record["reasons"][len(CONTAINED) + 1] == {
         "check": "schema",
@@ -296,10 +298,19 @@ async def test_an_allowed_write_is_recorded_before_it_runs_and_after(
     assert (decision["kind"], decision["outcome"]) == ("decision", "allow")
     assert "status" not in decision
     assert decision["detail"] == {"phase": "call"}
-    assert checks_of(decision["reasons"]) == [*CONTAINED, "justification", "schema", "policy"]
+    assert checks_of(decision["reasons"]) == [
+        *CONTAINED,
+        "justification",
+        "schema",
+        "injection_seen",
+        "policy",
+    ]
     assert (result["kind"], result["outcome"], result["status"]) == ("result", "allow", 200)
     assert result["seq"] == decision["seq"] + 1
-    assert checks_of(result["reasons"]) == ["result_schema"]  # the decision was recorded already
+    assert checks_of(result["reasons"]) == [
+        "result_schema",
+        "injection",
+    ]  # the decision was recorded already
 
 
 @pytest.mark.parametrize(
@@ -329,9 +340,10 @@ async def test_the_http_answer_verdicts_are_the_decisions_and_the_reviews(
         *CONTAINED,
         "justification",
         "schema",
+        "injection_seen",
         "policy",
     ]
-    assert checks_of(report.review.verdicts) == ["result_schema"]
+    assert checks_of(report.review.verdicts) == ["result_schema", "injection"]
 
 
 # -- denied calls ------------------------------------------------------------------
@@ -719,6 +731,7 @@ async def test_authentication_required_puts_the_authenticate_check_first(tmp_pat
             "justification",
             "schema",
             "budget",
+            "injection_seen",
             "policy",
         ]
         await gw.start()
@@ -769,6 +782,7 @@ def test_authentication_is_required_by_default(tmp_path: Path) -> None:
             "justification",
             "schema",
             "budget",
+            "injection_seen",
             "policy",
         ]
     finally:
@@ -784,6 +798,7 @@ def test_authentication_off_leaves_no_identity_or_warrant_checks(tmp_path: Path)
             "rate",
             "justification",
             "schema",
+            "injection_seen",
             "policy",
         ]
     finally:

@@ -243,8 +243,10 @@ async def test_an_allowed_call_returns_the_result_and_every_verdict(
         "rate",
         "justification",
         "schema",
+        "injection_seen",
         "policy",
         "result_schema",
+        "injection",
     ]
     assert all(v["outcome"] == "allow" for v in body["verdicts"])
     assert upstream.call_ids == [body["call_id"]]
