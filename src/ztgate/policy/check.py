@@ -17,9 +17,10 @@ With authentication off there is no agent, warrant or task: the principal is
 `Agent::"anonymous"`, `context.authenticated` is false and every registered
 tool counts as in scope (as it would for a task whose scope names them all).
 
-A fact of the wrong type, an argument of the wrong type, a task that cannot
-be read, a tool the policy set was not loaded for, no policy set at all, or
-any error while evaluating: deny, with the reason (fail closed).
+Only what the loaded policies read is looked at (see `references`). A fact
+of the wrong type or an argument of the wrong type that a policy reads, a
+task that cannot be read, a tool the policy set was not loaded for, no policy
+set at all, or any error while evaluating: deny, with the reason (fail closed).
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ from ztgate.tools.model import Tool
 
 NAME = "policy"
 TASK_CACHE_SIZE = 10_000
+NO_FINDINGS = GuardFacts()
+_GUARD_FACTS = (
+    found_by_guards.TAINTED_ARGUMENTS,
+    found_by_guards.TAINT_SOURCES,
+    found_by_guards.SECRETS_LEAVING,
+    found_by_guards.PII_LEAVING,
+    found_by_guards.INJECTION_SEEN,
+    found_by_guards.DESTINATION_HOSTS,
+)
 TaskLookup = Callable[[str], Task]
 OwnerLookup = Callable[[str], str]
 
@@ -157,8 +167,13 @@ class PolicyCheck:
             agent=agent,
             in_scope=in_scope,
             task=task,
-            guards=guard_facts(found),
+            guards=guard_facts(found) if self._reads_guards(snapshot) else NO_FINDINGS,
         )
+
+    @staticmethod
+    def _reads_guards(snapshot: PolicySnapshot) -> bool:
+        needs = snapshot.needs
+        return wants(needs, "guards") is not None or wants(needs, "hosts") is not None
 
     def _agent(self, found: Mapping[str, Any]) -> AgentFacts:
         spiffe_id = found.get("principal.spiffe_id")
@@ -209,6 +224,8 @@ def guard_facts(found: Mapping[str, Any]) -> GuardFacts:
     Raises:
         FactError: a finding has the wrong type.
     """
+    if not any(name in found for name in _GUARD_FACTS):
+        return NO_FINDINGS
     sources = found.get(found_by_guards.TAINT_SOURCES, {})
     if not isinstance(sources, Mapping):
         raise FactError(f"fact {found_by_guards.TAINT_SOURCES} is not a mapping")

@@ -62,13 +62,13 @@ def interpret(snapshot: PolicySnapshot, result: cedarpy.AuthzResult) -> Evaluati
     """Turn Cedar's answer into an evaluation, failing closed on any error."""
     diagnostics = result.diagnostics
     errors = tuple(scrub(str(error)) for error in diagnostics.errors)
-    unknown = [pid for pid in diagnostics.reasons if pid not in snapshot.rules]
-    satisfied = tuple(
-        sorted(
-            (snapshot.rules[pid] for pid in diagnostics.reasons if pid in snapshot.rules),
-            key=lambda rule: (rule.file, rule.line),
-        )
-    )
+    rules = snapshot.rules
+    reasons = diagnostics.reasons
+    unknown = [pid for pid in reasons if pid not in rules]
+    found = [rules[pid] for pid in reasons if pid in rules]
+    if len(found) > 1:
+        found.sort(key=lambda rule: (rule.file, rule.line))
+    satisfied = tuple(found)
     if errors:
         return Evaluation(
             Outcome.DENY,

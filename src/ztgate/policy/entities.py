@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import cedarpy
+import orjson
 
 from ztgate.policy.arguments import to_cedar
 from ztgate.policy.model import AgentFacts, CallFacts, PolicySnapshot, Tags, TaskFacts
@@ -64,7 +65,7 @@ class Request:
             "principal": self.principal,
             "action": self.action,
             "resource": self.resource,
-            "context": json.dumps(self.context, ensure_ascii=False),
+            "context": orjson.dumps(self.context).decode(),
         }
 
 
