@@ -25,6 +25,7 @@ from ztgate.tools.flow import ToolFlow
 
 NAME = "dlp"
 _NO_FLOW = ToolFlow()
+KEY_SCAN_CHARS = 16  # shorter argument names cannot hold a key or a token
 _FACTS = {SECRET: fact.SECRETS_LEAVING, PII: fact.PII_LEAVING, ENCODED: fact.ENCODED_LEAVING}
 _WORDS = {SECRET: "secrets", PII: "personal data", ENCODED: "encoded data"}
 # An argument named like a credential, holding one (`{"password": "..."}`).
@@ -51,7 +52,8 @@ def scan_arguments(arguments: Any) -> list[tuple[str, Finding]]:
         if isinstance(value, Mapping):
             for key, item in value.items():
                 where = (*path, str(key))
-                found.extend((pointer(where), f) for f in scan(str(key)))
+                if len(str(key)) >= KEY_SCAN_CHARS:
+                    found.extend((pointer(where), f) for f in scan(str(key)))
                 if isinstance(item, str) and len(item) >= 6 and credential_key(str(key)):
                     found.append((pointer(where), Finding("credential_field", SECRET)))
                 stack.append((where, item))

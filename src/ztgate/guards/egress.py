@@ -27,6 +27,7 @@ name the argument and what is wrong, not the host.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ from urllib.parse import urlsplit
 from ztgate.guards import facts as fact
 from ztgate.guards.paths import leaves, pointer, shown
 from ztgate.guards.resolver import LOCAL_NAMES, ResolutionError, Resolver, literal, refusal
-from ztgate.guards.values import EMAIL, URL, TextScan, clean, whole
+from ztgate.guards.values import EMAIL, URL, clean, shared_scan, whole
 from ztgate.models import Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext
 
@@ -43,6 +44,7 @@ NAME = "egress"
 AGENT_FACT = "principal.spiffe_id"  # set by the `authenticate` check
 WARRANT_FACT = "warrant.verified"  # set by the `warrant` check
 MAX_HOSTS = 256
+_UNSAFE_HOST = re.compile(r"[\s/\\@%]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ def host_of(value: str, kind: str) -> str | None:
             host = host.encode("idna").decode("ascii")
         except UnicodeError:
             return None
-    if any(c.isspace() or c in "/\\@%" for c in host) or len(host) > 253:
+    if _UNSAFE_HOST.search(host) or len(host) > 253:
         return None
     return host
 
@@ -93,7 +95,7 @@ def destinations(arguments: Any) -> list[Destination]:
             text = clean(value).strip()
             found.append(Destination(where, host_of(text, single.kind), single.kind, True))
             continue
-        scan = TextScan(clean(value))
+        scan = shared_scan(clean(value))
         for item in scan.urls():
             found.append(
                 Destination(where, host_of(scan.text[item.start : item.end], URL), URL, False)

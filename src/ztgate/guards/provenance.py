@@ -44,6 +44,7 @@ from ztgate.guards.values import (
     is_small_count,
     number_value,
     percent_decode,
+    shared_scan,
     strict_text,
     text_value,
     whole,
@@ -258,7 +259,7 @@ def _argument_strings(text: str, role: str | None) -> list[Value]:
             return [found]
         if not any(char.isspace() for char in text.strip()):
             return []  # a plain word
-    scan = TextScan(clean(text))
+    scan = shared_scan(clean(text))
     inside = [item.value for item in scan.addresses()]
     return [*inside, UNTRACEABLE] if scan.truncated else inside
 

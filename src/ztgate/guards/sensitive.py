@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import math
 import re
 from collections import Counter
@@ -27,15 +28,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ztgate.guards.values import EMAIL, IBAN, TextScan, clean, fold
+from ztgate.guards.values import EMAIL, IBAN, TextScan, clean, fold, shared_scan
 
 SECRET = "secret"  # noqa: S105 - a category name
 PII = "pii"
 ENCODED = "encoded"
 MAX_LAYERS = 2
 MIN_CHARS = 6  # nothing shorter is a key, an address or a number worth finding
-MAX_CANDIDATES = 16_384  # candidates one string's scan looks at
 MAX_DECODED = 65_536
+SHORT_CHARS = 256  # strings this short have their findings cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ _RULES = (
     _rule("slack_token", "xox", r"xox[abposr]-[A-Za-z0-9-]{10,255}"),
     _rule("anthropic_key", "sk-ant-", r"sk-ant-[A-Za-z0-9_-]{20,255}"),
     _rule("openai_key", "sk-", r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,255}"),
-    _rule("stripe_key", "", r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,255}"),
+    _rule("stripe_key", "k_", r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,255}"),
     _rule("google_api_key", "AIza", r"AIza[0-9A-Za-z_-]{35}"),
     _rule("google_oauth_token", "ya29.", r"ya29\.[0-9A-Za-z_-]{20,2048}"),
     _rule("sendgrid_key", "SG.", r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"),
@@ -78,11 +79,11 @@ _RULES = (
     _rule("npm_token", "npm_", r"npm_[A-Za-z0-9]{36}"),
     _rule("pypi_token", "pypi-", r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
     _rule("huggingface_token", "hf_", r"hf_[A-Za-z0-9]{34,64}"),
-    _rule("mailchimp_key", "", r"[0-9a-f]{32}-us[0-9]{1,2}"),
+    _rule("mailchimp_key", "-us", r"[0-9a-f]{32}-us[0-9]{1,2}"),
     _rule("square_token", "sq0", r"sq0(?:atp|csp)-[0-9A-Za-z_-]{22,64}"),
     _rule("shopify_token", "shp", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
     _rule("digitalocean_token", "do", r"do[opr]_v1_[a-f0-9]{64}"),
-    _rule("telegram_bot_token", "", r"[0-9]{8,10}:AA[A-Za-z0-9_-]{33}"),
+    _rule("telegram_bot_token", ":AA", r"[0-9]{8,10}:AA[A-Za-z0-9_-]{33}"),
     _rule("jwt", "eyJ", r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
 )
 _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----")
@@ -127,9 +128,20 @@ def entropy(text: str) -> float:
 
 
 def scan(text: str, *, layer: int = 0) -> list[Finding]:
-    """Everything sensitive in one string."""
+    """Everything sensitive in one string (short strings' findings are cached: they recur)."""
     if len(text) < MIN_CHARS:
         return []
+    if layer == 0 and len(text) <= SHORT_CHARS:
+        return list(_scan_short(text))
+    return _scan_text(text, layer)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scan_short(text: str) -> tuple[Finding, ...]:
+    return tuple(_scan_text(text, 0))
+
+
+def _scan_text(text: str, layer: int) -> list[Finding]:
     cleaned = fold(clean(text))
     found = list(_scan(cleaned, layer))
     if layer < MAX_LAYERS and "%" in cleaned:
@@ -140,7 +152,7 @@ def scan(text: str, *, layer: int = 0) -> list[Finding]:
 
 
 def _scan(text: str, layer: int) -> Iterator[Finding]:
-    scanner = TextScan(text, budget=MAX_CANDIDATES)
+    scanner = shared_scan(text)
     yield from _tokens(scanner, layer)
     if "-----BEGIN" in text:
         for match in _PRIVATE_KEY.finditer(text):
@@ -231,21 +243,23 @@ def _printable(raw: bytes) -> str | None:
 
 
 def _assignments(text: str, scanner: TextScan) -> Iterator[Finding]:
-    if ":" not in text and "=" not in text:
-        return
-    lowered = text.lower()
-    if not any(hint in lowered for hint in _KEYWORD_HINTS):
-        return
+    """`keyword = value` and `keyword: value`: each `=` and `:` looks back 40 characters."""
     for sign in (":", "="):
-        at = lowered.find(sign)
+        at = text.find(sign)
         while at >= 0 and scanner.spend():
-            before = _KEYWORD_BEFORE.search(lowered, max(0, at - 40), at)
+            floor = max(0, at - 40)
+            window = text[floor:at].lower()
+            before = (
+                _KEYWORD_BEFORE.search(window)
+                if any(hint in window for hint in _KEYWORD_HINTS)
+                else None
+            )
             if before is not None:
                 value = _ASSIGNED_VALUE.match(text, at + 1)
                 if value is not None and not _PLACEHOLDER.fullmatch(value.group(2)):
                     kind = "bearer_token" if value.group(1) else "password_assignment"
-                    yield Finding(kind, SECRET, before.start(), value.end())
-            at = lowered.find(sign, at + 1)
+                    yield Finding(kind, SECRET, floor + before.start(), value.end())
+            at = text.find(sign, at + 1)
 
 
 def _personal(scanner: TextScan) -> Iterator[Finding]:

@@ -24,10 +24,12 @@ repetition is bounded or possessive.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -45,7 +47,8 @@ TEXT = "text"
 
 MAX_VALUE_CHARS = 2048
 # Candidates one scan looks at: bounds the work an adversarial text can cause.
-MAX_CANDIDATES = 4096
+MAX_CANDIDATES = 16_384
+SHARED_SCANS = 64  # scans kept for the other guards of the same call
 _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
@@ -301,8 +304,9 @@ def text_value(text: str) -> Value | None:
 # -- classifying a whole string ---------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def whole(raw: str) -> Value | None:
-    """The steering value `raw` is as a whole, or None if it is free text or nothing."""
+    """The steering value `raw` is as a whole, or None if it is free text or nothing (cached)."""
     if not raw or len(raw) > MAX_VALUE_CHARS:
         return None
     invisible = has_invisible(raw)
@@ -400,7 +404,7 @@ class TextScan:
         self._ascii: bytes | None = None
         self._shapes: dict[bytes, bytes] = {}
         self._digit_runs: dict[int, list[tuple[int, int]]] = {}
-        self._urls: list[Found] | None = None
+        self._found: dict[str, list[Found]] = {}
 
     def spend(self) -> bool:
         """Take one candidate from the budget; False (and `truncated`) when none is left."""
@@ -424,11 +428,14 @@ class TextScan:
             shaped = self._shapes[table] = self.ascii.translate(table)
         return shaped
 
-    def addresses(self) -> Iterator[Found]:
-        """URLs, e-mail addresses, handles, IBANs and phone, account or card numbers.
+    def addresses(self) -> list[Found]:
+        """URLs, e-mail addresses, handles, IBANs and phone, account or card numbers; cached.
 
         A number inside a URL, an address or an IBAN is not found again on its own.
         """
+        return self._cached("addresses", self._find_addresses)
+
+    def _find_addresses(self) -> Iterator[Found]:
         spans: list[tuple[int, int]] = []
         for finder in (self.urls, self.emails_and_handles, self.hash_handles, self.ibans):
             for found in finder():
@@ -445,10 +452,14 @@ class TextScan:
         yield from self.identifiers()
 
     def urls(self) -> list[Found]:
-        """URLs: a scheme, `://` and what follows up to a space or quote (cached)."""
-        if self._urls is None:
-            self._urls = list(self._find_urls())
-        return self._urls
+        """URLs: a scheme, `://` and what follows up to a space or quote; cached."""
+        return self._cached("urls", self._find_urls)
+
+    def _cached(self, name: str, find: Callable[[], Iterable[Found]]) -> list[Found]:
+        found = self._found.get(name)
+        if found is None:
+            found = self._found[name] = list(find())
+        return found
 
     def _find_urls(self) -> Iterator[Found]:
         text = self.text
@@ -465,8 +476,11 @@ class TextScan:
                     yield Found(scheme.start(), end, value)
             at = text.find("://", max(end, at + 3))
 
-    def emails_and_handles(self) -> Iterator[Found]:
-        """`local@domain` addresses, and `@name` handles (an `@` after no word)."""
+    def emails_and_handles(self) -> list[Found]:
+        """`local@domain` addresses, and `@name` handles (an `@` after no word); cached."""
+        return self._cached("emails", self._find_emails)
+
+    def _find_emails(self) -> Iterator[Found]:
         text = self.text
         if "@" not in text:
             return
@@ -489,8 +503,11 @@ class TextScan:
                 if len(name) > 1:
                     yield Found(at, at + len(name), handle_value(name))
 
-    def hash_handles(self) -> Iterator[Found]:
-        """`#channel` handles (a `#` after no word)."""
+    def hash_handles(self) -> list[Found]:
+        """`#channel` handles (a `#` after no word); cached."""
+        return self._cached("hashes", self._find_hash_handles)
+
+    def _find_hash_handles(self) -> Iterator[Found]:
         text = self.text
         if "#" not in text:
             return
@@ -502,8 +519,11 @@ class TextScan:
                 name = match.group().rstrip(".-")
                 yield Found(at, at + len(name), handle_value(name))
 
-    def ibans(self) -> Iterator[Found]:
-        """IBANs in capitals, with or without spaces, whose check digits are right."""
+    def ibans(self) -> list[Found]:
+        """IBANs in capitals, with or without spaces, whose check digits are right; cached."""
+        return self._cached("ibans", self._find_ibans)
+
+    def _find_ibans(self) -> Iterator[Found]:
         shape = self.shape(_IBAN_SHAPE)
         for match in _IBAN_RUN.finditer(shape):
             if not self.spend():
@@ -519,8 +539,11 @@ class TextScan:
                     yield Found(start, start + len(" ".join(pieces[:count])), value)
                     break
 
-    def digit_runs(self, *, min_digits: int) -> Iterator[Found]:
-        """Runs of digits with separators: phone, account and card numbers."""
+    def digit_runs(self, *, min_digits: int = 7) -> list[Found]:
+        """Runs of digits with separators: phone, account and card numbers; cached."""
+        return self._cached(f"digits{min_digits}", lambda: self._find_digit_runs(min_digits))
+
+    def _find_digit_runs(self, min_digits: int) -> Iterator[Found]:
         shape = self.shape(_PHONE_SHAPE if min_digits >= 7 else _NUMERIC_SHAPE)
         for start, end in self._runs(7 if min_digits >= 7 else 1):
             if not self.spend():
@@ -607,3 +630,23 @@ class TextScan:
             match = pattern.search(shape, resume)
         self._digit_runs[key] = runs
         return runs
+
+
+_SHARED: OrderedDict[str, TextScan] = OrderedDict()
+
+
+def shared_scan(text: str) -> TextScan:
+    """The scan of `text` (already cleaned) that every guard of a call shares.
+
+    The guards look at the same argument strings one after the other; each
+    finder of a scan runs once and keeps what it found. A few dozen scans
+    are kept, the most recent ones.
+    """
+    scan = _SHARED.get(text)
+    if scan is not None:
+        _SHARED.move_to_end(text)
+        return scan
+    scan = _SHARED[text] = TextScan(text)
+    while len(_SHARED) > SHARED_SCANS:
+        _SHARED.popitem(last=False)
+    return scan
