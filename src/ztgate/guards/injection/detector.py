@@ -138,17 +138,26 @@ def score(findings: Iterable[Finding]) -> float:
 def segments(value: Any, pointer: str = "") -> Iterator[Segment]:
     """Every string in `value` with its JSON Pointer; bytes as text; numbers are skipped."""
     stack: list[tuple[str, Any]] = [(pointer, value)]
+    push = stack.append
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
             yield Segment(where, item)
         elif isinstance(item, dict):
-            for key, child in reversed(list(item.items())):
-                path = f"{where}/{_escape(str(key))}"
-                yield Segment(path, str(key), in_key=True)
-                stack.append((path, child))
+            for key, child in item.items():
+                name = key if isinstance(key, str) else str(key)
+                path = f"{where}/{_escape(name) if '~' in name or '/' in name else name}"
+                yield Segment(path, name, True)
+                if isinstance(child, str):
+                    yield Segment(path, child)
+                elif child is not None and not isinstance(child, int | float):
+                    push((path, child))
         elif isinstance(item, list | tuple):
-            stack.extend((f"{where}/{i}", child) for i, child in reversed(list(enumerate(item))))
+            for index, child in enumerate(item):
+                if isinstance(child, str):
+                    yield Segment(f"{where}/{index}", child)
+                elif child is not None and not isinstance(child, int | float):
+                    push((f"{where}/{index}", child))
         elif isinstance(item, bytes | bytearray | memoryview):
             yield Segment(where, _bytes_text(bytes(item)))
         # numbers, booleans, null: nothing an agent would read as an instruction
@@ -297,12 +306,9 @@ class _Scan:
         return offsets
 
 
-def _starts(folded: Sequence[str]) -> list[int]:
-    starts, at = [], 0
-    for text in folded:
-        starts.append(at)
-        at += len(text) + 1
-    return starts
+def _starts(texts: Sequence[str]) -> list[int]:
+    """Where each text starts once they are joined by one separator each."""
+    return [0, *itertools.accumulate(len(text) + 1 for text in texts)][:-1] if texts else []
 
 
 def _escape(key: str) -> str:

@@ -399,7 +399,8 @@ _RULES_PLAIN = [
          f"{B}(?:ignor|disregard|forget){WORD}*{_S}(?:everything|all|anything)(?:{gap(3)})?"
          f"(?:above|before|previously|so far|until now|up to now|you (?:were|have been) told){E}"),
     Rule("override", "override.ignore_above", 0.7,
-         f"{B}(?:ignor|disregard){WORD}*{_S}(?:the{_S})?(?:above|foregoing|preceding|previous){E}",
+         f"{B}(?:ignor|disregard){WORD}*{_S}(?:(?:all{_S})?(?:the|your|my){_S}|all{_S})?"
+         f"(?:above|foregoing|preceding|previous|prior|earlier){E}",
          unless=_CORRECTION),
     Rule("override", "override.all_instructions", 0.8,
          f"{B}(?:ignor|disregard|forget){WORD}*{_S}(?:all|any){_S}(?:(?:of{_S})?(?:the|your|my|"
