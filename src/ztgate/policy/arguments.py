@@ -36,10 +36,11 @@ _KINDS = {
 class ArgumentTypeError(ValueError):
     """An argument's value does not have the Cedar type its schema declares."""
 
-    def __init__(self, pointer: str, problem: str) -> None:
+    def __init__(self, pointer: str, problem: str, *, label: str | None = None) -> None:
+        """`label` names a value that is not an argument (the call's cost, say)."""
         self.pointer = pointer or "/"
         self.problem = problem
-        super().__init__(f"argument {self.pointer} {problem}")
+        super().__init__(f"{label or 'argument ' + self.pointer} {problem}")
 
 
 def to_cedar(values: Mapping[str, Any], record: CedarType) -> dict[str, Any]:
@@ -84,6 +85,19 @@ def _record(values: Mapping[str, Any], cedar: CedarType, pointer: str) -> dict[s
             continue
         converted[name] = _convert(value, attribute.type, where)
     return converted
+
+
+def decimal_value(value: int | float, what: str) -> dict[str, Any]:
+    """A number as a Cedar decimal (JSON form).
+
+    Raises:
+        ArgumentTypeError: it cannot be represented exactly (named `what`).
+    """
+    try:
+        text = _decimal(value, what)
+    except ArgumentTypeError as exc:
+        raise ArgumentTypeError(what, exc.problem, label=what) from exc
+    return {"__extn": {"fn": "decimal", "arg": text}}
 
 
 def _long(value: Any, pointer: str) -> int:

@@ -17,10 +17,10 @@ A case file is YAML (or JSON):
         decided_by: [writes-in-scope]   # optional: exactly these policies decided
         reason: permitted       # optional: a part of the reason
 
-A case may also give `justification`, `agent` (a SPIFFE ID; none means an
-unauthenticated call), `owner`, `local`, `in_scope` (default true), `task`
-(`id`, `intent`, `principal`, `age_seconds`, `calls`, `depth`,
-`delegated_by`), `guards` (`tainted_arguments`, `tainted_from`, `secrets`,
+A case may also give `justification`, `cost`, `agent` (a SPIFFE ID; none
+means an unauthenticated call), `owner`, `local`, `in_scope` (default true),
+`task` (`id`, `intent`, `principal`, `age_seconds`, `calls`, `spend`,
+`depth`, `delegated_by`), `guards` (`tainted_arguments`, `tainted_from`, `secrets`,
 `pii`, `injection`, `hosts`) and `time` (ISO 8601, or Unix seconds).
 """
 
@@ -53,6 +53,7 @@ _CASE_FIELDS = frozenset(
         "tool",
         "arguments",
         "justification",
+        "cost",
         "agent",
         "owner",
         "local",
@@ -171,6 +172,7 @@ def _case(raw: Mapping[str, Any], trust_domain: str, now: float) -> Case:
         arguments=dict(arguments),
         now=_time(raw.get("time"), now),
         justification=str(raw.get("justification", "")),
+        cost=float(raw.get("cost", 0)),
         agent=_agent(raw, trust_domain),
         in_scope=bool(raw.get("in_scope", True)),
         task=_task(raw.get("task")),
@@ -218,6 +220,7 @@ def _task(raw: Any) -> TaskFacts | None:
         principal=str(raw.get("principal", "admin")),
         age_seconds=int(raw.get("age_seconds", 0)),
         calls=int(raw.get("calls", 0)),
+        spend=float(raw.get("spend", 0)),
         depth=int(raw.get("depth", 0)),
         delegated_by=tuple(delegated),
     )

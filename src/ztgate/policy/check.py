@@ -8,7 +8,7 @@ issue, after the guards), and reads their facts from the call context:
 | `principal.spiffe_id`, `.trust_domain`, `.local` | `authenticate` | the `Agent` principal |
 | `task.id`, `warrant.depth`, `warrant.delegated_by` | `warrant` | `context.task` |
 | `scope.within` | `scope` | `context.in_scope` |
-| `task.calls` | containment (when present) | `context.task.calls` |
+| `task.calls`, `task.spend`, `call.cost` | budget (when present) | `context.task`, `.cost` |
 | `guards.*` (`ztgate.guards.facts`) | the guards, when present | `context.guards`, `.hosts` |
 
 The task's intent, principal and age come from the task registry, read once
@@ -164,6 +164,7 @@ class PolicyCheck:
             arguments=call.arguments,
             now=ctx.clock.now(),
             justification=call.justification,
+            cost=_number(found, "call.cost") if wants(snapshot.needs, "cost") else 0.0,
             agent=agent,
             in_scope=in_scope,
             task=task,
@@ -206,6 +207,7 @@ class PolicyCheck:
             principal=task.principal,
             age_seconds=max(0, int(now - task.created_at)),
             calls=_typed(found, "task.calls", int, 0),
+            spend=_number(found, "task.spend"),
             depth=_typed(found, "warrant.depth", int, 0),
             delegated_by=delegated,
         )
@@ -248,6 +250,13 @@ def _typed(found: Mapping[str, Any], name: str, kind: type[Any], default: Any) -
     value = found.get(name, default)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise FactError(f"fact {name} is not a {kind.__name__}")
+    return value
+
+
+def _number(found: Mapping[str, Any], name: str) -> float:
+    value = found.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise FactError(f"fact {name} is not a number")
     return value
 
 

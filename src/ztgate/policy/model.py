@@ -108,7 +108,8 @@ class TaskFacts:
     intent: str
     principal: str
     age_seconds: int
-    calls: int = 0
+    calls: int = 0  # made before this one
+    spend: float = 0.0  # spend units used before this call
     depth: int = 0
     delegated_by: tuple[str, ...] = ()
 
@@ -138,6 +139,7 @@ class CallFacts:
     arguments: Mapping[str, Any]
     now: float
     justification: str = ""
+    cost: float = 0.0  # what this call costs in spend units
     agent: AgentFacts | None = None  # None: unauthenticated (authentication off)
     in_scope: bool = False
     task: TaskFacts | None = None

@@ -317,3 +317,26 @@ async def test_calls_during_hot_reloads_are_always_decided_by_a_whole_set(
         (Outcome.ALLOW, "permitted by all (main.cedar:1)"),
         (Outcome.DENY, "forbidden by none (main.cedar:3)"),
     }, reasons
+
+
+SPEND_POLICY = """permit (principal, action, resource)
+when { context has task && context.task.spend.lessThan(decimal("100.0")) &&
+       context.cost.lessThanOrEqual(decimal("5.0")) };
+"""
+
+
+async def test_budget_facts_reach_the_policies(policy_dir: Path, clock: FrozenClock) -> None:
+    (policy_dir / "spend.cedar").write_text(SPEND_POLICY, encoding="utf-8")
+    check = check_for(policy_dir, clock, tasks=lambda task_id: TASK)
+    found = authenticated(**{"task.id": "t1", "task.spend": 40.5, "call.cost": 5})
+    verdict = await check(make_call("lookup"), context(clock, **found))
+    assert verdict.outcome is Outcome.ALLOW, verdict.reason
+    dearer = await check(make_call("lookup"), context(clock, **{**found, "call.cost": 5.5}))
+    assert dearer.outcome is Outcome.DENY
+    odd = await check(make_call("lookup"), context(clock, **{**found, "call.cost": 0.123456}))
+    assert odd.reason == (
+        "the call's cost has more than 4 decimal places, which a Cedar decimal cannot hold "
+        "(fail closed)"
+    )
+    bad = await check(make_call("lookup"), context(clock, **{**found, "task.spend": "lots"}))
+    assert bad.reason == "fact task.spend is not a number (fail closed)"

@@ -41,7 +41,10 @@ def test_the_whole_context_validates_against_the_schema(load: Load) -> None:
         "pay",
         {"amount": 3, "fee": 0.25, "memo": {"x": 1}},
         justification="rent",
-        task=TaskFacts("t1", "pay rent", "admin", 42, calls=3, depth=1, delegated_by=("s://x",)),
+        cost=2.5,
+        task=TaskFacts(
+            "t1", "pay rent", "admin", 42, calls=3, spend=7.25, depth=1, delegated_by=("s://x",)
+        ),
         guards=GuardFacts(tainted_arguments=("/memo",), tainted_from=("web",), secrets=("k",)),
     )
     request = build(snapshot, facts)
@@ -52,6 +55,7 @@ def test_the_whole_context_validates_against_the_schema(load: Load) -> None:
         "in_scope",
         "authenticated",
         "justification",
+        "cost",
         "guards",
         "time",
         "task",
