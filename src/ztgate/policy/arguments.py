@@ -16,13 +16,14 @@ that cannot be represented exactly is refused instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from ztgate.policy.schema import CedarType
 
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 DECIMAL_LIMIT = Decimal("922337203685477.5807")
+_PLACES = Decimal("0.0001")
 _KINDS = {
     "String": "a string",
     "Long": "an integer",
@@ -87,17 +88,20 @@ def _record(values: Mapping[str, Any], cedar: CedarType, pointer: str) -> dict[s
     return converted
 
 
-def decimal_value(value: int | float, what: str) -> dict[str, Any]:
-    """A number as a Cedar decimal (JSON form).
+def amount_value(value: int | float, what: str) -> dict[str, Any]:
+    """A cost or spend (never negative) as a Cedar decimal, rounded up to 4 places.
+
+    Sums of costs carry floating-point noise (0.1 + 0.2); rounding up keeps
+    an upper limit ("at most 100") at least as strict as the exact value.
 
     Raises:
-        ArgumentTypeError: it cannot be represented exactly (named `what`).
+        ArgumentTypeError: it is outside a Cedar decimal's range (named `what`).
     """
-    try:
-        text = _decimal(value, what)
-    except ArgumentTypeError as exc:
-        raise ArgumentTypeError(what, exc.problem, label=what) from exc
-    return {"__extn": {"fn": "decimal", "arg": text}}
+    number = Decimal(repr(float(value))).quantize(_PLACES, rounding=ROUND_CEILING)
+    if abs(number) > DECIMAL_LIMIT:
+        raise ArgumentTypeError(what, "is outside the range of a Cedar decimal", label=what)
+    text = format(number.normalize(), "f")
+    return {"__extn": {"fn": "decimal", "arg": text if "." in text else text + ".0"}}
 
 
 def _long(value: Any, pointer: str) -> int:
@@ -124,7 +128,7 @@ def _decimal(value: int | float, pointer: str) -> str:
         raise ArgumentTypeError(
             pointer, "has more than 4 decimal places, which a Cedar decimal cannot hold"
         )
-    text = format(number.quantize(Decimal("0.0001")).normalize(), "f")
+    text = format(number.quantize(_PLACES).normalize(), "f")
     return text if "." in text else text + ".0"
 
 

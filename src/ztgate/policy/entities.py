@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import cedarpy
 import orjson
 
-from ztgate.policy.arguments import decimal_value, to_cedar
+from ztgate.policy.arguments import amount_value, to_cedar
 from ztgate.policy.model import AgentFacts, CallFacts, PolicySnapshot, Tags, TaskFacts
 from ztgate.policy.references import Needs, prune
 from ztgate.policy.schema import AGENT, TOOL, CedarType, action_id
@@ -185,7 +185,7 @@ _PARTS: dict[str, Callable[[CallFacts], Any]] = {
     "in_scope": lambda facts: facts.in_scope,
     "authenticated": lambda facts: facts.agent is not None,
     "justification": lambda facts: facts.justification,
-    "cost": lambda facts: decimal_value(facts.cost, "the call's cost"),
+    "cost": lambda facts: amount_value(facts.cost, "the call's cost"),
     "guards": _guards,
     "time": lambda facts: time_record(facts.now),
     "task": lambda facts: task_record(facts.task) if facts.task is not None else None,
@@ -201,7 +201,7 @@ def task_record(task: TaskFacts) -> dict[str, Any]:
         "principal": task.principal,
         "age_seconds": task.age_seconds,
         "calls": task.calls,
-        "spend": decimal_value(task.spend, "the task's spend"),
+        "spend": amount_value(task.spend, "the task's spend"),
         "depth": task.depth,
         "delegated_by": list(task.delegated_by),
     }

@@ -115,3 +115,20 @@ def test_decimals_with_four_places_are_exact(whole: int, fraction: int) -> None:
         return  # not exactly representable as a float: not what a client could send
     converted = to_cedar({"name": "n", "price": value}, RECORD)["price"]["__extn"]["arg"]
     assert Decimal(converted) == Decimal(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0, "0.0"), (3, "3.0"), (0.1 + 0.2, "0.3001"), (5.00001, "5.0001"), (2.5, "2.5")],
+)
+def test_amounts_round_up_to_four_places(value: float, text: str) -> None:
+    from ztgate.policy.arguments import amount_value
+
+    assert amount_value(value, "cost") == decimal(text)
+
+
+def test_an_amount_out_of_range_is_refused_by_name() -> None:
+    from ztgate.policy.arguments import amount_value
+
+    with pytest.raises(ArgumentTypeError, match=r"^cost is outside the range"):
+        amount_value(1e20, "cost")
