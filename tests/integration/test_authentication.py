@@ -106,12 +106,8 @@ def test_a_valid_jwt_svid_is_allowed_and_the_record_names_the_agent(
         response = _call(client, _token(secured.workdir, AGENT), task=_task(secured.workdir, AGENT))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert [v["check"] for v in body["verdicts"]][:4] == [
-        "authenticate",
-        "warrant",
-        "proof",
-        "scope",
-    ]
+    checks = [v["check"] for v in body["verdicts"]]
+    assert checks[:6] == ["authenticate", "warrant", "halt", "proof", "limits", "scope"]
     records = secured.audit_records(body["call_id"])
     assert records
     assert all(record["agent"] == AGENT for record in records)

@@ -207,8 +207,8 @@ def sample(gw: Gateway, name: str, **labels: str) -> float | None:
     return gw.metrics.registry.get_sample_value(name, labels)
 
 
-# Without authentication, containment's kill switch and tool rate limits come first.
-CONTAINED = ["halt", "rate"]
+# Without authentication, containment's kill switch and (tool) limits come first.
+CONTAINED = ["halt", "limits"]
 
 
 def checks_of(items: Sequence[Verdict] | Sequence[dict[str, str]]) -> list[str]:
@@ -272,9 +272,14 @@ async def test_an_allowed_read_gets_its_result_and_one_record(
         "justification",
         "schema",
         "injection_seen",
+        "pinning",
+        "provenance",
+        "dlp",
+        "egress",
         "policy",
         "result_schema",
         "injection",
+        "provenance_record",
     ]
     assert record["reasons"][len(CONTAINED) + 1] == {
         "check": "schema",
@@ -303,6 +308,10 @@ async def test_an_allowed_write_is_recorded_before_it_runs_and_after(
         "justification",
         "schema",
         "injection_seen",
+        "pinning",
+        "provenance",
+        "dlp",
+        "egress",
         "policy",
     ]
     assert (result["kind"], result["outcome"], result["status"]) == ("result", "allow", 200)
@@ -310,6 +319,7 @@ async def test_an_allowed_write_is_recorded_before_it_runs_and_after(
     assert checks_of(result["reasons"]) == [
         "result_schema",
         "injection",
+        "provenance_record",
     ]  # the decision was recorded already
 
 
@@ -341,9 +351,13 @@ async def test_the_http_answer_verdicts_are_the_decisions_and_the_reviews(
         "justification",
         "schema",
         "injection_seen",
+        "pinning",
+        "provenance",
+        "dlp",
+        "egress",
         "policy",
     ]
-    assert checks_of(report.review.verdicts) == ["result_schema", "injection"]
+    assert checks_of(report.review.verdicts) == ["result_schema", "injection", "provenance_record"]
 
 
 # -- denied calls ------------------------------------------------------------------
@@ -724,14 +738,15 @@ async def test_authentication_required_puts_the_authenticate_check_first(tmp_pat
             "warrant",
             "halt",
             "proof",
-            "burst",
-            "rate",
-            "loop",
+            "limits",
             "scope",
             "justification",
             "schema",
-            "budget",
             "injection_seen",
+            "pinning",
+            "provenance",
+            "dlp",
+            "egress",
             "policy",
         ]
         await gw.start()
@@ -775,14 +790,15 @@ def test_authentication_is_required_by_default(tmp_path: Path) -> None:
             "warrant",
             "halt",
             "proof",
-            "burst",
-            "rate",
-            "loop",
+            "limits",
             "scope",
             "justification",
             "schema",
-            "budget",
             "injection_seen",
+            "pinning",
+            "provenance",
+            "dlp",
+            "egress",
             "policy",
         ]
     finally:
@@ -795,10 +811,14 @@ def test_authentication_off_leaves_no_identity_or_warrant_checks(tmp_path: Path)
         assert gw.identity is None and gw.warrants is None
         assert [check.name for check in gw.pipeline.checks] == [
             "halt",
-            "rate",
+            "limits",
             "justification",
             "schema",
             "injection_seen",
+            "pinning",
+            "provenance",
+            "dlp",
+            "egress",
             "policy",
         ]
     finally:

@@ -21,9 +21,14 @@ from dataclasses import dataclass
 from ztgate.models import Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext
 from ztgate.store.hot import Bucket, HotState
+from ztgate.tools.model import ToolLimits
 
 NAME = "rate"
 MAX_RETRY_AFTER = 86400.0
+MAX_CACHED = 100_000  # buckets kept built per kind (the state itself is in hot state)
+AGENT_KEY = "rate:agent:"
+TASK_KEY = "rate:task:"
+TOOL_KEY = "rate:tool:"
 _ALLOW = Verdict(NAME, Outcome.ALLOW, "within rate limits")
 
 
@@ -63,25 +68,40 @@ class RateLimitCheck:
         self._agent = agent
         self._task = task
         self._tool = tool
+        # Buckets by agent, task and tool, built once (a call builds none).
+        self._agents: dict[str, Bucket] = {}
+        self._tasks: dict[str, Bucket] = {}
+        self._tools: dict[str, tuple[ToolLimits | None, Bucket | None]] = {}
 
-    def buckets(self, call: ToolCall, ctx: CallContext) -> list[tuple[Bucket, str]]:
-        """The buckets this call takes from, each with what it limits."""
-        found: list[tuple[Bucket, str]] = []
+    def buckets(self, call: ToolCall, ctx: CallContext) -> list[Bucket]:
+        """The buckets this call takes from."""
+        found: list[Bucket] = []
+        facts = ctx.facts
         if self._agent is not None:
-            agent = ctx.facts.get("principal.spiffe_id")
+            agent = facts.get("principal.spiffe_id")
             if isinstance(agent, str):
-                found.append((_bucket(f"rate:agent:{agent}", self._agent), f"agent {agent}"))
+                bucket = self._agents.get(agent)
+                if bucket is None:
+                    bucket = _remember(self._agents, agent, f"{AGENT_KEY}{agent}", self._agent)
+                found.append(bucket)
         if self._task is not None:
-            task = ctx.facts.get("task.id")
+            task = facts.get("task.id")
             if isinstance(task, str):
-                found.append((_bucket(f"rate:task:{task}", self._task), f"task {task}"))
+                bucket = self._tasks.get(task)
+                if bucket is None:
+                    bucket = _remember(self._tasks, task, f"{TASK_KEY}{task}", self._task)
+                found.append(bucket)
         if ctx.tool is not None:
-            rate = self._tool
             own = ctx.tool.spec.limits
-            if own is not None and own.rate_per_second is not None:
-                rate = Rate(own.rate_per_second, own.bucket_burst or 1.0)
-            if rate is not None:
-                found.append((_bucket(f"rate:tool:{call.tool}", rate), f"tool {call.tool}"))
+            known = self._tools.get(call.tool)
+            if known is None or known[0] is not own:
+                rate = self._tool
+                if own is not None and own.rate_per_second is not None:
+                    rate = Rate(own.rate_per_second, own.bucket_burst or 1.0)
+                tool_bucket = None if rate is None else _bucket(f"{TOOL_KEY}{call.tool}", rate)
+                known = self._tools[call.tool] = (own, tool_bucket)
+            if known[1] is not None:
+                found.append(known[1])
         return found
 
     async def __call__(self, call: ToolCall, ctx: CallContext) -> Verdict:
@@ -89,10 +109,11 @@ class RateLimitCheck:
         buckets = self.buckets(call, ctx)
         if not buckets:
             return _ALLOW
-        wait, key = await self._hot.take([bucket for bucket, _ in buckets])
+        wait, key = await self._hot.take(buckets)
         if key is None:
             return _ALLOW
-        bucket, label = next((b, label) for b, label in buckets if b.key == key)
+        bucket = next(b for b in buckets if b.key == key)
+        label = _label(key)
         wait = min(wait, MAX_RETRY_AFTER)
         return Verdict(
             NAME,
@@ -102,6 +123,19 @@ class RateLimitCheck:
             {"containment.rate_limited": label},
             retry_after=wait,
         )
+
+
+def _remember(cache: dict[str, Bucket], name: str, key: str, rate: Rate) -> Bucket:
+    if len(cache) >= MAX_CACHED:
+        cache.clear()
+    bucket = cache[name] = _bucket(key, rate)
+    return bucket
+
+
+def _label(key: str) -> str:
+    """`agent spiffe://…`, `task …` or `tool …`, from a bucket's key."""
+    kind, _, name = key.removeprefix("rate:").partition(":")
+    return f"{kind} {name}"
 
 
 def _bucket(key: str, rate: Rate) -> Bucket:

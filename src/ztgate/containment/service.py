@@ -8,18 +8,18 @@ behind to the store.
 
 The order, and why:
 
-    authenticate, warrant, halt, proof, burst, rate, loop, scope, ..., schema, budget, ...
+    authenticate, warrant, halt, proof, limits (burst, rate, loop, budget), scope, ..., policy
 
 - `halt` right after `warrant`: it needs the agent and the task they proved,
   and a stopped agent learns nothing more (not even whether its proof holds).
-- `burst`, `rate`, `loop` right after `proof`: only calls signed with the
-  agent's key count, so a stolen bearer token cannot get an agent suspended
-  or burn its limits; and before `scope`, `schema` and the rest, so that
-  probing what is allowed is not free. `burst` first, so calls refused with
-  429 still count towards a suspension; `loop` after `rate`, so a polite
-  retry of a call refused with 429 is not a repetition.
-- `budget` after `schema` (the last of today's checks): it only reserves,
-  and keeps the reservation only if the call is finally allowed.
+- `limits` right after `proof`: only calls signed with the agent's key
+  count, so a stolen bearer token cannot get an agent suspended or burn its
+  limits and budget; and before `scope`, `schema` and the rest, so that
+  probing what is allowed is not free. Within it, `burst` first, so calls
+  refused with 429 still count towards a suspension; `loop` after `rate`,
+  so a polite retry of a call refused with 429 is not a repetition; `budget`
+  last: it reserves, and keeps the reservation only if the call is finally
+  allowed (a later check's deny gives it back).
 
 With `[gateway] authentication = "off"` there are no agents and no tasks:
 only `halt` (`kill all`) and the tools' rate limits apply.
@@ -50,6 +50,7 @@ from ztgate.containment.holds import (
     HoldSet,
 )
 from ztgate.containment.kill import HaltCheck
+from ztgate.containment.limits import LimitsCheck
 from ztgate.containment.loops import LoopCheck
 from ztgate.containment.usage import UsageLog
 from ztgate.errors import GatewayError
@@ -63,11 +64,10 @@ from ztgate.tasks.registry import GENERATION as TASKS_GENERATION
 
 logger = logging.getLogger(__name__)
 
-# The checks containment places itself around (by name: check packages do not
+# The checks containment places itself after (by name: check packages do not
 # import each other).
 AFTER_IDENTITY = "warrant"
 AFTER_PROOF = "proof"
-AFTER_VALIDATION = "schema"
 
 
 class Containment:
@@ -127,43 +127,37 @@ class Containment:
                 budgets=lambda: self.budgets.snapshot,
                 used=lambda task, cost: self.usage.add(task, 1, cost),
             )
+        self.limits = LimitsCheck(
+            [c for c in (self.burst, self.rate, self.loop, self.budget) if c is not None]
+        )
 
     # -- the chain -------------------------------------------------------------------
 
     def checks(self) -> list[Check]:
-        """Every containment check, in chain order."""
-        found: list[Check | None] = [self.halt, self.burst, self.rate, self.loop, self.budget]
-        return [check for check in found if check is not None]
+        """The checks as they go in the chain: `halt`, then `limits` (see `arrange`)."""
+        return [self.halt, self.limits]
 
     def arrange(self, checks: Sequence[Check]) -> list[Check]:
-        """`checks` with the containment checks in their places (see the module docstring).
+        """`checks` with `halt` after `warrant` and `limits` after `proof`.
 
         Without a `warrant` check, `halt` goes first; without a `proof`
-        check, the limits follow `halt`; without a `schema` check, `budget`
-        goes last. Containment only restricts what other checks allow: an
-        empty chain stays empty (and denies every call).
+        check, `limits` follows `halt`. Containment only restricts what other
+        checks allow: an empty chain stays empty (and denies every call).
         """
         if not checks:
             return []
-        limits: list[Check] = [c for c in (self.burst, self.rate, self.loop) if c is not None]
         names = {check.name for check in checks}
         arranged: list[Check] = []
         if AFTER_IDENTITY not in names:
             arranged.append(self.halt)
         if AFTER_PROOF not in names:
-            arranged.extend(limits)
-        budget_placed = self.budget is None
+            arranged.append(self.limits)
         for check in checks:
             arranged.append(check)
             if check.name == AFTER_IDENTITY:
                 arranged.append(self.halt)
             elif check.name == AFTER_PROOF:
-                arranged.extend(limits)
-            elif check.name == AFTER_VALIDATION and self.budget is not None:
-                arranged.append(self.budget)
-                budget_placed = True
-        if not budget_placed and self.budget is not None:
-            arranged.append(self.budget)
+                arranged.append(self.limits)
         return arranged
 
     # -- lifecycle -------------------------------------------------------------------

@@ -180,17 +180,21 @@ class MemoryHotState:
     async def take(self, buckets: Sequence[Bucket], cost: float = 1.0) -> tuple[float, str | None]:
         """Take `cost` tokens from every bucket, or none; (0.0, None), or the wait and why."""
         now = self._clock.monotonic()
+        states = self._buckets
         levels = []
         wait = 0.0
         slowest = None
         for bucket in buckets:
-            state = self._buckets.get(bucket.key)
-            tokens = bucket.burst
-            if state is not None:
-                # A monotonic clock never goes back; max() keeps a misbehaving
-                # one from draining a bucket.
-                elapsed = max(0.0, now - state[1])
-                tokens = min(bucket.burst, state[0] + elapsed * bucket.rate)
+            state = states.get(bucket.key)
+            if state is None:
+                tokens = bucket.burst
+            else:
+                # A monotonic clock never goes back; if one does, no time passed
+                # (nothing drains a bucket but calls).
+                elapsed = now - state[1]
+                tokens = state[0] + elapsed * bucket.rate if elapsed > 0 else state[0]
+                if tokens > bucket.burst:
+                    tokens = bucket.burst
             levels.append(tokens)
             if tokens < cost:
                 short = math.inf if cost > bucket.burst else (cost - tokens) / bucket.rate
@@ -198,9 +202,14 @@ class MemoryHotState:
                     wait, slowest = short, bucket.key
         if slowest is not None:
             return wait, slowest
-        for bucket, tokens in zip(buckets, levels, strict=True):
-            left = tokens - cost
-            self._buckets[bucket.key] = [left, now]
+        for index, bucket in enumerate(buckets):
+            left = levels[index] - cost
+            state = states.get(bucket.key)
+            if state is None:
+                states[bucket.key] = [left, now]
+            else:
+                state[0] = left
+                state[1] = now
             self._until_idle(bucket.key, now + (bucket.burst - left) / bucket.rate, now)
         return 0.0, None
 
@@ -209,13 +218,13 @@ class MemoryHotState:
         now = self._clock.monotonic()
         events = self._windows.get(key)
         if events is None:
-            events = self._windows[key] = deque()
+            events = self._windows[key] = deque(maxlen=max(1, cap))
+        elif events.maxlen != max(1, cap):
+            events = self._windows[key] = deque(events, maxlen=max(1, cap))
         horizon = now - window
         while events and events[0] <= horizon:
             events.popleft()
-        events.append(now)
-        while len(events) > max(1, cap):
-            events.popleft()
+        events.append(now)  # beyond maxlen, the oldest goes
         self._until_idle(key, now + window, now)
         return len(events)
 
@@ -230,8 +239,8 @@ class MemoryHotState:
         current = self._totals.get(key) if self._alive(key) else None
         totals = [0.0] * len(amounts) if current is None else current
         after = [total + amount for total, amount in zip(totals, amounts, strict=True)]
-        for value, amount, limit in zip(after, amounts, limits, strict=True):
-            if limit is not None and amount > 0 and value > limit:
+        for index, limit in enumerate(limits):
+            if limit is not None and amounts[index] > 0 and after[index] > limit:
                 return False, tuple(totals)
         if current is None:
             self._set(key, ttl)
@@ -291,20 +300,34 @@ class MemoryHotState:
         self._totals.pop(key, None)
 
     def _until_idle(self, key: str, idle_at: float, now: float) -> None:
-        """Note when the bucket or window at `key` becomes the same as none, and sweep."""
-        self._idle[key] = idle_at
-        heapq.heappush(self._idle_heap, (idle_at, key))
-        if len(self._idle_heap) > 2 * len(self._idle) + 64:
-            self._idle_heap = [(when, name) for name, when in self._idle.items()]
-            heapq.heapify(self._idle_heap)
+        """Note when the bucket or window at `key` becomes the same as none, and sweep.
+
+        A key has one heap entry, pushed when it appears; an entry found
+        early (the key was used since) is pushed again with its new time.
+        """
+        idle = self._idle
+        heap = self._idle_heap
+        if key not in idle:
+            heapq.heappush(heap, (idle_at, key))
+            if len(heap) > 2 * len(idle) + 64:  # entries of forgotten keys
+                heap[:] = [(when, name) for name, when in idle.items()]
+                heapq.heapify(heap)
+        idle[key] = idle_at
+        if heap[0][0] > now:
+            return  # nothing idle yet: the common case
         for _ in range(self._SWEEP_PER_WRITE):
-            if not self._idle_heap or self._idle_heap[0][0] > now:
+            if not heap or heap[0][0] > now:
                 return
-            when, name = heapq.heappop(self._idle_heap)
-            if self._idle.get(name) == when:
-                del self._idle[name]
-                self._buckets.pop(name, None)
-                self._windows.pop(name, None)
+            when, name = heapq.heappop(heap)
+            current = idle.get(name)
+            if current is None:
+                continue
+            if current > now:
+                heapq.heappush(heap, (current, name))
+                continue
+            del idle[name]
+            self._buckets.pop(name, None)
+            self._windows.pop(name, None)
 
     def _set(self, key: str, ttl: float) -> None:
         expires = self._clock.now() + ttl

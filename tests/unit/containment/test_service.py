@@ -83,17 +83,13 @@ def test_the_checks_go_where_the_docs_say(database: Database, clock: FrozenClock
         "warrant",
         "halt",
         "proof",
-        "burst",
-        "rate",
-        "loop",
+        "limits",
         "scope",
         "justification",
         "schema",
-        "budget",
     ]
-    # Whatever comes after schema (policy) comes after budget, and reads its facts.
-    assert names(found.arrange([*chain, Named("policy")]))[-2:] == ["budget", "policy"]
-    assert names(found.checks()) == ["halt", "burst", "rate", "loop", "budget"]
+    assert names(found.checks()) == ["halt", "limits"]
+    assert names(found.limits.checks) == ["burst", "rate", "loop", "budget"]
 
 
 def test_without_authentication_only_the_kill_switch_and_rate_limits(
@@ -102,11 +98,12 @@ def test_without_authentication_only_the_kill_switch_and_rate_limits(
     found = Containment(settings("off"), database, clock, MemoryHotState(clock))
     assert names(found.arrange([Named("justification"), Named("schema")])) == [
         "halt",
-        "rate",
+        "limits",
         "justification",
         "schema",
     ]
     assert found.burst is None and found.loop is None and found.budget is None
+    assert names(found.limits.checks) == ["rate"]
 
 
 def test_an_empty_chain_stays_empty(database: Database, clock: FrozenClock) -> None:
@@ -114,15 +111,10 @@ def test_an_empty_chain_stays_empty(database: Database, clock: FrozenClock) -> N
     assert found.arrange([]) == []
 
 
-def test_without_a_schema_check_budget_goes_last(database: Database, clock: FrozenClock) -> None:
-    found = Containment(settings(), database, clock, MemoryHotState(clock))
-    assert names(found.arrange([Named("x")])) == ["halt", "burst", "rate", "loop", "x", "budget"]
-
-
 def test_zero_thresholds_turn_loops_and_bursts_off(database: Database, clock: FrozenClock) -> None:
     quiet = settings(burst_calls_per_second=0, loop_max_repeats=0)
     found = Containment(quiet, database, clock, MemoryHotState(clock))
-    assert names(found.checks()) == ["halt", "rate", "budget"]
+    assert names(found.limits.checks) == ["rate", "budget"]
 
 
 # -- holds ---------------------------------------------------------------------------------------

@@ -364,8 +364,7 @@ async def test_bind_with_x5c_then_an_allowed_call(world: World, agent: X509Svid)
     assert answer["outcome"] == "allow"
     assert answer["result"] == {"echo": ARGS}
     checks = [v["check"] for v in answer["verdicts"]]
-    assert checks[:5] == ["authenticate", "warrant", "halt", "proof", "burst"]
-    assert checks.index("scope") > checks.index("loop")
+    assert checks[:6] == ["authenticate", "warrant", "halt", "proof", "limits", "scope"]
     assert all(v["outcome"] == "allow" for v in answer["verdicts"])
     # The record names the agent the SVID proved and the task the warrant did.
     # A write: one record before the tool runs, one after. Each names the agent the SVID

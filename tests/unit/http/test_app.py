@@ -240,13 +240,18 @@ async def test_an_allowed_call_returns_the_result_and_every_verdict(
     assert body["result"] == {"echo": {"q": "lisbon"}}
     assert [v["check"] for v in body["verdicts"]] == [
         "halt",
-        "rate",
+        "limits",
         "justification",
         "schema",
         "injection_seen",
+        "pinning",
+        "provenance",
+        "dlp",
+        "egress",
         "policy",
         "result_schema",
         "injection",
+        "provenance_record",
     ]
     assert all(v["outcome"] == "allow" for v in body["verdicts"])
     assert upstream.call_ids == [body["call_id"]]
