@@ -3,7 +3,7 @@
 Two gateways, each with authentication, tasks, warrants and a fresh proof per
 call, as agents use them:
 
-- `runaway`: a burst threshold of 5 calls within 1 s and a webhook receiver
+- `runaway`: a burst threshold of 5 calls within 2 s and a webhook receiver
   (in this test process) for the alert. A scripted runaway agent is
   suspended at its sixth call, stays suspended across a restart, and calls
   again once a principal resumes it.
@@ -42,8 +42,8 @@ from .test_authentication import _register
 RUNAWAY = "spiffe://ztgate.local/agents/runaway"
 BYSTANDER = "spiffe://ztgate.local/agents/bystander"
 WORKER = "spiffe://ztgate.local/agents/worker"
-THRESHOLD = 5  # calls within BURST_WINDOW
-BURST_WINDOW = 1.0
+THRESHOLD = 5  # calls within BURST_WINDOW (2.5 calls a second over 2 s)
+BURST_WINDOW = 2.0
 LOOP_REPEATS = 3
 
 
@@ -232,13 +232,14 @@ def test_a_runaway_agent_is_suspended_within_the_threshold_until_resumed(
         began = time.monotonic()
         for n in range(3 * THRESHOLD):  # as fast as it can, each call a new one
             answers.append(deciding(task.call(client, "lookup", {"n": n})))
-        took = time.monotonic() - began
+            if n == THRESHOLD:
+                took = time.monotonic() - began
     assert took < BURST_WINDOW, f"too slow to be a burst here ({took:.2f} s)"
     # Suspended within the threshold: the calls up to it ran, the one beyond it did not...
     assert [a[0] for a in answers[:THRESHOLD]] == [200] * THRESHOLD
     status, check, reason = answers[THRESHOLD]
     assert (status, check) == (403, "burst")
-    assert f"more than {THRESHOLD} calls within 1 s" in reason
+    assert f"more than {THRESHOLD} calls within {BURST_WINDOW:g} s" in reason
     # ... and every call after it is refused by the suspension.
     for status, check, reason in answers[THRESHOLD + 1 :]:
         assert (status, check) == (403, "halt")
