@@ -87,3 +87,15 @@ async def test_without_a_task_nothing_is_counted(check: LoopCheck, clock: Frozen
 def test_loop_detection_needs_a_repeat_and_a_window() -> None:
     with pytest.raises(ValueError):
         LoopCheck(MemoryHotState(FrozenClock()), max_repeats=0, window=1, flag=Flags())
+
+
+async def test_wall_clock_jumps_neither_end_nor_stretch_a_window(
+    check: LoopCheck, clock: FrozenClock
+) -> None:
+    for _ in range(3):
+        await check(make_call(), ctx(clock))
+    clock.set(clock.now() + 86400)  # a day ahead: the repetitions are not forgotten
+    assert (await check(make_call(), ctx(clock))).outcome is Outcome.DENY
+    clock.set(clock.now() - 2 * 86400)  # a day behind: a real window later they are
+    clock.advance(60)
+    assert (await check(make_call(), ctx(clock))).outcome is Outcome.ALLOW
