@@ -27,9 +27,11 @@ from ztgate.config import Settings
 from ztgate.containment.service import Containment
 from ztgate.errors import GatewayError, StoreError, UpstreamError
 from ztgate.forward import Forwarder
+from ztgate.guards.assembly import Guards
 from ztgate.guards.injection.check import InjectionResultCheck, InjectionSeenCheck
 from ztgate.guards.injection.scanner import Scanner
 from ztgate.guards.justification import JustificationCheck
+from ztgate.guards.pinning import pin_on_registration
 from ztgate.identity import check as authentication
 from ztgate.identity.check import AuthenticationCheck
 from ztgate.identity.entries import GENERATION as ENTRIES_GENERATION
@@ -54,8 +56,9 @@ from ztgate.store.hot import HotState, MemoryHotState
 from ztgate.tasks.registry import GENERATION as TASKS_GENERATION
 from ztgate.tasks.registry import TaskRegistry
 from ztgate.tools.catalog import Catalog
+from ztgate.tools.model import Tool
 from ztgate.tools.registry import GENERATION as TOOLS_GENERATION
-from ztgate.tools.registry import ToolRegistry
+from ztgate.tools.registry import InTransaction, ToolRegistry
 from ztgate.warrants.checks import WARRANT
 from ztgate.warrants.service import WarrantService
 
@@ -90,10 +93,11 @@ class CallReport:
         return Outcome.DENY
 
 
-def default_checks(settings: Settings | None = None) -> list[Check]:
+def default_checks(settings: Settings | None = None, guards: Guards | None = None) -> list[Check]:
     """The pre-call checks after identity and warrants, in order."""
     tiers = settings.warrants.require_justification if settings else ("write", "critical")
-    return [JustificationCheck(tiers), ArgumentsSchemaCheck()]
+    justification = guards.justification(tiers) if guards else JustificationCheck(tiers)
+    return [justification, ArgumentsSchemaCheck()]
 
 
 class CallerIdentity:
@@ -193,6 +197,7 @@ class Gateway:
     hot: HotState | None = None
     containment: Containment | None = None
     policy: PolicyCheck | None = None
+    guards: Guards | None = None
 
     def __post_init__(self) -> None:
         self.registry = ToolRegistry(self.database, self.clock)
@@ -234,16 +239,18 @@ class Gateway:
             max_result_bytes=gw.max_result_bytes,
             connections=gw.upstream_connections,
         )
-        chosen = default_checks(settings) if checks is None else list(checks)
+        hot = MemoryHotState(clock)
+        guards = Guards(settings, hot)
+        chosen = default_checks(settings, guards) if checks is None else list(checks)
         identity = None
         warrants = None
-        hot = MemoryHotState(clock)
         if gw.authentication == "required":
             # Who is calling comes before anything else is looked at; then
             # for which task, proven for this very call, within its scope.
             identity = CallerIdentity(settings, database, clock)
             registry = TaskRegistry.from_settings(settings, database, clock, audit)
             warrants = WarrantService(settings, database, clock, hot, registry)
+            guards.use_tasks(registry.get)
             chosen = [identity.check, *warrants.checks(), *chosen]
         containment = Containment(settings, database, clock, hot, audit)
         chosen = containment.arrange(chosen)
@@ -261,6 +268,12 @@ class Gateway:
             )
             if checks is None:
                 chosen = [*chosen, InjectionSeenCheck(hot)]
+            # What the task read is recorded, for provenance and justifications.
+            results.extend(guards.result_checks())
+        if checks is None:
+            # Pinning, provenance, DLP, egress (and the intent judge): facts for
+            # policy, and refusals no policy may overrule.
+            chosen = [*chosen, *guards.checks()]
         policy = None
         if checks is None:
             # The organisation's rules decide last, over what the checks found.
@@ -284,6 +297,7 @@ class Gateway:
             hot=hot,
             containment=containment,
             policy=policy,
+            guards=guards,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -291,7 +305,7 @@ class Gateway:
     async def start(self) -> None:
         """Migrate, load the tools, and start the audit writer and the forwarder."""
         self.database.migrate()
-        self.registry.sync(self.settings.declared_tools())
+        self.registry.sync(self.settings.declared_tools(), pin=self._pin_new, also=self._unpinned)
         self.catalog = Catalog(self.registry.all())
         if self.policy is not None:  # a set that does not load stops the start
             self.policy.start(lambda: self.catalog, self.metrics.registry)
@@ -314,6 +328,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
         await self.forwarder.stop()
+        if self.guards is not None:
+            await self.guards.stop()
         if self.containment is not None:
             await self.containment.stop()
         await self.audit.stop()
@@ -329,6 +345,27 @@ class Gateway:
             await self.identity.federation.stop()
             self.identity.stop()
         self.database.dispose()
+
+    def _pin_new(self, tool: Tool) -> bool:
+        """Whether declaring a new tool approves it (its description hides nothing)."""
+        return not self.settings.guards.pinning or pin_on_registration(tool.description)
+
+    def _unpinned(self, tool: Tool, current: Tool | None) -> InTransaction | None:
+        """The audit record of a config change that leaves a tool waiting for approval."""
+        if current is not None and current.pin_sha256 != tool.fingerprint:
+            why = "its description or schemas changed since it was approved"
+        elif current is None and not self._pin_new(tool):
+            why = "its description reads as instructions"
+        else:
+            return None
+        entry = AuditEntry(
+            kind="admin",
+            outcome="allow",
+            tool=tool.name,
+            detail={"action": "tool.unpinned", "source": "config", "reason": why},
+        )
+        logger.warning("tool %s waits for a principal's approval: %s", tool.name, why)
+        return lambda conn: self.audit.append_within(conn, [entry])
 
     async def _checkpoint_wal(self) -> None:
         while True:
