@@ -397,6 +397,7 @@ class TaskCredentials:
         *,
         tools: Sequence[str] = ("lookup", "echo"),
         scope: Mapping[str, Any] | None = None,
+        intent: str = "an integration test",
     ) -> None:
 
         self.key = key
@@ -407,7 +408,7 @@ class TaskCredentials:
             task, _, warrant = registry.create(
                 principal="admin",
                 agent=agent,
-                intent="an integration test",
+                intent=intent,
                 scope=dict(scope or {"tools": {tool: {} for tool in tools}}),
                 agent_jkt=key_thumbprint(key),
             )
