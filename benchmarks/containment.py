@@ -42,7 +42,7 @@ from ztgate.clock import SystemClock
 from ztgate.config import Settings
 from ztgate.containment.budget import TaskBudget
 from ztgate.containment.service import Containment
-from ztgate.models import Outcome, ToolCall
+from ztgate.models import Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext, Check, Pipeline
 from ztgate.store.database import Database
 from ztgate.store.hot import MemoryHotState
@@ -57,6 +57,17 @@ TOOL = make_tool(
 )
 # Limits that never refuse here, at a realistic refill rate.
 FAST = {"rate_per_second": 1000.0, "burst": 1_000_000}
+
+
+class Idle:
+    """A check that allows at once."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.verdict = Verdict(name, Outcome.ALLOW)
+
+    async def __call__(self, call: ToolCall, ctx: CallContext) -> Verdict:
+        return self.verdict
 
 
 class Calls:
@@ -172,6 +183,17 @@ async def run(workdir: Path, n: int, rounds: int) -> dict[str, tuple[float, floa
     calls.prepare(base)
     figures["all of them, through Pipeline.decide"] = await measure(
         lambda i: decided(base + i), n, rounds
+    )
+    base += n * rounds
+    # The pipeline's own cost for two entries, whatever they are: what any check pays.
+    idle = Pipeline([Idle("a"), Idle("b")], check_timeout=settings.gateway.check_timeout_seconds)
+
+    async def idle_decided(i: int) -> None:
+        await idle.decide(calls[i], context())
+
+    calls.prepare(base)
+    figures["Pipeline.decide over two checks that do nothing (baseline)"] = await measure(
+        lambda i: idle_decided(base + i), n, rounds
     )
     base += n * rounds
     # What the halt check costs once something is held (a lookup more).

@@ -22,6 +22,7 @@ after this one (policy). The use is written behind to the store
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -184,11 +185,8 @@ class LiveBudgets:
 
 def _resolve(document: Any, pointer: str) -> Any:
     """The value at a JSON Pointer (or a top-level name) in `document`, or `_ABSENT`."""
-    if not pointer.startswith("/"):
-        return document.get(pointer, _ABSENT) if isinstance(document, Mapping) else _ABSENT
     current = document
-    for raw in pointer.split("/")[1:]:
-        token = raw.replace("~1", "/").replace("~0", "~")
+    for token in _tokens(pointer):
         if isinstance(current, Mapping) and token in current:
             current = current[token]
         elif isinstance(current, list) and token.isdigit() and int(token) < len(current):
@@ -196,3 +194,11 @@ def _resolve(document: Any, pointer: str) -> Any:
         else:
             return _ABSENT
     return current
+
+
+@functools.lru_cache(maxsize=1024)
+def _tokens(pointer: str) -> tuple[str, ...]:
+    """A pointer's reference tokens (RFC 6901); a bare name is one token."""
+    if not pointer.startswith("/"):
+        return (pointer,)
+    return tuple(raw.replace("~1", "/").replace("~0", "~") for raw in pointer.split("/")[1:])
