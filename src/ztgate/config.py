@@ -400,6 +400,27 @@ class GuardsSettings(_Section):
     pinning: bool = True
 
 
+class ApprovalsSettings(_Section):
+    """Asked calls waiting for a principal's decision (docs/approvals.md)."""
+
+    # How long a request waits for a decision, unless its tool says otherwise.
+    timeout_seconds: float = Field(600.0, gt=0, le=7 * 86400)
+    # Per tool: {"payments.send" = 120.0}.
+    tool_timeout_seconds: dict[str, float] = Field(default_factory=dict)
+    # Four eyes: a critical call's own task principal may not approve it.
+    require_second_person: bool = False
+    # Notifications: POSTed in the background, never in a call's way.
+    webhook_url: str = ""
+    webhook_format: Literal["json", "slack"] = "json"
+    webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    # Where a request is shown: the link is <link_base>/approvals/<id>.
+    link_base: str = ""
+
+    def timeout_for(self, tool: str) -> float:
+        """The seconds a request for `tool` waits for a decision."""
+        return self.tool_timeout_seconds.get(tool, self.timeout_seconds)
+
+
 class DemoSettings(_Section):
     """The built-in demo tool server (off unless asked for)."""
 
@@ -461,6 +482,7 @@ class Settings(BaseSettings):
     guards: GuardsSettings = GuardsSettings()
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
+    approvals: ApprovalsSettings = ApprovalsSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 
     # Where the settings came from, and the directory relative paths start

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from ztgate.approvals.notify import Notifier
+from ztgate.approvals.registry import Approval, ApprovalRegistry
 from ztgate.audit import AuditEntry, AuditLog
 from ztgate.audit.checkpoint import load_signer
 from ztgate.audit.redact import preview, preview_text
@@ -55,7 +57,7 @@ from ztgate.store.generations import GenerationWatcher
 from ztgate.store.hot import HotState, MemoryHotState
 from ztgate.tasks.registry import GENERATION as TASKS_GENERATION
 from ztgate.tasks.registry import TaskRegistry
-from ztgate.tools.catalog import Catalog
+from ztgate.tools.catalog import Catalog, CatalogEntry
 from ztgate.tools.model import Tool
 from ztgate.tools.registry import GENERATION as TOOLS_GENERATION
 from ztgate.tools.registry import InTransaction, ToolRegistry
@@ -84,10 +86,13 @@ class CallReport:
     review: Decision | None = None
     failure: Failure | None = None
     detail: str = ""
+    approval: Approval | None = None  # the request it waits on, or the approval it used
 
     @property
     def outcome(self) -> Outcome:
-        """Allow only when the call ran and its result passed review."""
+        """Allow only when the call ran and its result passed review; ask while it waits."""
+        if self.approval is not None and self.result is None and self.failure is None:
+            return Outcome.ASK
         if self.failure is None and self.result is not None and self.decision is not None:
             return Outcome.ALLOW
         return Outcome.DENY
@@ -208,6 +213,8 @@ class Gateway:
         self._watcher = GenerationWatcher(self.database, shared)
         self._checkpointer: asyncio.Task[None] | None = None
         self._in_flight = 0
+        self.approvals = ApprovalRegistry(self.database, self.clock, audit=self.audit)
+        self.notifier = Notifier(self.settings.approvals)
 
     @classmethod
     def from_settings(
@@ -328,6 +335,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
         await self.forwarder.stop()
+        await self.notifier.close()
         if self.guards is not None:
             await self.guards.stop()
         if self.containment is not None:
@@ -403,6 +411,7 @@ class Gateway:
         credentials: Credentials | None = None,
         front_door: str = "http",
         call_id: str | None = None,
+        approval_id: str | None = None,
     ) -> ToolCall:
         """A `ToolCall` with its id, canonical argument hash and arrival time.
 
@@ -418,6 +427,7 @@ class Gateway:
             credentials=credentials or Credentials(),
             received_at=self.clock.now(),
             front_door=front_door,
+            approval_id=approval_id,
         )
 
     async def handle(self, call: ToolCall) -> CallReport:
@@ -442,7 +452,7 @@ class Gateway:
         entry = self.catalog.get(call.tool)
         ctx = CallContext(self.clock, tool=entry)
         previews = _Previews(call)
-        decision = _ask_means_deny(await self.pipeline.decide(call, ctx))
+        decision = await self.pipeline.decide(call, ctx)
         principal, task_id = _authenticated(decision)
         if principal is not None and call.agent is None:
             # The agent the record names is the one the SVID proved, and the
@@ -450,6 +460,11 @@ class Gateway:
             call = dataclasses.replace(call, agent=principal, task_id=task_id)
             decision = dataclasses.replace(decision, call=call)
             previews = _Previews(call)
+        approval = None
+        if decision.outcome is Outcome.ASK:
+            # A person decides: a stored request (202), or the approval the
+            # agent presents for this very call, used once.
+            decision, approval = await self._asked(call, entry, decision)
         if entry is None and decision.outcome is Outcome.ALLOW:
             # Whatever the configured checks say, there is nothing to forward to.
             refusal = Verdict("registry", Outcome.DENY, f"unknown tool {call.tool!r}")
@@ -462,6 +477,10 @@ class Gateway:
         if decision.outcome is not Outcome.ALLOW or entry is None:
             asked = tuple(v for v in decision.verdicts if v.outcome is Outcome.ASK)
             status = denial_status(decision)
+            if approval is not None and decision.outcome is Outcome.ASK:
+                pending = {"approval": approval.id, "expires_at": approval.expires_at}
+                await self._record(previews, decision, "decision", "ask", 202, extra=pending)
+                return CallReport(call, decision, approval=approval)
             await self._record(
                 previews, decision, "decision", decision.outcome.value, status, checked=asked
             )
@@ -504,7 +523,38 @@ class Gateway:
             extra=extra,
             checked=() if early else decision.verdicts,
         )
-        return CallReport(call, decision, result=result, review=review)
+        return CallReport(call, decision, result=result, review=review, approval=approval)
+
+    async def _asked(
+        self, call: ToolCall, entry: CatalogEntry | None, decision: Decision
+    ) -> tuple[Decision, Approval | None]:
+        """An asked call: a new pending request, or the approval it presents, used once."""
+        if entry is None or call.agent is None or call.task_id is None or self.warrants is None:
+            why = "a human must approve this call; only a task's call can wait for approval"
+            return _refused(decision, why), None
+        try:
+            if call.approval_id is not None:
+                used, why = await asyncio.to_thread(self.approvals.consume, call.approval_id, call)
+                if used is None:
+                    return _refused(decision, why), None
+                return _approved(decision, used), used
+            task = await asyncio.to_thread(self.warrants.registry.get, call.task_id)
+            settings = self.settings.approvals
+            approval = await asyncio.to_thread(
+                self.approvals.create,
+                call,
+                risk=entry.spec.risk.value,
+                principal=task.principal,
+                intent=task.intent,
+                reasons=decision.reasons(),
+                ttl=settings.timeout_for(call.tool),
+                second_person=settings.require_second_person,
+            )
+        except GatewayError as exc:  # fail closed
+            logger.error("approval for call %s unavailable: %s", call.call_id, exc)
+            return _refused(decision, f"the approval could not be stored: {exc.message}"), None
+        self.notifier.send(approval)
+        return decision, approval
 
     async def record_rejection(self, call_id: str, status: int, reason: str) -> None:
         """Record a request refused at the edge, before it became a call.
@@ -609,14 +659,26 @@ class _Previews:
         return preview_text(self.call.justification) or None
 
 
-def _ask_means_deny(decision: Decision) -> Decision:
-    # Approvals arrive in a later issue; until then nobody can answer an ask,
-    # so it is a deny that says why.
-    if decision.outcome is not Outcome.ASK:
-        return decision
-    refusal = Verdict(
-        "approval", Outcome.DENY, "a human must approve this call; approvals are not enabled"
-    )
+def _refused(decision: Decision, reason: str) -> Decision:
+    """An asked call denied: the approval is missing, rejected, expired or for another call."""
+    refusal = Verdict("approval", Outcome.DENY, reason)
     return Decision(
         decision.call, (*decision.verdicts, refusal), decision.phase, decision.elapsed_seconds
+    )
+
+
+def _approved(decision: Decision, approval: Approval) -> Decision:
+    """An asked call a principal approved: its asks answered, naming who and which approval."""
+    note = f"approved by {approval.decided_by} (approval {approval.id})"
+    verdicts = tuple(
+        dataclasses.replace(v, outcome=Outcome.ALLOW, reason=f"{v.reason}; {note}")
+        if v.outcome is Outcome.ASK
+        else v
+        for v in decision.verdicts
+    )
+    return Decision(
+        decision.call,
+        (*verdicts, Verdict("approval", Outcome.ALLOW, note)),
+        decision.phase,
+        decision.elapsed_seconds,
     )

@@ -60,6 +60,8 @@ class ToolCall:
     credentials: Credentials = field(default_factory=Credentials)
     received_at: float = 0.0
     front_door: str = "http"
+    # The approval the agent presents for this very call (`Ztgate-Approval`).
+    approval_id: str | None = None
 
     @property
     def arguments_sha256(self) -> str:

@@ -118,11 +118,11 @@ def test_the_default_set_allows_in_scope_and_asks_for_critical_tools(
     }
     assert _call(gateway, task, "echo", {"msg": "hi"}).status_code == 200
     asked = _call(gateway, task, "wipe", {})
-    assert asked.status_code == 403
-    (refusal,) = asked.json()["reasons"]
-    assert refusal["check"] == "approval"
-    assert "approvals are not enabled" in refusal["reason"]
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["outcome"] == "ask"
+    assert asked.json()["approval"]["state"] == "pending"
     (record,) = gateway.audit_records(asked.json()["call_id"])
+    assert (record["outcome"], record["status"]) == ("ask", 202)
     checks = {r["check"]: r for r in record["reasons"]}
     assert checks["policy"]["outcome"] == "ask"
     assert checks["policy"]["reason"] == (

@@ -403,7 +403,7 @@ async def test_a_check_that_asks_becomes_a_deny_by_approval(
     assert checks_of(report.decision.verdicts) == [*CONTAINED, "schema", "needs_human", "approval"]
     approval = report.decision.verdicts[-1]
     assert approval.outcome is Outcome.DENY
-    assert "approvals are not enabled" in approval.reason
+    assert "only a task's call can wait for approval" in approval.reason
     assert upstream.arrivals == []
     (record,) = records(gw, report.call.call_id)
     assert (record["kind"], record["outcome"], record["status"]) == ("decision", "deny", 403)

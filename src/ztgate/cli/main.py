@@ -11,6 +11,7 @@ import typer
 
 from ztgate import __version__
 from ztgate.cli import agents as agents_cli
+from ztgate.cli import approvals as approvals_cli
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
 from ztgate.cli import call as call_cli
@@ -46,6 +47,7 @@ app.add_typer(federation_cli.app, name="federation")
 app.add_typer(containment_cli.kill_app, name="kill")
 app.add_typer(containment_cli.resume_app, name="resume")
 app.add_typer(policy_cli.app, name="policy")
+app.add_typer(approvals_cli.app, name="approvals")
 
 
 @app.callback()

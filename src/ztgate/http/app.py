@@ -24,9 +24,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ztgate import __version__
+from ztgate.approvals.registry import Approval
 from ztgate.errors import GatewayError, InvalidInputError, StoreError
 from ztgate.gateway import CallReport, Failure, Gateway, unauthenticated
 from ztgate.http.agents import agents_router
+from ztgate.http.approvals import approvals_router
 from ztgate.http.body import CallRequest, parse_call_request, read_body
 from ztgate.http.containment import containment_router
 from ztgate.http.credentials import CHALLENGE as _CHALLENGE
@@ -37,6 +39,7 @@ from ztgate.identity.bundle import bundle_document
 from ztgate.identity.providers import LocalBundles
 from ztgate.identity.verify import TrustBundle
 from ztgate.metrics import CONTENT_TYPE
+from ztgate.models import Decision
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +86,9 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         },
         responses={
             200: {"description": "Allowed: the tool ran; its result is in `result`."},
+            202: {
+                "description": "Asked: a principal must approve; `approval.id` names the request."
+            },
             401: {
                 "description": "Not authenticated: no valid, registered, unrevoked SVID.",
                 **_PROBLEM_SCHEMA,
@@ -141,6 +147,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(management_router(gateway))
     app.include_router(agents_router(gateway))
     app.include_router(containment_router(gateway))
+    app.include_router(approvals_router(gateway))
     _add_problem_schema(app)
     return app
 
@@ -176,6 +183,7 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
     except Problem as refused:
         return await _reject(gateway, call_id, refused)
     credentials = None
+    approval_id = request.headers.get("ztgate-approval")
     if settings.authentication == "required":
         try:
             headers = request.headers
@@ -195,6 +203,7 @@ async def handle_call_request(gateway: Gateway, request: Request) -> Response:
             justification=parsed.justification,
             credentials=credentials,
             call_id=call_id,
+            approval_id=approval_id[:64] if approval_id else None,
         )
     except InvalidInputError as exc:
         return await _reject(gateway, call_id, Problem(400, "invalid-arguments", exc.message))
@@ -270,6 +279,8 @@ def _answer(report: CallReport) -> Response:
             detail = "the store is unavailable; the call was refused (fail closed)"
         return Problem(status, slug, detail, extensions={"call_id": call_id}).response(call_id)
     decision = report.decision
+    if report.approval is not None and report.result is None and decision is not None:
+        return _pending(report, report.approval, decision)
     if report.result is None or decision is None:
         reasons = decision.reasons() if decision is not None else []
         detail = "; ".join(f"{r['check']}: {r['reason']}" for r in reasons) or "denied"
@@ -313,6 +324,26 @@ def _answer(report: CallReport) -> Response:
         "verdicts": verdicts,
     }
     return Response(orjson.dumps(payload), media_type="application/json")
+
+
+def _pending(report: CallReport, approval: Approval, decision: Decision) -> Response:
+    """202: the call waits for a principal's decision on the approval named in the body."""
+    location = f"/v1/approvals/{approval.id}"
+    payload: dict[str, Any] = {
+        "call_id": report.call.call_id,
+        "outcome": "ask",
+        "detail": "a principal must approve this call; wait, then re-send it with "
+        "'Ztgate-Approval: <id>' and a fresh proof",
+        "reasons": decision.reasons(),
+        "approval": {
+            "id": approval.id,
+            "state": approval.state,
+            "expires_at": approval.expires_at,
+            "wait": f"{location}/wait",
+        },
+    }
+    headers = {"Location": location}
+    return Response(orjson.dumps(payload), 202, headers, media_type="application/json")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

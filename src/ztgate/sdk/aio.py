@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from ztgate.sdk import requests
-from ztgate.sdk.client import DEFAULT_TIMEOUT
-from ztgate.sdk.errors import ZtgateError, from_httpx
+from ztgate.sdk.client import DEFAULT_TIMEOUT, MAX_POLL_SECONDS
+from ztgate.sdk.errors import ApprovalPending, CallDenied, ZtgateError, from_httpx
 from ztgate.sdk.identity import DEFAULT_AUDIENCE, IdentityProvider, WorkloadIdentity
 from ztgate.sdk.models import BoundWarrant, CallResult, Delegation, Grant, SvidKey, as_grant
 from ztgate.sdk.tls import client_verify
@@ -158,18 +158,72 @@ class AsyncAgent:
         *,
         justification: str | None = None,
         timeout: float | None = None,
+        approval_timeout: float = 0.0,
     ) -> CallResult:
         """See `Agent.call`."""
+        try:
+            return await self._call(tool, arguments or {}, justification, timeout, None)
+        except ApprovalPending as pending:
+            pending.tool = tool
+            pending.arguments = dict(arguments or {})
+            pending.justification = justification
+            if approval_timeout <= 0:
+                raise
+            return await self.wait_for_approval(pending, approval_timeout, request_timeout=timeout)
+
+    async def wait_for_approval(
+        self,
+        pending: ApprovalPending,
+        timeout: float = 600.0,
+        *,
+        request_timeout: float | None = None,
+    ) -> CallResult:
+        """See `Agent.wait_for_approval`."""
+        approval = pending.approval_id
+        if approval is None or pending.tool is None:
+            raise ValueError("this ApprovalPending names no approval request to wait for")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            poll = max(0.0, min(deadline - loop.time(), MAX_POLL_SECONDS))
+            answer = await self._send(requests.wait_request(approval, poll), poll + 10.0)
+            state, reason = requests.parse_wait(answer)
+            if state == "approved":
+                return await self._call(
+                    pending.tool,
+                    pending.arguments,
+                    pending.justification,
+                    request_timeout,
+                    approval,
+                )
+            if state != "pending":
+                raise CallDenied(
+                    reason or f"approval {approval} is {state}",
+                    call_id=pending.call_id,
+                    reasons=pending.reasons,
+                )
+            if loop.time() >= deadline:
+                raise pending
+
+    async def _call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        justification: str | None,
+        timeout: float | None,
+        approval: str | None,
+    ) -> CallResult:
         svid, warrant = await self._ready(timeout)
         request = requests.call_request(
             svid,
             warrant,
             tool,
-            arguments or {},
+            arguments,
             audience=self.audience,
             issued_at=time.time(),
             bearer=await self._bearer(),
             justification=justification,
+            approval=approval,
         )
         return requests.parse_call(await self._send(request, timeout))
 

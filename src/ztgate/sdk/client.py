@@ -21,12 +21,13 @@ from typing import Any
 import httpx
 
 from ztgate.sdk import requests
-from ztgate.sdk.errors import ZtgateError, from_httpx
+from ztgate.sdk.errors import ApprovalPending, CallDenied, ZtgateError, from_httpx
 from ztgate.sdk.identity import DEFAULT_AUDIENCE, IdentityProvider, WorkloadIdentity
 from ztgate.sdk.models import BoundWarrant, CallResult, Delegation, Grant, SvidKey, as_grant
 from ztgate.sdk.tls import client_verify
 
 DEFAULT_TIMEOUT = 30.0
+MAX_POLL_SECONDS = 30.0  # one long-poll; the gateway allows up to 60
 
 
 class Agent:
@@ -172,12 +173,17 @@ class Agent:
         *,
         justification: str | None = None,
         timeout: float | None = None,
+        approval_timeout: float = 0.0,
     ) -> CallResult:
         """Call `tool` through the gateway under the held warrant.
 
+        A call policy asks about waits for a principal's approval: up to
+        `approval_timeout` seconds (see `wait_for_approval`); with 0, the
+        default, `ApprovalPending` is raised at once.
+
         Raises:
             CallDenied: a check denied it (`reasons` says which and why).
-            ApprovalPending: a principal must approve it first.
+            ApprovalPending: a principal must approve it first (and has not, in time).
             Unauthenticated: the gateway did not accept this agent's SVID.
             CallTimeout: no answer in time (the tool may have run).
             CallFailed: the tool failed, or another error answer.
@@ -185,18 +191,81 @@ class Agent:
             IdentityError: no usable SVID.
             ValueError: arguments with no canonical JSON form (NaN, ...).
         """
+        try:
+            return self._call(tool, arguments or {}, justification, timeout, None)
+        except ApprovalPending as pending:
+            pending.tool = tool
+            pending.arguments = dict(arguments or {})
+            pending.justification = justification
+            if approval_timeout <= 0:
+                raise
+            return self.wait_for_approval(pending, approval_timeout, request_timeout=timeout)
+
+    def _call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any],
+        justification: str | None,
+        timeout: float | None,
+        approval: str | None,
+    ) -> CallResult:
         svid, warrant = self._ready(timeout)
         request = requests.call_request(
             svid,
             warrant,
             tool,
-            arguments or {},
+            arguments,
             audience=self.audience,
             issued_at=time.time(),
             bearer=self.identity.jwt_svid(),
             justification=justification,
+            approval=approval,
         )
         return requests.parse_call(self._send(request, timeout))
+
+    def wait_for_approval(
+        self,
+        pending: ApprovalPending,
+        timeout: float = 600.0,
+        *,
+        request_timeout: float | None = None,
+    ) -> CallResult:
+        """Wait up to `timeout` seconds for the decision on `pending`; once approved, run the call.
+
+        The approved call is re-sent exactly as asked (same tool, arguments
+        and justification) with a fresh proof and the approval's id; the
+        gateway runs it once.
+
+        Raises:
+            CallDenied: the request was rejected, expired, or used already.
+            ApprovalPending: still undecided after `timeout` seconds.
+            ValueError: `pending` does not name an approval and a call.
+            ZtgateError: any other failure, as `call` raises.
+        """
+        approval = pending.approval_id
+        if approval is None or pending.tool is None:
+            raise ValueError("this ApprovalPending names no approval request to wait for")
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            poll = max(0.0, min(deadline - time.monotonic(), MAX_POLL_SECONDS))
+            answer = self._send(requests.wait_request(approval, poll), poll + 10.0)
+            state, reason = requests.parse_wait(answer)
+            if state == "approved":
+                return self._call(
+                    pending.tool,
+                    pending.arguments,
+                    pending.justification,
+                    request_timeout,
+                    approval,
+                )
+            if state != "pending":
+                raise CallDenied(
+                    reason or f"approval {approval} is {state}",
+                    call_id=pending.call_id,
+                    reasons=pending.reasons,
+                )
+            if time.monotonic() >= deadline:
+                raise pending
 
     def delegate(
         self,

@@ -71,7 +71,11 @@ class CallDenied(ZtgateError):
 class ApprovalPending(ZtgateError):
     """The call was asked (202): it runs only once a principal approves it.
 
-    `call_id` names the call to approve; `reasons` are the checks that asked.
+    `approval_id` names the approval request (what approvers decide);
+    `call_id` the asked call; `reasons` are the checks that asked;
+    `expires_at` when the request lapses undecided. `tool`, `arguments` and
+    `justification` are the call as asked: `wait_for_approval` re-sends
+    exactly these, with a fresh proof and the approval.
     """
 
     def __init__(
@@ -82,9 +86,16 @@ class ApprovalPending(ZtgateError):
         status: int | None = 202,
         call_id: str | None = None,
         problem: Mapping[str, Any] | None = None,
+        approval_id: str | None = None,
+        expires_at: float | None = None,
     ) -> None:
         super().__init__(message, status=status, call_id=call_id, problem=problem)
         self.reasons = reasons
+        self.approval_id = approval_id
+        self.expires_at = expires_at
+        self.tool: str | None = None
+        self.arguments: Mapping[str, Any] = {}
+        self.justification: str | None = None
 
 
 class CallTimeout(ZtgateError):

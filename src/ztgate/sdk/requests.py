@@ -11,6 +11,7 @@ import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -35,6 +36,8 @@ DELEGATE = "/v1/warrants/delegate"
 TASKS = "/v1/tasks"
 PROOF_HEADER = "Ztgate-Proof"
 WARRANT_HEADER = "Ztgate-Warrant"
+APPROVAL_HEADER = "Ztgate-Approval"
+APPROVALS = "/v1/approvals"
 _JSON = "application/json"
 
 
@@ -94,8 +97,12 @@ def call_request(
     issued_at: float,
     bearer: str,
     justification: str | None = None,
+    approval: str | None = None,
 ) -> HttpRequest:
-    """`POST /v1/calls`: call `tool` under `warrant`, with a proof over these arguments."""
+    """`POST /v1/calls`: call `tool` under `warrant`, with a proof over these arguments.
+
+    `approval` is the id of the approval a principal gave this very call.
+    """
     canonical = _canonical(arguments, "arguments")
     signed = proof.sign(
         svid.private_key,
@@ -113,7 +120,25 @@ def call_request(
         content += b',"justification":' + orjson.dumps(justification)
     content += b"}"
     headers = _headers(bearer, **{WARRANT_HEADER: warrant.token, PROOF_HEADER: signed})
+    if approval is not None:
+        headers[APPROVAL_HEADER] = approval
     return HttpRequest("POST", CALLS, headers, content)
+
+
+def wait_request(approval_id: str, timeout: float) -> HttpRequest:
+    """`GET /v1/approvals/{id}/wait`: long-poll until decided, or `timeout` seconds (at most 60)."""
+    seconds = max(0.0, min(timeout, 60.0))
+    path = f"{APPROVALS}/{quote(approval_id, safe='')}/wait?timeout={seconds:g}"
+    return HttpRequest("GET", path, {"Accept": _JSON}, b"")
+
+
+def parse_wait(response: httpx.Response) -> tuple[str, str]:
+    """A waited-on approval's state (pending, approved, rejected, used, expired) and why."""
+    if response.status_code != 200:
+        raise error_for(response)
+    approval = _field(_object(response), "approval", dict, 200)
+    reason = approval.get("reason")
+    return _field(approval, "state", str, 200), reason if isinstance(reason, str) else ""
 
 
 def delegate_request(
@@ -218,11 +243,17 @@ def parse_call(response: httpx.Response) -> CallResult:
         call_id = data.get("call_id") if isinstance(data.get("call_id"), str) else None
         detail = data.get("detail")
         return_reasons = _reasons(data, "reasons") or _reasons(data, "verdicts")
+        approval = data.get("approval")
+        approval = approval if isinstance(approval, dict) else {}
+        approval_id = approval.get("id")
+        expires_at = approval.get("expires_at")
         raise ApprovalPending(
             detail if isinstance(detail, str) and detail else "the call awaits approval",
             reasons=return_reasons,
             call_id=call_id,
             problem=data,
+            approval_id=approval_id if isinstance(approval_id, str) else None,
+            expires_at=float(expires_at) if isinstance(expires_at, (int, float)) else None,
         )
     if status != 200:
         raise error_for(response)

@@ -226,6 +226,37 @@ task_usage = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+# Approval requests: an asked call waiting for a principal's decision, bound
+# to the call (tool, canonical arguments hash, task, agent) and used once.
+# `state` is pending, approved, rejected or used; a pending or approved
+# request past `expires_at` reads as expired. `request_sha256` is the hash of
+# the request as shown to the approver (canonical JSON), recorded with the
+# decision in the audit chain.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("tool", String(128), nullable=False),
+    Column("risk", String(16), nullable=False),
+    Column("arguments_sha256", String(64), nullable=False),
+    Column("agent", Text, nullable=False),
+    Column("task_id", String(32), nullable=False),
+    Column("principal", String(64), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("request_sha256", String(64), nullable=False),
+    Column("second_person", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("decided_by", String(64), nullable=True),
+    Column("decided_key", String(32), nullable=True),
+    Column("decided_at", Float, nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("used_at", Float, nullable=True),
+    Column("used_call_id", String(64), nullable=True),
+    Index("ix_approvals_state", "state"),
+)
+
 SCHEMA_TABLES = (
     generations,
     tools,
@@ -240,4 +271,5 @@ SCHEMA_TABLES = (
     warrants,
     suspensions,
     task_usage,
+    approvals,
 )

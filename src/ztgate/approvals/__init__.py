@@ -1,0 +1,1 @@
+"""Approvals: asked calls that wait for a principal's decision (docs/approvals.md)."""

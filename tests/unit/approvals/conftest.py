@@ -1,0 +1,76 @@
+"""A migrated database per test (copied from a template), an audit log, and a call."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+
+from ztgate.audit import AuditLog
+from ztgate.canonical import canonical_json
+from ztgate.models import ToolCall
+from ztgate.store.database import Database
+from ztgate.store.tables import audit_records
+from ztgate.testing import FrozenClock
+
+AGENT = "spiffe://ztgate.local/agent/runner"
+OTHER = "spiffe://ztgate.local/agent/other"
+TASK = "t" * 26
+
+
+@pytest.fixture(scope="session")
+def _approvals_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "ztgate.db"
+    template = Database(f"sqlite:///{path}")
+    template.migrate()
+    template.dispose()
+    return path
+
+
+@pytest.fixture
+def database(_approvals_template: Path, tmp_path: Path) -> Iterator[Database]:
+    path = tmp_path / "ztgate.db"
+    shutil.copyfile(_approvals_template, path)
+    db = Database(f"sqlite:///{path}")
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def audit(database: Database, clock: FrozenClock) -> AuditLog:
+    return AuditLog(database, clock)
+
+
+def make_call(
+    arguments: dict[str, Any] | None = None,
+    *,
+    tool: str = "payments.send",
+    agent: str | None = AGENT,
+    task_id: str | None = TASK,
+    call_id: str = "c1",
+) -> ToolCall:
+    """A call as the gateway has it after authentication."""
+    arguments = (
+        {"to": "acme", "amount": 100, "api_key": "sk-live-123"} if arguments is None else arguments
+    )
+    return ToolCall(
+        call_id=call_id,
+        tool=tool,
+        arguments=arguments,
+        canonical_arguments=canonical_json(arguments),
+        justification="the invoice is due",
+        agent=agent,
+        task_id=task_id,
+    )
+
+
+def audit_bodies(database: Database) -> list[dict[str, Any]]:
+    """Every audit record's body, in order."""
+    with database.read() as conn:
+        rows = conn.execute(select(audit_records.c.body).order_by(audit_records.c.seq)).all()
+    return [orjson.loads(row[0]) for row in rows]
