@@ -217,3 +217,35 @@ class FakeGateway:
 @pytest.fixture
 def gateway() -> FakeGateway:
     return FakeGateway()
+
+
+class Approvals:
+    """A gateway's approvals, faked over `FakeGateway.override`: the call asks until approved."""
+
+    def __init__(self, gateway: FakeGateway, states: list[str], reason: str = "") -> None:
+        self.states = states  # what successive waits answer
+        self.reason = reason
+        self.sent: list[tuple[str | None, bytes]] = []
+        gateway.override = self
+
+    def __call__(self, request: httpx.Request) -> httpx.Response | None:
+        if request.url.path == "/v1/calls":
+            approval = request.headers.get("ztgate-approval")
+            self.sent.append((approval, request.content))
+            if approval is None:
+                answer = {
+                    "call_id": "c-asked",
+                    "outcome": "ask",
+                    "detail": "a principal must approve this call",
+                    "reasons": [{"check": "policy", "outcome": "ask", "reason": "critical"}],
+                    "approval": {"id": "a1", "state": "pending", "expires_at": 2e9},
+                }
+                return httpx.Response(202, json=answer)
+            return None
+        if request.url.path == "/v1/approvals/a1/wait":
+            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            view: dict[str, Any] = {"id": "a1", "state": state, "expires_at": 2e9}
+            if self.reason:
+                view["reason"] = self.reason
+            return httpx.Response(200, json={"approval": view})
+        return None

@@ -9,11 +9,18 @@ import httpx
 import pytest
 
 from ztgate.sdk.aio import AsyncAgent
-from ztgate.sdk.errors import CallDenied, CallTimeout, IdentityError, TransportError, ZtgateError
+from ztgate.sdk.errors import (
+    ApprovalPending,
+    CallDenied,
+    CallTimeout,
+    IdentityError,
+    TransportError,
+    ZtgateError,
+)
 from ztgate.sdk.models import Reason
 from ztgate.sdk.tls import GatewayContext
 
-from .conftest import SUB_AGENT, FakeGateway, FakeIdentity, problem
+from .conftest import SUB_AGENT, Approvals, FakeGateway, FakeIdentity, problem
 
 URL = "http://127.0.0.1:8470"
 
@@ -124,3 +131,24 @@ async def test_https_verifies_the_gateway_by_spiffe_id(identity: FakeIdentity) -
 async def test_connect_fails_cleanly_without_a_workload_api() -> None:
     with pytest.raises(IdentityError):
         await AsyncAgent.connect(URL, socket_path="/nonexistent/agent.sock", identity_timeout=0.5)
+
+
+async def test_an_asked_call_waits_then_runs_or_is_denied(
+    identity: FakeIdentity, gateway: FakeGateway
+) -> None:
+    approvals = Approvals(gateway, ["pending", "approved"])
+    async with _agent(identity, gateway, timeout=5) as agent:
+        await agent.bind(task_id="t1")
+        result = await agent.call("echo", {"msg": "pay"}, approval_timeout=5)
+        assert result.result is not None
+        assert [a for a, _ in approvals.sent] == [None, "a1"]
+        Approvals(gateway, ["expired"])
+        with pytest.raises(ApprovalPending) as caught:
+            await agent.call("echo", {"msg": "pay"})
+        with pytest.raises(CallDenied, match="expired"):
+            await agent.wait_for_approval(caught.value, timeout=5)
+        Approvals(gateway, ["pending"])
+        with pytest.raises(ApprovalPending):
+            await agent.call("echo", {"msg": "pay"}, approval_timeout=0.01)
+        with pytest.raises(ValueError):
+            await agent.wait_for_approval(ApprovalPending("no id"))

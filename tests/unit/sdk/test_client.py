@@ -10,6 +10,7 @@ import pytest
 
 from ztgate.sdk.client import Agent
 from ztgate.sdk.errors import (
+    ApprovalPending,
     CallDenied,
     CallFailed,
     CallTimeout,
@@ -20,7 +21,7 @@ from ztgate.sdk.errors import (
 from ztgate.sdk.models import Delegation, Grant, Reason
 from ztgate.sdk.tls import GatewayContext
 
-from .conftest import SUB_AGENT, FakeGateway, FakeIdentity, problem
+from .conftest import SUB_AGENT, Approvals, FakeGateway, FakeIdentity, problem
 
 URL = "http://127.0.0.1:8470"
 
@@ -210,3 +211,41 @@ def test_connect_fails_cleanly_without_a_workload_api(tmp_path: object) -> None:
     with pytest.raises(IdentityError):
         Agent.connect(URL, socket_path="/nonexistent/agent.sock", identity_timeout=0.5)
     assert time.monotonic() - started < 5
+
+
+def test_an_asked_call_waits_and_is_re_sent_as_asked_with_the_approval(
+    agent: Agent, gateway: FakeGateway
+) -> None:
+    approvals = Approvals(gateway, ["pending", "approved"])
+    agent.bind(task_id="t1")
+    result = agent.call("echo", {"msg": "pay"}, justification="asked", approval_timeout=5)
+    assert result.result == {"echo": {"msg": "pay"}, "justification": "asked"}
+    (first, _), (second, _) = approvals.sent
+    assert (first, second) == (None, "a1")
+    assert approvals.sent[0][1] == approvals.sent[1][1]  # the very same call
+    calls = [r for r in gateway.requests if r.url.path == "/v1/calls"]
+    assert calls[0].headers["ztgate-proof"] != calls[1].headers["ztgate-proof"]  # fresh proof
+
+
+def test_without_waiting_the_pending_approval_is_raised_and_can_be_waited_on(
+    agent: Agent, gateway: FakeGateway
+) -> None:
+    Approvals(gateway, ["approved"])
+    agent.bind(task_id="t1")
+    with pytest.raises(ApprovalPending) as caught:
+        agent.call("echo", {"msg": "pay"})
+    pending = caught.value
+    assert (pending.approval_id, pending.expires_at, pending.tool) == ("a1", 2e9, "echo")
+    assert agent.wait_for_approval(pending, timeout=5).result is not None
+    with pytest.raises(ValueError):
+        agent.wait_for_approval(ApprovalPending("no id"))
+
+
+def test_a_rejected_or_undecided_approval(agent: Agent, gateway: FakeGateway) -> None:
+    Approvals(gateway, ["rejected"], reason="approval a1 was rejected by bob: no")
+    agent.bind(task_id="t1")
+    with pytest.raises(CallDenied, match="rejected by bob"):
+        agent.call("echo", {"msg": "pay"}, approval_timeout=5)
+    Approvals(gateway, ["pending"])
+    with pytest.raises(ApprovalPending):
+        agent.call("echo", {"msg": "pay"}, approval_timeout=0.01)

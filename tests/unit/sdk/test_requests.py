@@ -268,3 +268,22 @@ def test_parse_json() -> None:
     assert requests.parse_json(httpx.Response(201, json={"a": 1})) == {"a": 1}
     with pytest.raises(CallFailed):
         requests.parse_json(problem(409, "conflict"))
+
+
+def test_the_approval_rides_on_the_call_and_waits_are_long_polls() -> None:
+    answer = {"call_id": "c4", "approval": {"id": "a/1", "state": "pending", "expires_at": 5}}
+    with pytest.raises(ApprovalPending) as caught:
+        requests.parse_call(httpx.Response(202, json=answer))
+    assert (caught.value.approval_id, caught.value.expires_at) == ("a/1", 5.0)
+    wait = requests.wait_request("a/1", 90)
+    assert (wait.method, wait.path) == ("GET", "/v1/approvals/a%2F1/wait?timeout=60")
+    view = {"approval": {"id": "a", "state": "rejected", "reason": "no"}}
+    assert requests.parse_wait(httpx.Response(200, json=view)) == ("rejected", "no")
+    assert requests.parse_wait(httpx.Response(200, json={"approval": {"state": "pending"}})) == (
+        "pending",
+        "",
+    )
+    with pytest.raises(TransportError):
+        requests.parse_wait(httpx.Response(200, json={"approval": {}}))
+    with pytest.raises(CallFailed):
+        requests.parse_wait(problem(404, "approval 'a' not found"))
