@@ -318,7 +318,7 @@ class MemoryHotState:
         for _ in range(self._SWEEP_PER_WRITE):
             if not heap or heap[0][0] > now:
                 return
-            when, name = heapq.heappop(heap)
+            _, name = heapq.heappop(heap)
             current = idle.get(name)
             if current is None:
                 continue
