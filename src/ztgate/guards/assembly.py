@@ -118,9 +118,7 @@ class Guards:
         provenance = self.settings.provenance
         if not provenance.enabled:
             return []
-        return [
-            ProvenanceRecorder(self.ledger, self.tasks, max_chars=provenance.max_result_chars)
-        ]
+        return [ProvenanceRecorder(self.ledger, self.tasks, max_chars=provenance.max_result_chars)]
 
     async def stop(self) -> None:
         """Close the judge's HTTP client."""

@@ -367,8 +367,8 @@ def _is_identifier(text: str) -> bool:
 
 
 def is_small_count(number: Any) -> bool:
-    """Integers from -10 to 10: counts, pages, flags; not amounts worth tracking."""
-    return isinstance(number, int) and not isinstance(number, bool) and -10 <= number <= 10
+    """Numbers from -10 to 10: counts, pages, flags, durations; not amounts worth tracking."""
+    return isinstance(number, int | float) and not isinstance(number, bool) and -10 <= number <= 10
 
 
 # -- scanning free text -----------------------------------------------------------------

@@ -236,3 +236,8 @@ def test_a_scan_has_a_budget() -> None:
 def test_whole_is_bounded() -> None:
     assert whole("a" * 100_000) is None
     assert whole("1" * 2048) is not None or whole("1" * 2048) is None  # no exception, no hang
+
+
+def test_small_numbers_are_counts_not_amounts() -> None:
+    assert all(values.is_small_count(n) for n in (0, 3, -10, 10, 0.4, 9.99))
+    assert not any(values.is_small_count(n) for n in (11, 42, -50, 10.5, True, "3"))
