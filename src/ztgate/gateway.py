@@ -553,7 +553,8 @@ class Gateway:
         except GatewayError as exc:  # fail closed
             logger.error("approval for call %s unavailable: %s", call.call_id, exc)
             return _refused(decision, f"the approval could not be stored: {exc.message}"), None
-        self.notifier.send(approval)
+        if approval.request.get("call_id") == call.call_id:  # new, not the same call again
+            self.notifier.send(approval)
         return decision, approval
 
     async def record_rejection(self, call_id: str, status: int, reason: str) -> None:

@@ -135,6 +135,10 @@ class ApprovalRegistry:
     ) -> Approval:
         """Store a pending request for `call` (its agent and task set), expiring in `ttl` seconds.
 
+        The same call (tool, arguments, task, agent) asked again while a
+        request for it is pending gets that request (`request["call_id"]`
+        names the call that made it).
+
         Raises:
             InvalidInputError: the call names no agent or task.
         """
@@ -170,6 +174,23 @@ class ApprovalRegistry:
             expires_at=now + ttl,
         )
         with self._database.write() as conn:
+            # The same call asked again while its request is pending: that request.
+            same = conn.execute(
+                select(table)
+                .where(
+                    table.c.state == PENDING,
+                    table.c.tool == call.tool,
+                    table.c.arguments_sha256 == approval.arguments_sha256,
+                    table.c.task_id == call.task_id,
+                    table.c.agent == call.agent,
+                    table.c.expires_at > now,
+                )
+                .order_by(table.c.created_at.desc())
+                .limit(1)
+            ).mappings()
+            found = same.first()
+            if found is not None:
+                return _approval(found)
             conn.execute(
                 insert(table).values(
                     id=approval.id,

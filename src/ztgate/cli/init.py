@@ -141,6 +141,17 @@ DEFAULT_CONFIG_TEXT = """\
 # alert_webhook_url = "https://hooks.example/ztgate"
 # alert_timeout_seconds = 5
 
+[approvals]
+# Calls policy asks about wait for a principal's decision (docs/approvals.md).
+# timeout_seconds = 600
+# tool_timeout_seconds = { "payments.send" = 120.0 }
+# A task's own principal may not approve its critical calls (four eyes).
+# require_second_person = false
+# New requests announced to a webhook: "json", or "slack" ({"text": ...}).
+# webhook_url = "https://hooks.example/ztgate-approvals"
+# webhook_format = "json"
+# link_base = "https://ztgate.example"
+
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.
 # tools = false

@@ -183,3 +183,19 @@ async def test_wait_returns_once_decided_or_at_the_timeout(
     assert (await asyncio.wait_for(waiter, 2)).state == APPROVED
     with pytest.raises(NotFoundError):
         await registry.wait("missing", 0)
+
+
+def test_the_same_call_asked_again_gets_its_pending_request(
+    registry: ApprovalRegistry, clock: FrozenClock
+) -> None:
+    first = request(registry)
+    again = registry.create(
+        make_call(call_id="c9"), risk="critical", principal="alice", intent="", reasons=[], ttl=600
+    )
+    assert again.id == first.id and again.request["call_id"] == "c1"
+    other = registry.create(
+        make_call({"to": "x"}), risk="critical", principal="alice", intent="", reasons=[], ttl=600
+    )
+    assert other.id != first.id
+    clock.advance(601)
+    assert request(registry).id != first.id  # expired: a new request
