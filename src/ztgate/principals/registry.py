@@ -13,7 +13,7 @@ Roles:
 
     admin     everything: principals, revocations, any task
     tasks     create tasks, and complete or revoke its own
-    approver  approve or reject asked calls (the approvals issue)
+    approver  approve or reject asked calls (docs/approvals.md)
 
 Every change bumps nothing on the hot path (calls never read principals) but
 is recorded in the audit log in the same transaction.
