@@ -48,6 +48,8 @@ STATES = (PENDING, APPROVED, REJECTED, USED, EXPIRED)
 CRITICAL = "critical"
 MAX_COMMENT_CHARS = 1000
 POLL_SECONDS = 0.2
+# An approval given near the end of a request's life stays usable this long.
+USE_WINDOW_SECONDS = 60.0
 
 
 class ForbiddenError(GatewayError):
@@ -279,6 +281,7 @@ class ApprovalRegistry:
                     "owns the task and may not decide its critical call"
                 )
             state = APPROVED if approve else REJECTED
+            expires_at = max(found.expires_at, now + USE_WINDOW_SECONDS) if approve else None
             conn.execute(
                 update(table)
                 .where(table.c.id == found.id, table.c.state == PENDING)
@@ -288,6 +291,7 @@ class ApprovalRegistry:
                     decided_key=key_id,
                     decided_at=now,
                     comment=comment or None,
+                    expires_at=expires_at or found.expires_at,
                 )
             )
             if self._audit is not None:

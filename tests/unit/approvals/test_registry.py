@@ -199,3 +199,15 @@ def test_the_same_call_asked_again_gets_its_pending_request(
     assert other.id != first.id
     clock.advance(601)
     assert request(registry).id != first.id  # expired: a new request
+
+
+def test_an_approval_given_late_stays_usable_for_a_minute(
+    registry: ApprovalRegistry, clock: FrozenClock
+) -> None:
+    made = request(registry)
+    clock.advance(590)
+    approved = registry.decide(made.id, True, principal=ALICE)
+    assert approved.expires_at == clock.now() + 60
+    clock.advance(30)
+    used, why = registry.consume(made.id, make_call())
+    assert used is not None, why
