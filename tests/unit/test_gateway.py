@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import sqlite3
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,7 @@ from ztgate.errors import InvalidInputError, StoreError, StoreUnavailableError
 from ztgate.gateway import CallReport, Failure, Gateway, time_ordered_id
 from ztgate.models import Outcome, Phase, ToolCall, ToolResult, Verdict
 from ztgate.pipeline import CallContext, Check, ResultCheck
+from ztgate.principals.registry import Principal
 from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
 from ztgate.store.database import Database
 from ztgate.testing import make_settings, make_tool
@@ -823,3 +826,48 @@ def test_authentication_off_leaves_no_identity_or_warrant_checks(tmp_path: Path)
         ]
     finally:
         gw.database.dispose()
+
+
+class _Tasks:
+    """What `Gateway._asked` reads of a task: its principal and intent."""
+
+    def get(self, task_id: str) -> Any:
+        return types.SimpleNamespace(principal="alice", intent=f"the intent of {task_id}")
+
+
+async def test_an_asked_task_call_waits_for_an_approval_used_once_for_the_very_call(
+    build: Build, upstream: Upstream
+) -> None:
+    asks = Fixed("needs_human", Outcome.ASK, "sending mail needs a human")
+    gw = await build(checks=[ArgumentsSchemaCheck(), asks])
+    gw.warrants = types.SimpleNamespace(registry=_Tasks())  # type: ignore[assignment]
+
+    def task_call(arguments: dict[str, Any], approval_id: str | None = None) -> ToolCall:
+        made = gw.new_call("send", arguments, justification="a test", approval_id=approval_id)
+        return dataclasses.replace(made, agent="spiffe://ztgate.local/agent/a", task_id="t1")
+
+    pending = await gw.handle(task_call({"q": "x"}))
+    assert pending.outcome is Outcome.ASK and pending.approval is not None
+    assert upstream.arrivals == []
+    (record,) = records(gw, pending.call.call_id)
+    assert (record["outcome"], record["status"]) == ("ask", 202)
+    assert record["detail"]["approval"] == pending.approval.id
+    request = pending.approval.request
+    assert (request["principal"], request["intent"]) == ("alice", "the intent of t1")
+
+    approval_id = pending.approval.id
+    early = await gw.handle(task_call({"q": "x"}, approval_id))
+    assert early.outcome is Outcome.DENY  # not decided yet
+    approver = Principal("bob", "human", ("approver",), 0.0)
+    await asyncio.to_thread(gw.approvals.decide, approval_id, True, principal=approver)
+    changed = await gw.handle(task_call({"q": "y"}, approval_id))
+    assert changed.outcome is Outcome.DENY and changed.decision is not None
+    assert "the arguments changed" in changed.decision.verdicts[-1].reason
+    ran = await gw.handle(task_call({"q": "x"}, approval_id))
+    assert ran.outcome is Outcome.ALLOW, ran
+    assert ran.decision is not None
+    assert checks_of(ran.decision.verdicts)[-1] == "approval"
+    assert "approved by bob" in ran.decision.verdicts[-1].reason
+    assert len(upstream.arrivals) == 1
+    replay = await gw.handle(task_call({"q": "x"}, approval_id))
+    assert replay.outcome is Outcome.DENY and len(upstream.arrivals) == 1
