@@ -41,7 +41,7 @@ _SPIFFE_ID = r"^spiffe://[a-z0-9._-]{1,255}(/[A-Za-z0-9._-]+)+$"
 # A host name, or "*." and a domain (its subdomains).
 _DOMAIN = re.compile(
     r"(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
-)  # noqa: E501
+)
 
 
 class _Section(BaseModel):

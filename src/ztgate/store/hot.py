@@ -30,7 +30,6 @@ from typing import Protocol
 
 from ztgate.clock import Clock
 
-
 # The labels one field of a `note` map keeps (a value seen in many tools' results).
 MAX_LABELS = 8
 
