@@ -12,6 +12,7 @@ argument pointers, never what was found.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +38,7 @@ _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)
 def credential_key(key: str) -> bool:
     """True if an argument called `key` holds a credential."""
     words = _SEPARATORS.sub("_", _CAMEL.sub(r"\1_\2", key).lower())
@@ -51,16 +53,20 @@ def scan_arguments(arguments: Any) -> list[tuple[str, Finding]]:
         path, value = stack.pop()
         if isinstance(value, Mapping):
             for key, item in value.items():
-                where = (*path, str(key))
-                if len(str(key)) >= KEY_SCAN_CHARS:
-                    found.extend((pointer(where), f) for f in scan(str(key)))
-                if isinstance(item, str) and len(item) >= 6 and credential_key(str(key)):
+                name = str(key)
+                where = (*path, name)
+                if len(name) >= KEY_SCAN_CHARS:
+                    found.extend((pointer(where), f) for f in scan(name))
+                if isinstance(item, str) and len(item) >= 6 and credential_key(name):
                     found.append((pointer(where), Finding("credential_field", SECRET)))
                 stack.append((where, item))
         elif isinstance(value, list | tuple):
             stack.extend(((*path, str(i)), item) for i, item in enumerate(value))
         elif isinstance(value, str):
-            found.extend((pointer(path), f) for f in scan(value))
+            findings = scan(value)
+            if findings:
+                where_found = pointer(path)
+                found.extend((where_found, f) for f in findings)
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**12:
             found.extend((pointer(path), f) for f in scan_number(value))
     return found

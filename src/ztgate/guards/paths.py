@@ -20,9 +20,12 @@ def leaves(document: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
     stack: list[tuple[tuple[str, ...], Any]] = [((), document)]
     while stack:
         where, value = stack.pop()
-        if isinstance(value, Mapping):
+        kind = type(value)
+        if kind is str or kind is int or kind is float or value is None or kind is bool:
+            yield where, value  # the common case first: no ABC checks for JSON scalars
+        elif kind is dict or isinstance(value, Mapping):
             stack.extend(((*where, str(k)), v) for k, v in reversed(list(value.items())))
-        elif isinstance(value, list | tuple):
+        elif kind is list or isinstance(value, list | tuple):
             stack.extend(((*where, str(i)), v) for i, v in reversed(list(enumerate(value))))
         else:
             yield where, value

@@ -310,7 +310,7 @@ def scope_trusts(scope: Scope | None, tool: str, path: Sequence[str], value: Val
     if scope is None:
         return False
     allowed = scope.tools.get(tool)
-    if allowed is None:
+    if allowed is None or not allowed.limits:
         return False
     candidates = {pointer(path)}
     if path and path[-1].isdigit():

@@ -132,6 +132,7 @@ class Value:
     loose: tuple[str, ...]  # the value's own loose form first, then related ones (its host)
 
 
+@functools.lru_cache(maxsize=16_384)
 def digest(form: str) -> str:
     """A short, stable digest of a comparison form (what is stored and looked up)."""
     return hashlib.blake2b(form.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
