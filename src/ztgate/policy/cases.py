@@ -21,7 +21,7 @@ A case may also give `justification`, `cost`, `agent` (a SPIFFE ID; none
 means an unauthenticated call), `owner`, `local`, `in_scope` (default true),
 `task` (`id`, `intent`, `principal`, `age_seconds`, `calls`, `spend`,
 `depth`, `delegated_by`), `guards` (`tainted_arguments`, `tainted_from`, `secrets`,
-`pii`, `injection`, `hosts`) and `time` (ISO 8601, or Unix seconds).
+`pii`, `encoded`, `injection`, `hosts`) and `time` (ISO 8601, or Unix seconds).
 """
 
 from __future__ import annotations
@@ -230,7 +230,7 @@ def _guards(raw: Any) -> GuardFacts:
     if not isinstance(raw, Mapping):
         raise InvalidInputError("guards must be a mapping")
     lists = {}
-    for key in ("tainted_arguments", "tainted_from", "secrets", "pii", "hosts"):
+    for key in ("tainted_arguments", "tainted_from", "secrets", "pii", "encoded", "hosts"):
         value = raw.get(key, [])
         if not _strings(value):
             raise InvalidInputError(f"guards.{key} must be a list of strings")

@@ -54,6 +54,7 @@ _GUARD_FACTS = (
     found_by_guards.TAINT_SOURCES,
     found_by_guards.SECRETS_LEAVING,
     found_by_guards.PII_LEAVING,
+    found_by_guards.ENCODED_LEAVING,
     found_by_guards.INJECTION_SEEN,
     found_by_guards.DESTINATION_HOSTS,
 )
@@ -241,6 +242,7 @@ def guard_facts(found: Mapping[str, Any]) -> GuardFacts:
         tainted_from=tuple(sorted(tainted_from)),
         secrets=_strings(found, found_by_guards.SECRETS_LEAVING),
         pii=_strings(found, found_by_guards.PII_LEAVING),
+        encoded=_strings(found, found_by_guards.ENCODED_LEAVING),
         injection=_typed(found, found_by_guards.INJECTION_SEEN, bool, False),
         hosts=_strings(found, found_by_guards.DESTINATION_HOSTS),
     )

@@ -174,6 +174,7 @@ def _guards(facts: CallFacts) -> dict[str, Any]:
         "tainted_from": list(guards.tainted_from),
         "secrets": list(guards.secrets),
         "pii": list(guards.pii),
+        "encoded": list(guards.encoded),
         "injection": guards.injection,
     }
 

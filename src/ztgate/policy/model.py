@@ -122,6 +122,7 @@ class GuardFacts:
     tainted_from: tuple[str, ...] = ()  # the tools whose results those values were seen in
     secrets: tuple[str, ...] = ()  # kinds of secrets leaving
     pii: tuple[str, ...] = ()  # kinds of personal data leaving
+    encoded: tuple[str, ...] = ()  # encoded or high-entropy data leaving (kinds)
     injection: bool = False  # the task read injected instructions earlier
     hosts: tuple[str, ...] = ()  # destination hosts the egress guard found
 

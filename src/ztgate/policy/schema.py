@@ -191,6 +191,7 @@ COMMON_TYPES: dict[str, Any] = {
         tainted_from=_strings(),
         secrets=_strings(),
         pii=_strings(),
+        encoded=_strings(),
         injection={"type": "Bool"},
     ),
     "Time": _record(

@@ -239,12 +239,14 @@ def test_guard_facts_are_mapped() -> None:
             guard_names.TAINT_SOURCES: {"/to": ["web_fetch", "inbox"]},
             guard_names.SECRETS_LEAVING: {"b", "a"},
             guard_names.PII_LEAVING: ("iban",),
+            guard_names.ENCODED_LEAVING: ["base64_blob"],
             guard_names.INJECTION_SEEN: True,
             guard_names.DESTINATION_HOSTS: ["evil.example"],
         }
     )
     assert found.tainted and found.tainted_from == ("inbox", "web_fetch")
     assert found.secrets == ("a", "b") and found.pii == ("iban",)
+    assert found.encoded == ("base64_blob",)
     assert found.injection and found.hosts == ("evil.example",)
     assert not guard_facts({}).tainted
 
