@@ -37,6 +37,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _directory(ctx: typer.Context, given: Path | None) -> Path:
+    """`--dir`, which must exist, else `[policy] dir` (the built-in set while it does not)."""
+    if given is not None and not given.is_dir():
+        raise InvalidInputError(f"{given}: no such directory")
     current = settings(ctx)
     return given if given is not None else current.path(current.policy.dir)
 

@@ -54,6 +54,18 @@ def test_validate_names_file_and_line_and_exits_1(
     assert f"{bad}/x.cedar:2: attribute `rank` on entity type `Agent` not found" in result.stderr
 
 
+def test_a_missing_dir_is_an_error_and_no_configured_dir_the_built_in_set(
+    ztgate: Cli, settings: Settings, tmp_path: Path, flatten: Callable[[str], str]
+) -> None:
+    result = ztgate("policy", "validate", "--dir", str(tmp_path / "absent"))
+    assert isinstance(result.exception, InvalidInputError)
+    assert "no such directory" in result.exception.message
+    for path in _policies(settings).iterdir():
+        path.unlink()
+    _policies(settings).rmdir()
+    assert "(built-in defaults, version" in flatten(_ok(ztgate("policy", "validate")).stdout)
+
+
 def test_test_runs_the_example_case_file(ztgate: Cli, flatten: Callable[[str], str]) -> None:
     out = flatten(_ok(ztgate("policy", "test", str(EXAMPLE))).stdout)
     assert "0 failed" in out
