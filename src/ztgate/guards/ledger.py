@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -33,21 +33,30 @@ SHINGLE_WORDS = 4
 MAX_SHINGLES_PER_RESULT = 10_000
 MAX_SHINGLE_CHARS = 131_072  # of one result's untrusted text
 _NON_WORD = re.compile(r"\W+")
-_EIGHT = re.compile(r"[0-9a-f]{8}")
+# ASCII word characters (what \w matches in ASCII) kept; anything else a space.
+_ASCII_WORDS = bytes(
+    c if (chr(c).isascii() and (chr(c).isalnum() or c == ord("_"))) else ord(" ")
+    for c in range(256)
+)
 
 
 def shingles(text: str, limit: int = MAX_SHINGLES_PER_RESULT) -> list[str]:
     """The distinct word 4-grams of `text` (loose form), as CRC-32 hex, at most `limit`.
 
     Everything per word runs in C (`map`, `zip`, `dict.fromkeys`, `struct`,
-    `re.findall`): no Python code runs once per word.
+    `bytes.hex`): no Python code runs once per word.
     """
     folded = fold(percent_decode(clean(text[:MAX_SHINGLE_CHARS]))).casefold()
-    words = _NON_WORD.sub(" ", folded).split()
-    grams = map(" ".join, zip(words, words[1:], words[2:], words[3:], strict=False))
-    codes = list(dict.fromkeys(islice(map(zlib.crc32, map(str.encode, grams)), 2 * limit)))
+    if folded.isascii():  # the same words as below, split in C
+        raw = folded.encode("ascii").translate(_ASCII_WORDS).split()
+        grams: Iterator[bytes] = map(b" ".join, zip(raw, raw[1:], raw[2:], raw[3:], strict=False))
+    else:
+        words = _NON_WORD.sub(" ", folded).split()
+        joined = map(" ".join, zip(words, words[1:], words[2:], words[3:], strict=False))
+        grams = (gram.encode("utf-8", "surrogatepass") for gram in joined)
+    codes = list(dict.fromkeys(islice(map(zlib.crc32, grams), 2 * limit)))
     del codes[limit:]
-    return _EIGHT.findall(struct.pack(f">{len(codes)}I", *codes).hex())
+    return struct.pack(f">{len(codes)}I", *codes).hex(" ", 4).split()
 
 
 @dataclass(frozen=True, slots=True)
