@@ -152,6 +152,22 @@ DEFAULT_CONFIG_TEXT = """\
 # webhook_format = "json"
 # link_base = "https://ztgate.example"
 
+[guards]
+# Guards against indirect prompt injection and exfiltration (docs/guards.md):
+# they find facts (tainted arguments, secrets leaving ...), policy decides.
+# dlp = true                       # secrets, personal data, blobs leaving
+# justification_not_copied = true  # a justification copied from a tool result
+# pinning = true                   # a changed tool waits for `ztgate tools approve`
+# [guards.provenance]              # what each task read, and from where
+# ttl_seconds = 86400
+# [guards.egress]                  # private, loopback, metadata hosts refused
+# resolve = true
+# allowed_domains = ["acme.example", "*.acme.example"]
+# [guards.judge]                   # a model asked whether a call serves its task
+# enabled = false
+# url = "http://127.0.0.1:8000/v1/chat/completions"
+# model = "a-local-model"
+
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.
 # tools = false
