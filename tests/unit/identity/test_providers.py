@@ -79,6 +79,23 @@ def test_registered_ids_follow_reload(tmp_path: Path) -> None:
         database.dispose()
 
 
+def test_registered_ids_know_each_owner(tmp_path: Path) -> None:
+    """The owner of the oldest entry, for the policy check's principals."""
+    database = Database(f"sqlite:///{tmp_path / 'owners.db'}")
+    database.migrate()
+    clock = FrozenClock()
+    try:
+        registry = EntryRegistry(database, clock, "example.org")
+        registry.register("spiffe://example.org/a", ["unix:uid:1"], owner="alice")
+        clock.advance(1)
+        registry.register("spiffe://example.org/a", ["unix:uid:2"], owner="bob")
+        registered = RegisteredIds(registry)
+        assert registered.owner("spiffe://example.org/a") == "alice"
+        assert registered.owner("spiffe://example.org/nobody") == ""
+    finally:
+        database.dispose()
+
+
 # -- federation --------------------------------------------------------------------------
 
 

@@ -594,6 +594,7 @@ async def test_scope_allows_a_call_within_it(issued: Issued, clock: FrozenClock)
     verdict = await ScopeCheck()(call_with(issued.token), proven(issued, clock))
     assert verdict.outcome is Outcome.ALLOW
     assert (verdict.check, verdict.reason) == (SCOPE, "within the task's scope")
+    assert verdict.facts == {"scope.within": True}  # for the policy check
     verdict = await ScopeCheck()(
         call_with(issued.token, tool="search", arguments={"q": [1, {}]}), proven(issued, clock)
     )
