@@ -24,8 +24,8 @@ from ztgate.cli import tasks as tasks_cli
 from ztgate.cli import tools as tools_cli
 from ztgate.cli import workload_api as workload_api_cli
 from ztgate.cli.common import console, settings
-from ztgate.config import config_path
-from ztgate.errors import GatewayError
+from ztgate.config import Settings, config_path
+from ztgate.errors import GatewayError, PolicyLoadError
 
 app = typer.Typer(
     name="ztgate",
@@ -104,6 +104,7 @@ def serve(
             update={"gateway": current.gateway.model_copy(update=overrides)}
         )
     check_bind(current.gateway.host, current.gateway.authentication)
+    _check_policies(ctx, current)
     logging.basicConfig(
         level=current.gateway.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -113,6 +114,22 @@ def serve(
         f"(store: {current.database_url})"
     )
     run_server(current)
+
+
+def _check_policies(ctx: typer.Context, current: Settings) -> None:
+    """Load the policy set before serving, so a broken one is a one-line error, not a traceback.
+
+    Raises:
+        PolicyLoadError: the policies do not load (each problem as `file:line: message`).
+    """
+    from ztgate.cli.policy import registered_tools
+    from ztgate.policy import loader
+
+    directory = current.path(current.policy.dir)
+    try:
+        loader.load(loader.read(directory), registered_tools(ctx))
+    except PolicyLoadError as exc:
+        raise PolicyLoadError([f"{directory}/{problem}" for problem in exc.problems]) from exc
 
 
 @app.command()

@@ -10,7 +10,8 @@ import pytest
 from click.testing import Result
 
 from ztgate import __version__
-from ztgate.errors import ConfigError
+from ztgate.config import Settings
+from ztgate.errors import ConfigError, PolicyLoadError
 
 Cli = Callable[..., Result]
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -122,3 +123,16 @@ def test_the_real_command_reports_a_bad_value_on_one_line(run_ztgate: Run, tmp_p
     line = lines[0]
     assert line.startswith(f"ztgate: error: {config}: gateway.port: ")
     assert "65535" in line
+
+
+def test_serve_refuses_a_broken_policy_set_before_it_starts(
+    ztgate: Callable[..., Result], settings: Settings
+) -> None:
+    policies = settings.path(settings.policy.dir)
+    policies.mkdir(parents=True, exist_ok=True)
+    (policies / "bad.cedar").write_text(
+        "permit (principal, action, resource) when { context.nope == 1 };\n"
+    )
+    result = ztgate("serve")
+    assert isinstance(result.exception, PolicyLoadError)
+    assert "bad.cedar:1:" in result.exception.message
