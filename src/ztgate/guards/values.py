@@ -49,6 +49,7 @@ MAX_VALUE_CHARS = 2048
 # Candidates one scan looks at: bounds the work an adversarial text can cause.
 MAX_CANDIDATES = 16_384
 SHARED_SCANS = 64  # scans kept for the other guards of the same call
+SHARED_CHARS = 4 * 1_048_576  # and at most this much text among them (shapes multiply it)
 _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e007f\U000e0100-\U000e01ef]"
@@ -132,7 +133,7 @@ class Value:
     loose: tuple[str, ...]  # the value's own loose form first, then related ones (its host)
 
 
-@functools.lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=4096)
 def digest(form: str) -> str:
     """A short, stable digest of a comparison form (what is stored and looked up)."""
     return hashlib.blake2b(form.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
@@ -634,20 +635,23 @@ class TextScan:
 
 
 _SHARED: OrderedDict[str, TextScan] = OrderedDict()
+_shared_chars = 0
 
 
 def shared_scan(text: str) -> TextScan:
     """The scan of `text` (already cleaned) that every guard of a call shares.
 
     The guards look at the same argument strings one after the other; each
-    finder of a scan runs once and keeps what it found. A few dozen scans
-    are kept, the most recent ones.
+    finder of a scan runs once and keeps what it found. The most recent
+    scans are kept: a few dozen, of at most a few MiB of text together.
     """
+    global _shared_chars
     scan = _SHARED.get(text)
     if scan is not None:
         _SHARED.move_to_end(text)
         return scan
     scan = _SHARED[text] = TextScan(text)
-    while len(_SHARED) > SHARED_SCANS:
-        _SHARED.popitem(last=False)
+    _shared_chars += len(text)
+    while len(_SHARED) > 1 and (len(_SHARED) > SHARED_SCANS or _shared_chars > SHARED_CHARS):
+        _shared_chars -= len(_SHARED.popitem(last=False)[0])
     return scan

@@ -241,3 +241,16 @@ def test_whole_is_bounded() -> None:
 def test_small_numbers_are_counts_not_amounts() -> None:
     assert all(values.is_small_count(n) for n in (0, 3, -10, 10, 0.4, 9.99))
     assert not any(values.is_small_count(n) for n in (11, 42, -50, 10.5, True, "3"))
+
+
+def test_shared_scans_are_kept_within_bounds() -> None:
+    first = values.shared_scan("write to a@b.example")
+    assert values.shared_scan("write to a@b.example") is first
+    big = "x " * (values.SHARED_CHARS // 3)
+    for i in range(4):
+        values.shared_scan(big + str(i))
+    assert sum(len(text) for text in values._SHARED) <= values.SHARED_CHARS + len(big) + 2
+    assert values.shared_scan("write to a@b.example") is not first  # evicted, scanned again
+    for i in range(values.SHARED_SCANS + 10):
+        values.shared_scan(f"text {i}")
+    assert len(values._SHARED) <= values.SHARED_SCANS
