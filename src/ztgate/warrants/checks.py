@@ -140,22 +140,51 @@ class ProofCheck:
         if not presented:
             return _deny(PROOF, "no proof: sign each call and send it in the Ztgate-Proof header")
         try:
-            proof = self._verifier.verify(presented, jkt=warrant.jkt)
-            proofs.expect(
-                proof,
-                audience=self._audience,
+            proof = await self.accept(
+                presented,
+                jkt=warrant.jkt,
                 task_id=warrant.task_id,
                 ath=warrant.ath,
                 canonical=call.canonical_arguments,
                 now=ctx.clock.now(),
-                window=self._window,
                 tool=call.tool,
             )
         except proofs.ProofError as exc:
             return _deny(PROOF, f"proof: {exc.message}")
-        if not await self._hot.remember_once(f"proof:{proof.jti}", 2 * self._window):
-            return _deny(PROOF, "proof: already used (replay)")
         return Verdict(PROOF, Outcome.ALLOW, "proof verified", {"proof.jti": proof.jti})
+
+    async def accept(
+        self,
+        presented: str,
+        *,
+        jkt: str,
+        task_id: str,
+        ath: str,
+        canonical: bytes,
+        now: float,
+        tool: str | None = None,
+        op: str | None = None,
+    ) -> proofs.Proof:
+        """Verify a proof for one request (a call or a gateway operation) and use up its `jti`.
+
+        Raises:
+            ProofError: it does not verify, does not match the request, or was used before.
+        """
+        proof = self._verifier.verify(presented, jkt=jkt)
+        proofs.expect(
+            proof,
+            audience=self._audience,
+            task_id=task_id,
+            ath=ath,
+            canonical=canonical,
+            now=now,
+            window=self._window,
+            tool=tool,
+            op=op,
+        )
+        if not await self._hot.remember_once(f"proof:{proof.jti}", 2 * self._window):
+            raise proofs.ProofError("already used (replay)")
+        return proof
 
 
 class ScopeCheck:

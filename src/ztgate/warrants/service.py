@@ -72,10 +72,6 @@ class WarrantService:
         self.registry = registry
         self.live = LiveTasks(database, clock)
         self._clock = clock
-        self._hot = hot
-        self._window = float(settings.warrants.proof_window_seconds)
-        self._audience = settings.gateway.audience
-        self._verifier = proofs.ProofVerifier()
         self.warrant_check = WarrantCheck(
             keys={registry.key.kid: registry.key.public_key},
             issuer=registry.issuer,
@@ -84,7 +80,9 @@ class WarrantService:
             skew=float(settings.identity.clock_skew_seconds),
         )
         self.proof_check = ProofCheck(
-            audience=self._audience, hot=hot, window=self._window, verifier=self._verifier
+            audience=settings.gateway.audience,
+            hot=hot,
+            window=float(settings.warrants.proof_window_seconds),
         )
         self.scope_check = ScopeCheck()
 
@@ -183,21 +181,17 @@ class WarrantService:
         if not presented:
             raise OperationRefused(403, "no proof: sign the request and send it as Ztgate-Proof")
         try:
-            proof = self._verifier.verify(presented, jkt=jkt)
-            proofs.expect(
-                proof,
-                audience=self._audience,
+            await self.proof_check.accept(
+                presented,
+                jkt=jkt,
                 task_id=task_id,
                 ath=ath,
                 canonical=canonical,
                 now=self._clock.now(),
-                window=self._window,
                 op=op,
             )
         except proofs.ProofError as exc:
             raise OperationRefused(403, f"proof: {exc.message}") from exc
-        if not await self._hot.remember_once(f"proof:{proof.jti}", 2 * self._window):
-            raise OperationRefused(403, "proof: already used (replay)")
 
 
 def _synthetic(credentials: Credentials) -> ToolCall:
