@@ -15,6 +15,7 @@ generation, so a running gateway sees it on its very next call.
 from __future__ import annotations
 
 import builtins
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ REVOKED = "revoked"
 EXPIRED = "expired"  # never stored: an active task past its expiry reads as expired
 MAX_INTENT_CHARS = 4000
 MAX_REASON_CHARS = 500
-_JKT_CHARS = 43  # base64url of a SHA-256
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +219,7 @@ class TaskRegistry:
         jkt = None if agent_jkt is None else _jkt(agent_jkt)
         now = self._clock.now()
         task = Task(
-            id=_new_id(),
+            id=time_ordered_id(),
             principal=principal,
             agent=agent,
             intent=intent,
@@ -230,7 +231,7 @@ class TaskRegistry:
             expires_at=now + lifetime,
         )
         record = WarrantRecord(
-            _new_id(), task.id, None, agent, jkt, parsed, 0, now, task.expires_at
+            time_ordered_id(), task.id, None, agent, jkt, parsed, 0, now, task.expires_at
         )
         with self._database.write() as conn:
             conn.execute(
@@ -451,7 +452,15 @@ class TaskRegistry:
             expires_at = now + ttl
         bound = None if jkt is None else _jkt(jkt)
         record = WarrantRecord(
-            _new_id(), parent.task_id, parent.id, agent, bound, child_scope, depth, now, expires_at
+            time_ordered_id(),
+            parent.task_id,
+            parent.id,
+            agent,
+            bound,
+            child_scope,
+            depth,
+            now,
+            expires_at,
         )
         with self._database.write() as conn:
             task = self._task(conn, parent.task_id)
@@ -596,14 +605,8 @@ def issuer_for(trust_domain: str) -> str:
     return f"spiffe://{trust_domain}/ztgate"
 
 
-def _new_id() -> str:
-    return time_ordered_id()
-
-
 def _jkt(value: Any) -> str:
-    if not isinstance(value, str) or len(value) != _JKT_CHARS or not value.isascii():
-        raise InvalidInputError("a key thumbprint (jkt) is 43 base64url characters (RFC 7638)")
-    if not all(c.isalnum() or c in "-_" for c in value):
+    if not isinstance(value, str) or not _JKT.fullmatch(value):
         raise InvalidInputError("a key thumbprint (jkt) is 43 base64url characters (RFC 7638)")
     return value
 
