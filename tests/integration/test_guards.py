@@ -153,7 +153,7 @@ def test_an_address_read_in_an_email_body_makes_the_send_ask(
     sent = _call(gateway, task, "echo", {"msg": "attacker@evil.example"})
 
     reason = _asked(gateway, sent)
-    assert "arguments carry data the agent read from an untrusted source" in reason
+    assert "argument came from untrusted content" in reason
 
 
 def test_the_same_address_hidden_in_the_result_is_still_traced(

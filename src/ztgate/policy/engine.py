@@ -99,13 +99,12 @@ def interpret(snapshot: PolicySnapshot, result: cedarpy.AuthzResult) -> Evaluati
 
 
 def said(rules: Sequence[Rule]) -> str:
-    """The deciding policies, and what the first one's annotation says."""
+    """The deciding policies, and what their annotations say (each once, in policy order)."""
     labels = [rule.label for rule in rules[:_LISTED]]
     if len(rules) > _LISTED:
         labels.append(f"{len(rules) - _LISTED} more")
-    first = rules[0]
-    why = first.ask or first.reason
-    return ", ".join(labels) + (f": {why}" if why else "")
+    whys = list(dict.fromkeys(why for rule in rules if (why := rule.ask or rule.reason)))
+    return ", ".join(labels) + (f": {'; '.join(whys)}" if whys else "")
 
 
 def scrub(message: str) -> str:

@@ -36,7 +36,7 @@ def test_init_installed_the_default_set(settings: Settings) -> None:
 
 def test_validate_reports_the_set(ztgate: Cli, flatten: Callable[[str], str]) -> None:
     out = flatten(_ok(ztgate("policy", "validate")).stdout)
-    assert "✓ 5 policies in 1 files" in out and "valid for 0 tools" in out
+    assert "✓ 6 policies in 1 files" in out and "valid for 0 tools" in out
     report = json.loads(_ok(ztgate("policy", "validate", "--json")).stdout)
     assert report["policies"][0]["id"] == "reads-in-scope"
 
@@ -102,7 +102,7 @@ def test_explain_shows_the_deciding_policy_and_its_text(
         _ok(ztgate("policy", "explain", str(EXAMPLE), "--case", "secrets never leave")).stdout
     )
     assert "send_email by spiffe://ztgate.local/agent/assistant: deny" in out
-    assert "secrets-stay (default.cedar:32) decided:" in out
+    assert "secrets-stay (default.cedar:44) decided:" in out
     assert '@reason("a secret would leave through this call")' in out
     explained = json.loads(
         _ok(
@@ -175,7 +175,7 @@ def test_status_before_and_after_a_gateway_reported(
     snapshot = loader.load(loader.read(_policies(settings)), [])
     reporter.loaded(snapshot, first=True)
     out = flatten(_ok(ztgate("policy", "status")).stdout)
-    assert f"in force: 5 policies from {_policies(settings)}, version {snapshot.version}" in out
+    assert f"in force: 6 policies from {_policies(settings)}, version {snapshot.version}" in out
     assert "last reload 2027-01-15 08:00:00 UTC: loaded" in out
     assert "not the set in force" not in out
     reporter.rejected(["default.cedar:3: unexpected token"], snapshot)
@@ -214,7 +214,7 @@ def test_the_installed_command_runs(
     # No init: without a policy directory the built-in default set decides.
     done = run_ztgate("policy", "test", str(EXAMPLE))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "9 passed, 0 failed" in " ".join(done.stdout.split())
+    assert "11 passed, 0 failed" in " ".join(done.stdout.split())
 
 
 @pytest.mark.parametrize("command", ["validate", "test", "explain", "status", "schema"])

@@ -61,6 +61,26 @@ def test_an_ask_annotation_turns_a_permit_into_ask(load: Load) -> None:
     )
 
 
+def test_every_deciding_annotation_is_said_once_in_policy_order(load: Load) -> None:
+    snapshot = load(
+        '@id("tainted")\n@ask("argument came from untrusted content")\n'
+        + "permit (principal, action, resource) when { context.guards.tainted };\n"
+        + '@id("injected")\n@ask("injection found in an earlier result")\n'
+        + "permit (principal, action, resource)\n"
+        + "when { context.guards.tainted && context.guards.injection };\n"
+        + '@id("again")\n@ask("argument came from untrusted content")\n'
+        + "permit (principal, action, resource) when { context.guards.tainted };\n"
+    )
+    facts = GuardFacts(tainted_arguments=("/to",), injection=True)
+    evaluation = decide(snapshot, call("send", {"to": "x"}, guards=facts))
+    assert evaluation.outcome is Outcome.ASK
+    assert evaluation.reason == (
+        "approval required by tainted (main.cedar:1), injected (main.cedar:4), "
+        "again (main.cedar:8): argument came from untrusted content; "
+        "injection found in an earlier result"
+    )
+
+
 def test_one_asking_permit_is_enough_whatever_other_permits_say(load: Load) -> None:
     snapshot = load(
         PERMIT_READS
