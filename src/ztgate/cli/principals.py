@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from ztgate.audit import AuditLog
 from ztgate.cli.common import console, database, err_console, print_json
 from ztgate.cli.common import settings as current_settings
 from ztgate.clock import SystemClock, isoformat
+from ztgate.errors import InvalidInputError
 from ztgate.principals.registry import ROLES, PrincipalRegistry
 
 app = typer.Typer(
@@ -79,6 +81,31 @@ def enable(ctx: typer.Context, name: str) -> None:
     """Enable a disabled principal again."""
     registry(ctx).set_disabled(name, False)
     console.print(f"enabled principal [bold]{name}[/]")
+
+
+@app.command("password")
+def password(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The principal.")],
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from standard input (one line)."),
+    ] = False,
+) -> None:
+    """Set a principal's web console password (argon2id; at least 12 characters).
+
+    Every console session of the principal ends. Only principals with the
+    approver or admin role can log in to the console.
+    """
+    if password_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise InvalidInputError("no password on standard input")
+        secret = line.removesuffix("\n").removesuffix("\r")
+    else:
+        secret = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    registry(ctx).set_password(name, secret)
+    console.print(f"set the console password of [bold]{name}[/]")
 
 
 @keys_app.command("create")

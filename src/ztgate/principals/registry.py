@@ -31,14 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 
 from ztgate.audit import AuditEntry, AuditLog
 from ztgate.clock import Clock
 from ztgate.errors import ConflictError, InvalidInputError, NotFoundError
+from ztgate.principals.passwords import hash_password, verify_password
 from ztgate.store.database import Database
 from ztgate.store.tables import api_keys as keys_table
+from ztgate.store.tables import console_sessions as sessions_table
 from ztgate.store.tables import principals as principals_table
 
 ADMIN = "admin"
@@ -215,6 +217,50 @@ class PrincipalRegistry:
             found = self._find(conn, name)
         assert found is not None  # noqa: S101 - updated inside this transaction
         return found
+
+    # -- console passwords ---------------------------------------------------------
+
+    def set_password(self, name: str, password: str, *, actor: str = "local") -> None:
+        """Set the principal's console password (argon2id; only the hash is stored).
+
+        Every console session of the principal ends: a new password locks out
+        whoever knew the old one.
+
+        Raises:
+            NotFoundError: no such principal.
+            InvalidInputError: shorter than 12 or longer than 1024 characters.
+        """
+        hashed = hash_password(password)
+        with self._database.write() as conn:
+            if self._find(conn, name) is None:
+                raise NotFoundError("principal", name[:80])
+            conn.execute(
+                update(principals_table)
+                .where(principals_table.c.name == name)
+                .values(password_hash=hashed)
+            )
+            conn.execute(delete(sessions_table).where(sessions_table.c.principal == name))
+            self._record(conn, "principal.password", actor, {"name": name})
+
+    def check_password(self, name: str, password: str) -> Principal | None:
+        """The enabled principal `name` if `password` is its console password, else None.
+
+        An unknown name, or one without a password, costs one argon2
+        verification too (against a dummy hash).
+        """
+        stored = None
+        found = None
+        if isinstance(name, str) and _NAME.fullmatch(name):
+            with self._database.read() as conn:
+                row = conn.execute(
+                    select(principals_table).where(principals_table.c.name == name)
+                ).mappings()
+                first = row.first()
+            if first is not None:
+                found, stored = _principal(first), first["password_hash"]
+        if not verify_password(stored, password) or found is None:
+            return None
+        return found if found.disabled_at is None else None
 
     # -- API keys ----------------------------------------------------------------
 

@@ -142,6 +142,8 @@ principals = Table(
     Column("roles", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("disabled_at", Float, nullable=True),
+    # The console password (argon2id, PHC string), never the password (0008).
+    Column("password_hash", Text, nullable=True),
 )
 
 # A principal's API keys, kept only as the SHA-256 of their secret part.
@@ -257,6 +259,25 @@ approvals = Table(
     Index("ix_approvals_state", "state"),
 )
 
+# Web console sessions (0008): the cookie's random token kept only as its
+# SHA-256; `id` names the session in pages, signed statements and the audit
+# log. `public_jwk` is the browser's non-extractable ECDSA P-256 key made at
+# login (its RFC 7638 thumbprint in `key_thumbprint`): decisions are signed
+# with it. A session ends at `expires_at`, after an idle timeout, or at logout.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("id", String(32), nullable=False),
+    Column("principal", String(64), nullable=False),
+    Column("key_thumbprint", String(64), nullable=False),
+    Column("public_jwk", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_console_sessions_principal", "principal"),
+)
+
 SCHEMA_TABLES = (
     generations,
     tools,
@@ -272,4 +293,5 @@ SCHEMA_TABLES = (
     suspensions,
     task_usage,
     approvals,
+    console_sessions,
 )

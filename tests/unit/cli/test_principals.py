@@ -66,3 +66,60 @@ def test_a_key_is_printed_once_authenticates_and_can_be_revoked(
     assert listed["principal"] == "admin" and key not in str(listed)
     _ok(ztgate("principals", "keys", "revoke", listed["id"]))
     assert registry.authenticate(key) is None
+
+
+def test_password_from_stdin_sets_the_console_password(ztgate: Cli, settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from ztgate.cli.main import app
+
+    config = str(settings.base_dir / "ztgate.toml")
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        ["--config", config, "principals", "password", "admin", "--password-stdin"],
+        input="correct horse battery\n",
+    )
+    assert done.exit_code == 0, (done.output, done.exception)
+    registry = PrincipalRegistry(settings.open_database(), SystemClock())
+    assert registry.check_password("admin", "correct horse battery") is not None
+    short = runner.invoke(
+        app,
+        ["--config", config, "principals", "password", "admin", "--password-stdin"],
+        input="short\n",
+    )
+    assert isinstance(short.exception, InvalidInputError)
+    empty = runner.invoke(
+        app, ["--config", config, "principals", "password", "admin", "--password-stdin"], input=""
+    )
+    assert isinstance(empty.exception, InvalidInputError)
+    prompted = runner.invoke(
+        app,
+        ["--config", config, "principals", "password", "admin"],
+        input="another long password\nanother long password\n",
+    )
+    assert prompted.exit_code == 0, prompted.output
+    assert "another long password" not in prompted.output
+    assert registry.check_password("admin", "another long password") is not None
+
+
+def test_the_installed_command_prints_one_line_on_bad_input(tmp_path: Any) -> None:
+    import subprocess
+
+    from .conftest import ZTGATE
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(ZTGATE), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+
+    assert run("init").returncode == 0
+    done = run("principals", "password", "admin", "--password-stdin", stdin="short\n")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "at least 12" in done.stderr

@@ -369,3 +369,56 @@ def test_the_principal_is_read_fresh_on_each_authentication(
         conn.execute(update(principals).where(principals.c.name == "bob").values(roles='["admin"]'))
     authenticated = registry.authenticate(key)
     assert authenticated is not None and authenticated.roles == ("admin",)
+
+
+def test_a_password_is_stored_hashed_audited_and_checked(
+    registry: PrincipalRegistry, database: Database
+) -> None:
+    from ztgate.store.tables import principals as principals_table
+
+    registry.add("alice", roles=[APPROVER])
+    assert registry.check_password("alice", "correct horse battery") is None  # none set yet
+    registry.set_password("alice", "correct horse battery")
+    with database.read() as conn:
+        stored = conn.execute(select(principals_table.c.password_hash)).scalar_one()
+        bodies = [row[0] for row in conn.execute(select(audit_records.c.body))]
+    assert stored.startswith("$argon2id$")
+    assert any('"principal.password"' in body for body in bodies)
+    assert not any("correct horse" in body or "argon2" in body for body in bodies)
+    found = registry.check_password("alice", "correct horse battery")
+    assert found is not None and found.name == "alice"
+    assert registry.check_password("alice", "wrong horse battery") is None
+    assert registry.check_password("nobody", "correct horse battery") is None
+    assert registry.check_password("Not A Name", "correct horse battery") is None
+    registry.set_disabled("alice", True)
+    assert registry.check_password("alice", "correct horse battery") is None
+
+
+def test_setting_a_password_validates_and_ends_the_sessions(
+    registry: PrincipalRegistry, database: Database
+) -> None:
+    from sqlalchemy import insert
+
+    from ztgate.store.tables import console_sessions
+
+    registry.add("alice", roles=[APPROVER])
+    with pytest.raises(InvalidInputError, match="at least 12"):
+        registry.set_password("alice", "short")
+    with pytest.raises(NotFoundError):
+        registry.set_password("nobody", "correct horse battery")
+    with database.write() as conn:
+        conn.execute(
+            insert(console_sessions).values(
+                token_sha256="a" * 64,
+                id="s1",
+                principal="alice",
+                key_thumbprint="k",
+                public_jwk="{}",
+                created_at=0.0,
+                last_seen_at=0.0,
+                expires_at=1e12,
+            )
+        )
+    registry.set_password("alice", "correct horse battery")
+    with database.read() as conn:
+        assert conn.execute(select(console_sessions)).all() == []

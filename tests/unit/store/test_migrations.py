@@ -91,6 +91,7 @@ def test_the_schema_has_the_expected_tables(fresh: Database) -> None:
         "suspensions",
         "task_usage",
         "approvals",
+        "console_sessions",
     }
     assert _tables(fresh.engine) == expected
     assert {t.name for t in SCHEMA_TABLES} == expected == set(metadata.tables)
