@@ -7,7 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck unit demo bench clean lock
+# The browser tests drive Debian's chromium through Playwright, never a
+# browser Playwright downloads (ZTGATE_CHROMIUM names another executable).
+CHROMIUM ?= $(or $(ZTGATE_CHROMIUM),chromium)
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
+.PHONY: run test lint format typecheck unit browser demo bench clean lock
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,22 +25,31 @@ run: $(STAMP)
 	@test -f ztgate.toml || $(BIN)/ztgate init --demo
 	$(BIN)/ztgate serve
 
-## Set up and run every check: lint, format, types, tests.
-test: $(STAMP) lint typecheck unit
+## Set up and run every check: lint, format, types, tests (the browser tests need chromium).
+test: $(STAMP) browser lint typecheck unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks scripts
+	$(BIN)/ruff format src tests benchmarks scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/pytest
+
+## Chromium for the browser tests: Debian's package, installed when missing and we are root.
+browser:
+	@command -v $(CHROMIUM) >/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "The browser tests need chromium: run 'sudo apt-get install chromium' (or set ZTGATE_CHROMIUM)." >&2; exit 1; \
+	  fi; }
 
 demo: $(STAMP)
 	$(BIN)/ztgate demo
