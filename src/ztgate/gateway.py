@@ -546,7 +546,7 @@ class Gateway:
                 risk=entry.spec.risk.value,
                 principal=task.principal,
                 intent=task.intent,
-                reasons=decision.reasons(),
+                reasons=decision.reasons() + decision.findings(),
                 ttl=settings.timeout_for(call.tool),
                 second_person=settings.require_second_person,
             )
@@ -587,6 +587,8 @@ class Gateway:
     ) -> None:
         call = previews.call
         reasons = [_as_reason(v) for v in checked] + decision.reasons()
+        if kind == "decision":
+            reasons += decision.findings()
         if reason is not None:
             reasons = [{"check": "upstream", "outcome": "deny", "reason": reason}]
         try:

@@ -156,6 +156,22 @@ class Decision:
         """Every obligation attached by any verdict, in check order."""
         return tuple(o for verdict in self.verdicts for o in verdict.obligations)
 
+    def findings(self) -> list[dict[str, str]]:
+        """The guards' findings behind a call that was not allowed, for audit and approvers.
+
+        The allowing verdicts that found something for policy (a non-empty
+        `guards.*` fact): the deciding reason is a policy's, these say what
+        the policy saw, e.g. which argument came from untrusted content.
+        """
+        if self.outcome is Outcome.ALLOW:
+            return []
+        return [
+            {"check": str(v.check), "outcome": "allow", "reason": str(v.reason)}
+            for v in self.verdicts
+            if v.outcome is Outcome.ALLOW
+            and any(key.startswith("guards.") and value for key, value in v.facts.items())
+        ]
+
     def reasons(self) -> list[dict[str, str]]:
         """The deciding verdicts as plain dicts, for problem details and audit."""
         if not self.verdicts:

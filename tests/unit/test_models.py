@@ -120,3 +120,16 @@ def test_records_are_frozen() -> None:
     decision = _decision(ALLOW)
     with pytest.raises(AttributeError):
         decision.verdicts = ()  # type: ignore[misc]
+
+
+def test_findings_are_the_guard_facts_behind_a_call_not_allowed() -> None:
+    tainted = Verdict("provenance", ALLOW, "argument /to: tainted", {"guards.tainted": ["/to"]})
+    clean = Verdict("dlp", ALLOW, "nothing found", {"guards.secrets_leaving": []})
+    other = Verdict("scope", ALLOW, "within scope", {"scope.within": True})
+    asked = Verdict("policy", ASK, "approval required")
+    decision = Decision(make_call(), (other, tainted, clean, asked))
+    assert decision.findings() == [
+        {"check": "provenance", "outcome": "allow", "reason": "argument /to: tainted"}
+    ]
+    allowed = Decision(make_call(), (tainted, Verdict("policy", ALLOW, "permitted")))
+    assert allowed.findings() == []  # an allowed call's record lists every verdict already

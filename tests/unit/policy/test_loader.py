@@ -195,8 +195,8 @@ def test_the_built_in_set_is_used_without_a_directory(tmp_path: Path) -> None:
         "reads-in-scope",
         "writes-in-scope",
         "critical-asks",
-            "tainted-arguments-ask",
-            "tainted-after-injection-asks",
+        "tainted-arguments-ask",
+        "tainted-after-injection-asks",
         "secrets-stay",
     }
 
