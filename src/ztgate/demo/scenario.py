@@ -4,8 +4,10 @@ It starts a real gateway process (with the demo tools) in a scratch
 directory; a principal creates a task over the HTTP API; an agent — this very
 process, attested through the SPIFFE Workload API — makes allowed and
 refused calls through the SDK, delegates a narrower warrant to a helper, and
-tries a replay and a cross-task warrant; then the demo shows what happened
-and why, and verifies the audit chain.
+tries a replay and a cross-task warrant; then (`ztgate.demo.stories`) it
+summarises an inbox holding an injected e-mail, and pays an invoice a person
+approves with the CLI. The demo shows what happened and why, who got mail,
+and verifies the audit chain.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from ztgate.canonical import canonical_json
 from ztgate.cli.init import initialise
 from ztgate.clock import SystemClock
 from ztgate.config import Settings
+from ztgate.demo.stories import play_inbox, play_payment
 from ztgate.identity.entries import EntryRegistry
 from ztgate.principals.registry import PrincipalRegistry
-from ztgate.sdk import Agent, Delegation, Principal, ZtgateError, requests
+from ztgate.sdk import Agent, ApprovalPending, Delegation, Principal, ZtgateError, requests
 from ztgate.warrants import proof
 
 
@@ -130,6 +133,9 @@ class Scenario:
             result = attempt()
             status = 201 if isinstance(result, Delegation) else 200
             outcome, why = "[green]allowed[/]", _short(result)
+        except ApprovalPending as pending:  # asked: the caller may wait for the decision
+            result, status, outcome = pending, 202, "[yellow]asked[/]"
+            why = "; ".join(f"{r.check}: {r.reason}" for r in pending.reasons) or pending.message
         except ZtgateError as exc:
             status = exc.status or 0
             reasons = getattr(exc, "reasons", ())
@@ -138,7 +144,7 @@ class Scenario:
         self.ok &= status == expected
         mark = "" if status == expected else f" [red](expected {expected})[/]"
         self.table.add_row(
-            str(self.table.row_count + 1), title, f"{status}{mark}", outcome, why[:110]
+            str(self.table.row_count + 1), title, f"{status}{mark}", outcome, why[:220]
         )
         return result
 
@@ -326,11 +332,15 @@ def play(console: Console, url: str, settings: Settings, scenario: Scenario) -> 
             )
         with Principal(url, api_key) as principal:
             principal.complete_task(task.task_id)
-        scenario.expect(
-            "Call after the task is completed",
-            403,
-            lambda: agent.call("get_weather", {"city": "Lisbon"}).result,
-        )
+            scenario.expect(
+                "Call after the task is completed",
+                403,
+                lambda: agent.call("get_weather", {"city": "Lisbon"}).result,
+            )
+            play_inbox(console, agent, principal, agent_id, scenario.expect)
+            config = settings.base_dir / "ztgate.toml"
+            play_payment(console, agent, principal, agent_id, config, scenario.expect)
+        _show_outbox(console, settings)
 
 
 def register(settings: Settings, spiffe_ids: list[str]) -> str:
@@ -349,6 +359,16 @@ def register(settings: Settings, spiffe_ids: list[str]) -> str:
     finally:
         database.dispose()
     return key
+
+
+def _show_outbox(console: Console, settings: Settings) -> None:
+    """Who the demo tools' `send_email` really mailed: what got out."""
+    sender = next((t for t in settings.declared_tools() if t.name == "send_email"), None)
+    if sender is None:
+        return
+    outbox = httpx.get(sender.upstream_url.replace("/send_email", "/outbox"), timeout=10).json()
+    recipients = ", ".join(str(mail.get("to")) for mail in outbox) or "nobody"
+    console.print(f"the outbox: {len(outbox)} e-mails sent, to {recipients}")
 
 
 def _short(result: Any) -> str:

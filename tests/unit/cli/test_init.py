@@ -128,7 +128,7 @@ def test_demo_declares_the_demo_tools_and_the_config_loads(cli: Cli, tmp_path: P
     settings = load_settings(config)
     assert settings.demo.tools is True
     tools = {tool.name: tool for tool in settings.declared_tools()}
-    assert set(tools) == {"get_weather", "send_email", "echo"}
+    assert set(tools) == {"get_weather", "send_email", "read_inbox", "pay_invoice", "echo"}
     assert tools["get_weather"].upstream_url == "http://127.0.0.1:8471/weather"
     assert tools["get_weather"].input_schema["required"] == ["city"]
     assert tools["send_email"].risk.value == "write"
@@ -142,7 +142,7 @@ def test_force_demo_turns_an_existing_config_into_the_demo(cli: Cli, tmp_path: P
 
     _init(cli, config, "--demo", "--force")
 
-    assert len(load_settings(config).declared_tools()) == 3
+    assert len(load_settings(config).declared_tools()) == 5
 
 
 def test_paths_are_relative_to_the_config_not_the_working_directory(

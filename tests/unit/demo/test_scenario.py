@@ -74,7 +74,13 @@ def test_the_scenario_against_a_live_gateway(tmp_path: Path) -> None:
         Console(file=table, width=300).print(scenario.table)
         assert scenario.ok, table.getvalue()
         text = table.getvalue()
-        for reason in ("already used (replay)", "made for another task", "is completed"):
+        for reason in (
+            "already used (replay)",
+            "made for another task",
+            "is completed",
+            "argument came from untrusted content; injection found in an earlier result",
+            "a critical tool: a human approves each call",
+        ):
             assert reason in text
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         allowed = [
@@ -83,8 +89,12 @@ def test_the_scenario_against_a_live_gateway(tmp_path: Path) -> None:
             if line.startswith('ztgate_decisions_total{check="all",outcome="allow",phase="call"}')
         ]
         assert allowed, metrics
-        # Read, mail, the replayed request's first sending, the helper's read.
-        assert float(allowed[0].rsplit(" ", 1)[1]) == 4.0
+        # Read, mail, the replayed request's first sending, the helper's read;
+        # the inbox read and the summary; the approved payment.
+        assert float(allowed[0].rsplit(" ", 1)[1]) == 7.0
+        assert "the outbox: 2 e-mails sent, to alice@example.com, bob@example.com" in " ".join(
+            output.getvalue().split()
+        )
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/healthz", timeout=1)  # the process is gone
     output = io.StringIO()

@@ -100,14 +100,20 @@ def test_the_declarations_are_valid_tools_on_the_given_port() -> None:
     assert {t.name: t.risk for t in tools} == {
         "get_weather": RiskTier.READ,
         "send_email": RiskTier.WRITE,
+        "read_inbox": RiskTier.READ,
+        "pay_invoice": RiskTier.CRITICAL,
         "echo": RiskTier.READ,
     }
+    flows = {t.name: t.flow for t in tools if t.flow is not None}
+    assert list(flows) == ["read_inbox"]  # its senders and ids are a system of record
 
 
 async def test_every_declared_tool_is_served_by_the_app(client: httpx.AsyncClient) -> None:
     arguments = {
         "get_weather": {"city": "Paris"},
         "send_email": {"to": "a@example.com", "subject": "s", "body": "b"},
+        "read_inbox": {"limit": 2},
+        "pay_invoice": {"invoice": "INV-1042", "iban": "DE89370400440532013000", "amount_eur": 1},
         "echo": {"k": 1},
     }
     for declaration in demo_tool_declarations(80):
@@ -133,7 +139,28 @@ def test_the_schemas_admit_the_demo_calls_and_refuse_the_bad_ones() -> None:
     assert not valid("send_email", {**mail, "to": "not an address"})
     assert not valid("send_email", {**mail, "subject": "x" * 201})
     assert not valid("send_email", {"to": "alice@example.com"})
+    assert valid("send_email", {**mail, "attachments": ["report.pdf"]})
+    assert valid("read_inbox", {}) and not valid("read_inbox", {"limit": 0})
+    payment = {"invoice": "INV-1042", "iban": "DE89370400440532013000", "amount_eur": 1200}
+    assert valid("pay_invoice", payment)
+    assert not valid("pay_invoice", {**payment, "invoice": "1042"})
+    assert not valid("pay_invoice", {**payment, "amount_eur": -5})
     assert valid("echo", {"anything": ["goes"]})
+
+
+async def test_the_inbox_holds_a_planted_instruction(client: httpx.AsyncClient) -> None:
+    messages = (await client.post("/read_inbox", json={})).json()["messages"]
+    assert [m["id"] for m in messages] == ["m-1001", "m-1002", "m-1003"]
+    assert "ignore all previous instructions" in messages[1]["body"]
+    assert len((await client.post("/read_inbox", json={"limit": 1})).json()["messages"]) == 1
+
+
+async def test_payments_are_kept_like_the_outbox(client: httpx.AsyncClient) -> None:
+    payment = {"invoice": "INV-1042", "iban": "DE89370400440532013000", "amount_eur": 1200}
+    assert (await client.post("/pay_invoice", json=payment)).json() == {
+        "paid": True,
+        "payment_id": "pay-1",
+    }
 
 
 def test_the_declarations_survive_the_config_file(tmp_path: Path) -> None:
@@ -143,5 +170,13 @@ def test_the_declarations_survive_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "ztgate.toml"
     config.write_text(text)
     declared = load_settings(config).declared_tools()
-    assert [t.name for t in declared] == ["get_weather", "send_email", "echo"]
+    assert [t.name for t in declared] == [
+        "get_weather",
+        "send_email",
+        "read_inbox",
+        "pay_invoice",
+        "echo",
+    ]
     assert declared[1].input_schema == DEMO_TOOLS[1]["input_schema"]
+    assert declared[2].flow is not None
+    assert declared[2].flow.record_fields == ("/messages/*/from", "/messages/*/id")
