@@ -185,17 +185,28 @@ def detect(parts: Sequence[Segment], layer: int = 0) -> Detection:
     return Detection(scan.found, scan.truncated)
 
 
+# Matches across strings searched again, per rule and scan (see `_within_strings`).
+_MAX_RESTARTS = 64
+
+
 class _Scan:
     """One scan over some strings: their folded text, joined by NUL, and their originals."""
 
     def __init__(self, parts: Sequence[Segment], layer: int) -> None:
         self.parts = parts
         self.layer = layer
-        folded = [fold(part.text) for part in parts]
-        self.folded = "\x00".join(folded)
-        self.starts = _starts(folded)
-        self.original = "\x00".join(part.text for part in parts)
-        self.original_starts = _starts([part.text for part in parts])
+        texts = [part.text for part in parts]
+        self.original = "\x00".join(texts)
+        self.original_starts = _starts(texts)
+        if self.original.isascii() and self.original.count("\x00") == len(texts) - 1:
+            # The common case, folded in one go: ASCII folds keep every
+            # offset, and no string holds the separator.
+            self.folded = self.original.lower().replace("_", " ")
+            self.starts = self.original_starts
+        else:
+            folded = [fold(text) for text in texts]
+            self.folded = "\x00".join(folded)
+            self.starts = _starts(folded)
         self._maps: dict[int, OffsetMap] = {}
         self._counts: dict[str, int] = {}
         self.found: list[Finding] = []
@@ -207,7 +218,7 @@ class _Scan:
         for index in sorted(matched or ()):
             rule, pattern = _RULES[index]
             unless = _UNLESS.get(rule.rule)
-            for match in pattern.finditer(text):
+            for match in _within_strings(pattern, text):
                 if unless is not None and unless.match(text, match.end()):
                     continue
                 weight = rule.weight
@@ -306,9 +317,67 @@ class _Scan:
         return offsets
 
 
+class _Spanned:
+    """A match's span in the whole joined text (the match may come from a slice of it)."""
+
+    __slots__ = ("_base", "_match")
+
+    def __init__(self, match: Any, base: int) -> None:
+        self._match, self._base = match, base
+
+    def span(self) -> tuple[int, int]:
+        start, end = self._match.span()
+        return start + self._base, end + self._base
+
+    def start(self) -> int:
+        return int(self._match.start()) + self._base
+
+    def end(self) -> int:
+        return int(self._match.end()) + self._base
+
+    def group(self, index: int = 0) -> Any:
+        return self._match.group(index)
+
+
+def _within_strings(pattern: Any, text: str, restarts: int = _MAX_RESTARTS) -> Iterator[Any]:
+    """`pattern.finditer(text)` for strings joined by NUL: no match spans two of them.
+
+    A match that runs across a separator is searched again within the
+    string it starts in, and the search goes on from the next string, so
+    one string's text cannot swallow a match in the next. (RE2 re-reads
+    the text it is given on every call, so restarting costs the rest of the
+    text: after `restarts` of them, the rest is matched as one text.)
+    """
+    base = 0
+    while True:
+        for match in pattern.finditer(text, base) if base else pattern.finditer(text):
+            start, end = match.span()
+            # (A match may begin with the separator before its string's first word.)
+            separator = text.find("\x00", start + 1, end)
+            if separator == -1:
+                yield match
+                continue
+            if restarts <= 0:
+                yield match
+                continue
+            restarts -= 1
+            inner = pattern.search(text[start:separator])
+            base = separator + 1
+            if inner is not None:
+                yield _Spanned(inner, start)
+                if inner.end() > inner.start():
+                    base = start + inner.end()  # there may be more within this string
+            break
+        else:
+            return
+
+
 def _starts(texts: Sequence[str]) -> list[int]:
     """Where each text starts once they are joined by one separator each."""
-    return [0, *itertools.accumulate(len(text) + 1 for text in texts)][:-1] if texts else []
+    if not texts:
+        return []
+    starts = list(itertools.accumulate(map(len, texts), lambda total, size: total + size + 1))
+    return [0, *(end + 1 for end in starts[:-1])]
 
 
 def _escape(key: str) -> str:
