@@ -60,7 +60,7 @@ class InjectionResultCheck:
         if ctx.tool is not None and _trusted(ctx.tool.spec):
             return Verdict(NAME, Outcome.ALLOW, "trusted tool: result not scanned")
         parts = self.scanner.strings(result.body)
-        if sum(len(part.text) for part in parts) > _OFFLOAD_CHARACTERS:
+        if parts.characters > _OFFLOAD_CHARACTERS:
             report = await asyncio.to_thread(self.scanner.scan_segments, parts)
         else:
             report = self.scanner.scan_segments(parts)

@@ -28,7 +28,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import re2
@@ -120,7 +120,110 @@ def scan_text(text: str, pointer: str = "") -> list[Finding]:
 
 def scan_value(value: Any) -> list[Finding]:
     """The findings in every string of a JSON value (object keys included), or in bytes."""
-    return scan_segments(list(segments(value)))
+    return scan_segments(strings(value))
+
+
+# Where a string sits: the root pointer, or (its parent's place, a key or an index).
+_Place = str | tuple[Any, str]
+
+
+class Strings(Sequence[Segment]):
+    """The strings of a value in walk order, as `Segment`s built only when asked for.
+
+    A result of many small strings would otherwise spend most of its scan
+    building a JSON Pointer for every string; only strings with findings
+    need one.
+    """
+
+    __slots__ = ("_in_key", "_places", "texts")
+
+    def __init__(self) -> None:
+        """No strings yet (`strings` fills them in)."""
+        self.texts: list[str] = []
+        self._places: list[_Place] = []
+        self._in_key: list[bool] = []
+
+    def __len__(self) -> int:
+        """How many strings."""
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, index: int) -> Segment: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Segment]: ...
+
+    def __getitem__(self, index: int | slice) -> Segment | Sequence[Segment]:
+        """The string at `index`, with its pointer."""
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return Segment(_pointer(self._places[index]), self.texts[index], self._in_key[index])
+
+    @property
+    def characters(self) -> int:
+        """The total length of the strings."""
+        return sum(map(len, self.texts))
+
+
+def characters(parts: Sequence[Segment]) -> int:
+    """The total length of the strings in `parts`."""
+    if isinstance(parts, Strings):
+        return parts.characters
+    return sum(len(part.text) for part in parts)
+
+
+def texts_of(parts: Sequence[Segment]) -> list[str]:
+    """The text of each of `parts`."""
+    return parts.texts if isinstance(parts, Strings) else [part.text for part in parts]
+
+
+def strings(value: Any, pointer: str = "") -> Strings:
+    """Every string in `value` (keys included) with where it is; bytes as text; no numbers."""
+    found = Strings()
+    add_text, add_place, add_key = found.texts.append, found._places.append, found._in_key.append
+    stack: list[tuple[_Place, Any]] = [(pointer, value)]
+    push = stack.append
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            add_text(item)
+            add_place(where)
+            add_key(False)
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = key if isinstance(key, str) else str(key)
+                path = (where, name)
+                add_text(name)
+                add_place(path)
+                add_key(True)
+                if isinstance(child, str):
+                    add_text(child)
+                    add_place(path)
+                    add_key(False)
+                elif child is not None and not isinstance(child, int | float):
+                    push((path, child))
+        elif isinstance(item, list | tuple):
+            for index, child in enumerate(item):
+                if isinstance(child, str):
+                    add_text(child)
+                    add_place((where, str(index)))
+                    add_key(False)
+                elif child is not None and not isinstance(child, int | float):
+                    push(((where, str(index)), child))
+        elif isinstance(item, bytes | bytearray | memoryview):
+            add_text(_bytes_text(bytes(item)))
+            add_place(where)
+            add_key(False)
+        # numbers, booleans, null: nothing an agent would read as an instruction
+    return found
+
+
+def _pointer(place: _Place) -> str:
+    tokens: list[str] = []
+    while not isinstance(place, str):
+        place, token = place
+        tokens.append(_escape(token) if "~" in token or "/" in token else token)
+    return place + "".join("/" + token for token in reversed(tokens))
 
 
 def score(findings: Iterable[Finding]) -> float:
@@ -137,30 +240,7 @@ def score(findings: Iterable[Finding]) -> float:
 
 def segments(value: Any, pointer: str = "") -> Iterator[Segment]:
     """Every string in `value` with its JSON Pointer; bytes as text; numbers are skipped."""
-    stack: list[tuple[str, Any]] = [(pointer, value)]
-    push = stack.append
-    while stack:
-        where, item = stack.pop()
-        if isinstance(item, str):
-            yield Segment(where, item)
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                name = key if isinstance(key, str) else str(key)
-                path = f"{where}/{_escape(name) if '~' in name or '/' in name else name}"
-                yield Segment(path, name, True)
-                if isinstance(child, str):
-                    yield Segment(path, child)
-                elif child is not None and not isinstance(child, int | float):
-                    push((path, child))
-        elif isinstance(item, list | tuple):
-            for index, child in enumerate(item):
-                if isinstance(child, str):
-                    yield Segment(f"{where}/{index}", child)
-                elif child is not None and not isinstance(child, int | float):
-                    push((f"{where}/{index}", child))
-        elif isinstance(item, bytes | bytearray | memoryview):
-            yield Segment(where, _bytes_text(bytes(item)))
-        # numbers, booleans, null: nothing an agent would read as an instruction
+    return iter(strings(value, pointer))
 
 
 def scan_segments(parts: Sequence[Segment]) -> list[Finding]:
@@ -195,7 +275,7 @@ class _Scan:
     def __init__(self, parts: Sequence[Segment], layer: int) -> None:
         self.parts = parts
         self.layer = layer
-        texts = [part.text for part in parts]
+        texts = texts_of(parts)
         self.original = "\x00".join(texts)
         self.original_starts = _starts(texts)
         if self.original.isascii() and self.original.count("\x00") == len(texts) - 1:
@@ -255,8 +335,8 @@ class _Scan:
             if decoded is not None:
                 self._layer(decoded, "encoded.hex", *match.span(1))
         if text.count("%") >= 3 or text.count("&") >= 3:
-            for index, part in enumerate(self.parts):
-                self._escapes(index, part.text)
+            for index, text in enumerate(texts_of(self.parts)):
+                self._escapes(index, text)
 
     def _escapes(self, index: int, text: str) -> None:
         start = self.original_starts[index]

@@ -14,7 +14,15 @@ from typing import Any
 
 from ztgate.config import InjectionSettings, Settings
 from ztgate.guards.injection.classifier import Classifier, OnnxClassifier
-from ztgate.guards.injection.detector import Finding, Segment, detect, score, segments
+from ztgate.guards.injection.detector import (
+    Finding,
+    Segment,
+    Strings,
+    characters,
+    detect,
+    score,
+    strings,
+)
 
 # The classifier reads the first strings of a result that are at least this
 # long, up to this many of them, each cut to this many characters (a model
@@ -82,9 +90,9 @@ class Scanner:
         """True if anything scans at all."""
         return self.detector or self.classifier is not None
 
-    def strings(self, value: Any) -> list[Segment]:
+    def strings(self, value: Any) -> Strings:
         """The strings of `value` this scanner reads (cheap: a walk, no scanning)."""
-        return list(segments(value))
+        return strings(value)
 
     def scan_segments(self, parts: Sequence[Segment]) -> ScanReport:
         """Scan strings collected by `strings`."""
@@ -108,7 +116,7 @@ class Scanner:
             worst,
             flagged,
             truncated,
-            sum(len(part.text) for part in parts),
+            characters(parts),
             dict(kinds.most_common()),
         )
 
@@ -118,11 +126,12 @@ class Scanner:
 
     def _classify(self, parts: Sequence[Segment]) -> list[Finding]:
         assert self.classifier is not None  # noqa: S101 - checked by the caller
-        chosen = [
-            part
-            for part in parts
-            if not part.in_key and len(part.text.strip()) >= _CLASSIFY_MIN_CHARS
-        ][:_CLASSIFY_MAX_STRINGS]
+        chosen: list[Segment] = []
+        for part in parts:
+            if not part.in_key and len(part.text.strip()) >= _CLASSIFY_MIN_CHARS:
+                chosen.append(part)
+                if len(chosen) == _CLASSIFY_MAX_STRINGS:
+                    break
         if not chosen:
             return []
         scores = self.classifier.classify([part.text[:_CLASSIFY_MAX_CHARS] for part in chosen])
