@@ -303,8 +303,10 @@ def test_matches_across_many_strings_stay_bounded_in_time() -> None:
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(alphabet="ab/~", max_size=4), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(alphabet="ab/~", max_size=4), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
