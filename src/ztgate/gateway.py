@@ -356,7 +356,12 @@ class Gateway:
 
     def _pin_new(self, tool: Tool) -> bool:
         """Whether declaring a new tool approves it (its description hides nothing)."""
-        return not self.settings.guards.pinning or pin_on_registration(tool.description)
+        guards = self.settings.guards
+        return not guards.pinning or pin_on_registration(
+            tool.description,
+            (tool.input_schema, tool.output_schema),
+            guards.injection.threshold,
+        )
 
     def _unpinned(self, tool: Tool, current: Tool | None) -> InTransaction | None:
         """The audit record of a config change that leaves a tool waiting for approval."""

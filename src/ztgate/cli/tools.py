@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from ztgate.audit import AuditEntry, AuditLog
-from ztgate.cli.common import console, database, print_json
+from ztgate.cli.common import console, database, print_json, settings
 from ztgate.clock import SystemClock
 from ztgate.errors import InvalidInputError
 from ztgate.guards.pinning import description_findings
@@ -127,7 +127,11 @@ def add(
     )
     registry, audit = _registry(ctx)
     existing = registry.find(tool.name)
-    flagged = description_findings(tool.description)
+    flagged = description_findings(
+        tool.description,
+        (tool.input_schema, tool.output_schema),
+        settings(ctx).guards.injection.threshold,
+    )
     detail: dict[str, Any] = {"action": "tool.add"}
     if existing is not None and existing.pin_sha256 != tool.fingerprint:
         detail["approval"] = "required: its description or schemas changed"

@@ -6,12 +6,16 @@ are not the ones pinned when it was registered or last approved
 add --replace` changing what the tool says — disables the tool until a
 principal runs `ztgate tools approve NAME`.
 
-Descriptions are scanned for hidden instructions with the injection
-detector (guards/injection); a new tool whose description is flagged is
-registered unpinned, so that it too waits for a principal's approval.
+Descriptions and schemas are scanned for hidden instructions with the
+injection detector (guards/injection), at its configured threshold; a new
+tool whose description or schemas are flagged is registered unpinned, so
+that it too waits for a principal's approval.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from ztgate.models import Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext
@@ -20,21 +24,34 @@ NAME = "pinning"
 DEFAULT_THRESHOLD = 0.5
 
 
-def description_findings(text: str, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
-    """The kinds of hidden instructions the injection detector finds in a tool description."""
-    if not text.strip():
-        return []
-    from ztgate.guards.injection.detector import scan_text, score
+def description_findings(
+    text: str, schemas: Sequence[Any] = (), threshold: float = DEFAULT_THRESHOLD
+) -> list[str]:
+    """The kinds of hidden instructions the injection detector finds in what a tool says.
 
-    findings = scan_text(text, "/description")
+    That is its description and every string of its schemas (a property's
+    `description` or `title`, an `enum` value: a model reads them all), held
+    to the injection guard's `threshold` (`[guards.injection]`).
+    """
+    from ztgate.guards.injection.detector import Segment, scan_segments, score, strings
+
+    parts: list[Segment] = [Segment("/description", text)] if text.strip() else []
+    for index, schema in enumerate(schemas):
+        if schema is not None:
+            parts.extend(strings(schema, f"/schemas/{index}"))
+    if not parts:
+        return []
+    findings = scan_segments(parts)
     if score(findings) < threshold:
         return []
     return sorted({finding.kind for finding in findings})
 
 
-def pin_on_registration(description: str) -> bool:
-    """Whether a new tool is approved by registering it: its description hides nothing."""
-    return not description_findings(description)
+def pin_on_registration(
+    description: str, schemas: Sequence[Any] = (), threshold: float = DEFAULT_THRESHOLD
+) -> bool:
+    """Whether a new tool is approved by registering it: what it says hides nothing."""
+    return not description_findings(description, schemas, threshold)
 
 
 class PinningCheck:
