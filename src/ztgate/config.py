@@ -413,12 +413,26 @@ class ApprovalsSettings(_Section):
     webhook_url: str = ""
     webhook_format: Literal["json", "slack"] = "json"
     webhook_timeout_seconds: float = Field(5.0, gt=0, le=60)
-    # Where a request is shown: the link is <link_base>/approvals/<id>.
+    # Where a request is shown: the link is <link_base>/approvals/<id>; with
+    # the web console, link_base = "http://host:port/console".
     link_base: str = ""
 
     def timeout_for(self, tool: str) -> float:
         """The seconds a request for `tool` waits for a decision."""
         return self.tool_timeout_seconds.get(tool, self.timeout_seconds)
+
+
+class ConsoleSettings(_Section):
+    """The web console under /console (docs/console.md)."""
+
+    enabled: bool = True
+    # A session ends this long after login, or after this long without a request.
+    session_ttl_seconds: int = Field(8 * 3600, ge=60, le=30 * 86400)
+    idle_timeout_seconds: int = Field(1800, ge=60, le=30 * 86400)
+    # Failed logins allowed per name, and per client address, within the window.
+    login_attempts_per_name: int = Field(5, ge=1, le=1000)
+    login_attempts_per_address: int = Field(20, ge=1, le=10_000)
+    login_window_seconds: float = Field(300.0, gt=0, le=86400)
 
 
 class DemoSettings(_Section):
@@ -483,6 +497,7 @@ class Settings(BaseSettings):
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
     approvals: ApprovalsSettings = ApprovalsSettings()
+    console: ConsoleSettings = ConsoleSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 
     # Where the settings came from, and the directory relative paths start

@@ -253,8 +253,12 @@ class ApprovalRegistry:
         principal: Principal,
         key_id: str | None = None,
         comment: str = "",
+        attestation: Mapping[str, Any] | None = None,
     ) -> Approval:
         """Approve or reject a pending request, recording the decision in the audit chain.
+
+        `attestation` is added to the audit record's detail: the web console's
+        signed statement, its signature and the session key's thumbprint.
 
         Raises:
             ForbiddenError: the principal lacks the approver role, or the
@@ -303,6 +307,7 @@ class ApprovalRegistry:
                     tool=found.tool,
                     arguments_sha256=found.arguments_sha256,
                     detail={
+                        **(attestation or {}),  # never overriding the fields below
                         "action": "approval.approve" if approve else "approval.reject",
                         "approval": found.id,
                         "principal": principal.name,

@@ -150,7 +150,19 @@ DEFAULT_CONFIG_TEXT = """\
 # New requests announced to a webhook: "json", or "slack" ({"text": ...}).
 # webhook_url = "https://hooks.example/ztgate-approvals"
 # webhook_format = "json"
-# link_base = "https://ztgate.example"
+# Links point at the web console's page of the request: <link_base>/approvals/<id>.
+# link_base = "https://ztgate.example:8470/console"
+
+[console]
+# The web console for approvers and operators, at /console (docs/console.md):
+# principals with the approver or admin role log in with the password set by
+# `ztgate principals password NAME`.
+# enabled = true
+# session_ttl_seconds = 28800     # a session ends this long after login
+# idle_timeout_seconds = 1800     # or after this long without a request
+# login_attempts_per_name = 5     # failed logins per name within the window
+# login_attempts_per_address = 20 # and per client address
+# login_window_seconds = 300
 
 [guards]
 # Guards against indirect prompt injection and exfiltration (docs/guards.md):

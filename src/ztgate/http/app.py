@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ztgate import __version__
@@ -148,6 +148,15 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     app.include_router(agents_router(gateway))
     app.include_router(containment_router(gateway))
     app.include_router(approvals_router(gateway))
+    if gateway.settings.console.enabled:
+        # The web console (server-rendered pages; docs/console.md).
+        from ztgate.console.app import create_console
+
+        @app.get("/console", include_in_schema=False)
+        async def console_root() -> Response:
+            return RedirectResponse("/console/", 307)
+
+        app.mount("/console", create_console(gateway))
     _add_problem_schema(app)
     return app
 

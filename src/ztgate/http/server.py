@@ -64,6 +64,8 @@ def uvicorn_config(
         server_header=False,
         # X-Forwarded-* from a client is not evidence of anything: ignore it.
         proxy_headers=False,
+        # Open streams (the console's live feed) do not hold up a shutdown.
+        timeout_graceful_shutdown=5,
         **tls,
     )
 

@@ -1,0 +1,1 @@
+"""The web console: approvers and operators, served by the gateway under /console."""
