@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from integration.harness import Upstream, start_upstream
 from ztgate.sdk import Agent
@@ -32,6 +32,7 @@ from .kit import (
 
 # Generous for a loaded CI machine; a passing test waits far less.
 TIMEOUT_MS = 15_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 # Principals and their console passwords: an approver, and one with another role only.
 APPROVER = ("alice", "alice-approves-payments")
+SECOND_APPROVER = ("carol", "carol-approves-too")
 TASKS_ONLY = ("bob", "bob-only-creates-tasks")
 ADMIN = ("admin", "admin-sees-everything")
 
@@ -54,6 +55,7 @@ ADMIN = ("admin", "admin-sees-everything")
 CRITICAL_TOOLS = ("pay", "pay_fast")
 FAST_TIMEOUT = 2.0
 ALL_TOOLS = ("lookup", "echo", *CRITICAL_TOOLS)
+DECIDED = {"approve": "approved", "reject": "rejected"}
 
 MISSING_CHROMIUM = (
     "chromium not found: the browser tests drive Debian's chromium "
@@ -156,6 +158,14 @@ class ConsoleSite:
         response.raise_for_status()
         return response.json()
 
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        """Disable (or enable again) a principal, as `ztgate principals disable` does."""
+        database = load_settings(self.gateway.config).open_database()
+        try:
+            PrincipalRegistry(database, SystemClock()).set_disabled(name, disabled)
+        finally:
+            database.dispose()
+
     def approval(self, approval_id: str) -> dict[str, Any]:
         """One approval request as the API shows it."""
         found: dict[str, Any] = self.api("GET", f"/v1/approvals/{approval_id}")["approval"]
@@ -184,8 +194,9 @@ def _set_up_principals(site: ConsoleSite) -> None:
         )
         principals = PrincipalRegistry(database, SystemClock())
         principals.add(APPROVER[0], roles=["approver"])
+        principals.add(SECOND_APPROVER[0], roles=["approver"])
         principals.add(TASKS_ONLY[0], roles=["tasks"])
-        for name, password in (APPROVER, TASKS_ONLY, ADMIN):
+        for name, password in (APPROVER, SECOND_APPROVER, TASKS_ONLY, ADMIN):
             principals.set_password(name, password)
             site.keys[name] = principals.create_key(name)[1]
     finally:
@@ -209,12 +220,17 @@ def console_site(workdir: Path, upstream: Upstream) -> Iterator[ConsoleSite]:
 # -- the browser side ------------------------------------------------------------------
 
 
-def login(page: Page, site: ConsoleSite, name: str, password: str) -> None:
-    """Log in through the console's form and land on the overview."""
+def submit_login(page: Page, site: ConsoleSite, name: str, password: str) -> None:
+    """Fill in and send the console's login form (the page makes its key first)."""
     page.goto(site.console("/login"))
     page.fill("#name", name)
     page.fill("#password", password)
     page.click("#login")
+
+
+def login(page: Page, site: ConsoleSite, name: str, password: str) -> None:
+    """Log in through the console's form and land on the overview."""
+    submit_login(page, site, name, password)
     page.wait_for_url(site.console("/"))
 
 
@@ -232,7 +248,7 @@ def decide(page: Page, site: ConsoleSite, approval_id: str, action: str, comment
         page.goto(site.console(f"/approvals/{approval_id}"))
     page.fill("#comment", comment)
     page.click(f"#{action}")
-    expect(page.locator("#decision")).to_contain_text(f"{action}d")
+    expect(page.locator("#decision")).to_contain_text(DECIDED[action])
 
 
 def new_row(page: Page, before: set[str], timeout: float = 15) -> str:
