@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,7 @@ STATEMENT_TYPE = "ztgate-console-decision/1"
 DECISIONS = ("approve", "reject")
 MAX_JWK_CHARS = 1024
 _P256_SIGNATURE_BYTES = 64
+_B64URL = re.compile(r"[A-Za-z0-9_-]{86}")  # 64 bytes, unpadded
 
 
 class SignatureError(GatewayError):
@@ -100,6 +102,8 @@ def verify(jwk: Mapping[str, Any], signed: bytes, signature: str) -> None:
         SignatureError: any step fails.
     """
     # (1): base64url, unpadded, 64 bytes.
+    if not isinstance(signature, str) or not _B64URL.fullmatch(signature):
+        raise SignatureError("the decision's signature is not base64url")
     try:
         raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
     except (binascii.Error, ValueError, TypeError) as exc:

@@ -50,7 +50,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("console")
     settings = make_settings(
         directory,
-        '[gateway]\nauthentication = "off"\n'
+        '[gateway]\nauthentication = "required"\n'
         "[console]\nlogin_attempts_per_name = 3\nlogin_attempts_per_address = 50\n",
     )
     database = settings.open_database()
