@@ -35,6 +35,7 @@ from browser.kit import (  # noqa: E402
 from integration.harness import start_upstream  # noqa: E402
 from ztgate.sdk import Agent, CallDenied  # noqa: E402
 
+INTENT = "Pay the May invoices: acme INV-2041 (120) and globex INV-2042 (4200)"
 PAGES = ("overview", "approvals", "feed", "agents", "tasks", "audit", "policy")
 
 
@@ -80,10 +81,10 @@ def main() -> None:
     out: Path = parser.parse_args().out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory() as scratch,
+        tempfile.TemporaryDirectory(prefix="ztgate-console-") as scratch,
         start_upstream() as upstream,
         console_site(Path(scratch) / "gateway", upstream) as site,
-        site.agent(intent="Pay this month's supplier invoices") as agent,
+        site.agent(intent=INTENT) as agent,
     ):
         pending = play_traffic(site, agent)
         time.sleep(1)  # the overview's per-minute chart includes the last calls
@@ -96,7 +97,9 @@ def main() -> None:
                 page.click(f"#nav-{name}")
                 shoot(page, out / f"{name}.png")
             page.goto(site.console(f"/approvals/{pending}"))
-            page.fill("#comment", "checking the amount with finance")
+            page.fill("#comment", "amount and payee match the May invoice")
+            page.locator("#comment").blur()
+            page.evaluate("window.scrollTo(0, 0)")
             shoot(page, out / "approval.png")
             context.close()
             browser.close()
