@@ -646,3 +646,18 @@ def test_a_declared_tools_flow(tmp_path: Path) -> None:
     assert caught.value.key == "tools[1] (bad)" and "JSON Pointer" in caught.value.reason
     first = settings.tools[0].to_tool()
     assert first.flow is not None and first.flow.record_fields == ("/messages/*/from",)
+
+
+def test_the_console_is_on_by_default_with_bounded_sessions(tmp_path: Path) -> None:
+    from ztgate.config import load_settings
+
+    (tmp_path / "ztgate.toml").write_text(
+        "[console]\nenabled = false\nidle_timeout_seconds = 600\n", encoding="utf-8"
+    )
+    settings = load_settings(tmp_path / "ztgate.toml")
+    assert settings.console.enabled is False and settings.console.idle_timeout_seconds == 600
+    (tmp_path / "empty.toml").write_text("", encoding="utf-8")
+    assert load_settings(tmp_path / "empty.toml").console.enabled is True
+    (tmp_path / "bad.toml").write_text("[console]\nidle_timeout_seconds = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="idle_timeout_seconds"):
+        load_settings(tmp_path / "bad.toml")

@@ -211,3 +211,15 @@ def test_an_approval_given_late_stays_usable_for_a_minute(
     clock.advance(30)
     used, why = registry.consume(made.id, make_call())
     assert used is not None, why
+
+
+def test_a_console_attestation_is_recorded_but_overrides_nothing(
+    registry: ApprovalRegistry, database: Database
+) -> None:
+    made = request(registry)
+    attestation = {"signature": "sig", "session_key_thumbprint": "kt", "principal": "mallory"}
+    registry.decide(made.id, False, principal=ALICE, comment="no", attestation=attestation)
+    (record,) = audit_bodies(database)
+    detail = record["detail"]
+    assert (detail["signature"], detail["session_key_thumbprint"]) == ("sig", "kt")
+    assert detail["principal"] == "alice"

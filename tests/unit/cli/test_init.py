@@ -182,3 +182,9 @@ def test_init_honours_ztgate_config(
 
     assert config.exists()
     assert not (tmp_path / "ztgate.toml").exists()
+
+
+def test_the_written_config_documents_the_console() -> None:
+    assert "\n[console]\n" in DEFAULT_CONFIG_TEXT
+    assert "# enabled = true" in DEFAULT_CONFIG_TEXT
+    assert 'link_base = "https://ztgate.example:8470/console"' in DEFAULT_CONFIG_TEXT

@@ -526,3 +526,25 @@ async def test_a_rate_limited_call_is_429_with_retry_after(
         assert (record["outcome"], record["status"]) == ("deny", 429)
     finally:
         await gw.stop()
+
+
+async def test_the_console_is_served_under_console(gateway: Gateway) -> None:
+    transport = httpx.ASGITransport(app=create_asgi(gateway))
+    async with httpx.AsyncClient(transport=transport, base_url="https://gateway") as client:
+        root = await client.get("/console")
+        assert root.status_code == 307 and root.headers["location"] == "/console/"
+        login = await client.get("/console/login")
+        assert login.status_code == 200 and 'id="login"' in login.text
+        assert login.headers["x-frame-options"] == "DENY"
+        script = await client.get("/console/static/console.js")
+        assert script.status_code == 200 and "crypto.subtle" in script.text
+        spec = (await client.get("/openapi.json")).json()
+        assert not any(path.startswith("/console") for path in spec["paths"])
+
+
+async def test_the_console_can_be_turned_off(tmp_path: Path, upstream: Upstream) -> None:
+    toml = config_toml(upstream.base) + "\n[console]\nenabled = false\n"
+    gw = Gateway.from_settings(make_settings(tmp_path, toml))
+    transport = httpx.ASGITransport(app=create_app(gw, manage_lifecycle=False))
+    async with httpx.AsyncClient(transport=transport, base_url="https://gateway") as client:
+        assert (await client.get("/console/login")).status_code == 404
