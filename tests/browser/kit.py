@@ -91,6 +91,9 @@ def launch_chromium(playwright: Playwright) -> Browser:
     # supported"); CI runs as root in a container. Only then is it switched
     # off: the pages it loads are our own console on loopback.
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    # Containers often give /dev/shm 64 MiB, too little for chromium's
+    # shared memory: it crashes tabs. /tmp instead.
+    args.append("--disable-dev-shm-usage")
     return playwright.chromium.launch(
         executable_path=chromium_executable(), headless=True, args=args
     )
