@@ -53,7 +53,7 @@ ADMIN = ("admin", "admin-sees-everything")
 # `critical` tools are asked about by the default policy; `pay_fast`'s
 # requests lapse after FAST_TIMEOUT seconds (approvals.tool_timeout_seconds).
 CRITICAL_TOOLS = ("pay", "pay_fast")
-FAST_TIMEOUT = 2.0
+FAST_TIMEOUT = 3.0
 ALL_TOOLS = ("lookup", "echo", *CRITICAL_TOOLS)
 DECIDED = {"approve": "approved", "reject": "rejected"}
 
