@@ -261,8 +261,9 @@ class ApprovalRegistry:
         signed statement, its signature and the session key's thumbprint.
 
         Raises:
-            ForbiddenError: the principal lacks the approver role, or the
-                request needs a second person and this is its task's principal.
+            ForbiddenError: the principal lacks the approver role, the call is
+                outside its approver scope (agents, tools), or the request
+                needs a second person and this is its task's principal.
             NotFoundError: no such request.
             ConflictError: the request was decided already, or expired.
             InvalidInputError: the comment is too long.
@@ -279,6 +280,11 @@ class ApprovalRegistry:
             status = found.status(now)
             if status != PENDING:
                 raise ConflictError(f"approval {found.id} is {status}, not pending")
+            if not principal.may_approve(found.agent, found.tool):
+                raise ForbiddenError(
+                    f"principal {principal.name!r} may not decide calls of {found.agent} "
+                    f"to {found.tool}: outside its approver scope"
+                )
             if found.second_person and principal.name == found.principal:
                 raise ForbiddenError(
                     f"approval {found.id} needs a second person: {principal.name!r} "

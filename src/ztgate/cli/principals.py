@@ -13,7 +13,24 @@ from ztgate.cli.common import console, database, err_console, print_json
 from ztgate.cli.common import settings as current_settings
 from ztgate.clock import SystemClock, isoformat
 from ztgate.errors import InvalidInputError
-from ztgate.principals.registry import ROLES, PrincipalRegistry
+from ztgate.principals.registry import ROLES, Principal, PrincipalRegistry, parse_scope
+
+ApproveAgent = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--approve-agent",
+        "--agent",
+        help="Approve only calls of agents matching this SPIFFE ID pattern ('*'; repeatable).",
+    ),
+]
+ApproveTool = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--approve-tool",
+        "--tool",
+        help="Approve only calls to tools matching this name pattern ('*'; repeatable).",
+    ),
+]
 
 app = typer.Typer(
     help="Principals (who tasks run on behalf of) and their API keys.", no_args_is_help=True
@@ -44,11 +61,40 @@ def add(
         typer.Option("--role", "-r", help=f"One of {', '.join(ROLES)} (repeatable)."),
     ] = None,
     kind: Annotated[str, typer.Option(help="human or system.")] = "human",
+    approve_agent: ApproveAgent = None,
+    approve_tool: ApproveTool = None,
 ) -> None:
     """Add a principal."""
-    principal = registry(ctx).add(name, roles=role or [], kind=kind)
+    scope = parse_scope(approve_agent or (), approve_tool or ())
+    principal = registry(ctx).add(name, roles=role or [], kind=kind, scope=scope)
     roles = ", ".join(principal.roles) or "no roles"
-    console.print(f"added principal [bold]{principal.name}[/] ({principal.kind}; {roles})")
+    console.print(
+        f"added principal [bold]{principal.name}[/] ({principal.kind}; {roles}{_scope(principal)})"
+    )
+
+
+@app.command("scope")
+def scope(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The principal.")],
+    agent: ApproveAgent = None,
+    tool: ApproveTool = None,
+) -> None:
+    """Limit what a principal may approve to some agents and/or tools (none given: anything)."""
+    principal = registry(ctx).set_scope(name, parse_scope(agent or (), tool or ()))
+    console.print(f"principal [bold]{principal.name}[/] approves{_scope(principal) or ' any call'}")
+
+
+def _scope(principal: Principal) -> str:
+    limits = principal.approver_scope
+    if limits.unlimited:
+        return ""
+    parts = []
+    if limits.agents:
+        parts.append("agents " + ", ".join(limits.agents))
+    if limits.tools:
+        parts.append("tools " + ", ".join(limits.tools))
+    return "; approves only " + " and ".join(parts)
 
 
 @app.command("list")
@@ -62,10 +108,18 @@ def list_principals(
         print_json([p.describe() for p in found])
         return
     table = Table(title=f"{len(found)} principals")
-    for column in ("name", "kind", "roles", "created", "disabled"):
+    for column in ("name", "kind", "roles", "approves", "created", "disabled"):
         table.add_column(column)
     for p in found:
-        table.add_row(p.name, p.kind, ", ".join(p.roles), _when(p.created_at), _when(p.disabled_at))
+        approves = _scope(p).removeprefix("; approves only ") or "any call"
+        table.add_row(
+            p.name,
+            p.kind,
+            ", ".join(p.roles),
+            approves if p.has("approver") else "",
+            _when(p.created_at),
+            _when(p.disabled_at),
+        )
     console.print(table)
 
 

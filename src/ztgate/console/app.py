@@ -159,6 +159,7 @@ def create_console(gateway: Gateway) -> SecurityHeaders:
             request=shown,
             matches=compare(str(shown.get("arguments_preview", "")), str(shown.get("intent", ""))),
             own_task=approval.second_person and approval.principal == viewer.name,
+            may_decide=viewer.principal.may_approve(approval.agent, approval.tool),
             statement_type=STATEMENT_TYPE,
         )
 

@@ -13,7 +13,9 @@ Roles:
 
     admin     everything: principals, revocations, any task
     tasks     create tasks, and complete or revoke its own
-    approver  approve or reject asked calls (docs/approvals.md)
+    approver  approve or reject asked calls (docs/approvals.md), optionally
+              only those of some agents (SPIFFE ID patterns) or tools: the
+              principal's `ApproverScope`
 
 Every change bumps nothing on the hot path (calls never read principals) but
 is recorded in the audit log in the same transaction.
@@ -22,6 +24,7 @@ is recorded in the audit log in the same transaction.
 from __future__ import annotations
 
 import builtins
+import fnmatch
 import hashlib
 import hmac
 import re
@@ -53,6 +56,43 @@ KEY_PREFIX = "ztg_"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
 _KEY = re.compile(r"ztg_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 _ID = re.compile(r"[0-9a-f]{16}")
+_AGENT_PATTERN = re.compile(r"spiffe://[a-z0-9._*?-]{1,255}(/[A-Za-z0-9._*?-]+)*/?\*?")
+_TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.*?-]{1,128}")
+_MAX_PATTERNS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverScope:
+    """The calls an approver may decide: of these agents and these tools (empty: any).
+
+    Patterns are shell-style (`fnmatch`, case-sensitive): `*` matches any
+    run of characters, slashes included, so
+    `spiffe://acme.example/agent/billing/*` covers every agent below
+    `billing/`; `payments.*` covers every tool named `payments.` something.
+    """
+
+    agents: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+
+    @property
+    def unlimited(self) -> bool:
+        """True when the scope limits nothing."""
+        return not self.agents and not self.tools
+
+    def covers(self, agent: str, tool: str) -> bool:
+        """True if a call of `agent` to `tool` is within the scope."""
+        return _matches(self.agents, agent) and _matches(self.tools, tool)
+
+    def describe(self) -> dict[str, list[str]]:
+        """A JSON-ready description."""
+        return {"agents": list(self.agents), "tools": list(self.tools)}
+
+
+def _matches(patterns: tuple[str, ...], value: str) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+UNLIMITED = ApproverScope()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +104,30 @@ class Principal:
     roles: tuple[str, ...]
     created_at: float
     disabled_at: float | None = None
+    approver_scope: ApproverScope = UNLIMITED
 
     def has(self, role: str) -> bool:
         """True if the principal holds `role` (admins hold every role)."""
         return self.disabled_at is None and (role in self.roles or ADMIN in self.roles)
 
+    def may_approve(self, agent: str, tool: str) -> bool:
+        """True if the principal may decide a call of `agent` to `tool` (admins: any)."""
+        if not self.has(APPROVER):
+            return False
+        return ADMIN in self.roles or self.approver_scope.covers(agent, tool)
+
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready description."""
-        return {
+        """A JSON-ready description (`approver_scope` only when it limits something)."""
+        described: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "roles": list(self.roles),
             "created_at": self.created_at,
             "disabled_at": self.disabled_at,
         }
+        if not self.approver_scope.unlimited:
+            described["approver_scope"] = self.approver_scope.describe()
+        return described
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +165,28 @@ def parse_name(name: str) -> str:
     return name
 
 
+def parse_scope(agents: Iterable[str] = (), tools: Iterable[str] = ()) -> ApproverScope:
+    """Validate an approver scope: SPIFFE ID patterns and tool name patterns.
+
+    Raises:
+        InvalidInputError: a pattern that is not a SPIFFE ID pattern or a
+            tool name pattern, or too many of them.
+    """
+    agent_patterns = tuple(sorted(set(agents)))
+    tool_patterns = tuple(sorted(set(tools)))
+    if len(agent_patterns) > _MAX_PATTERNS or len(tool_patterns) > _MAX_PATTERNS:
+        raise InvalidInputError(f"an approver scope has at most {_MAX_PATTERNS} patterns of each")
+    for pattern in agent_patterns:
+        if not _AGENT_PATTERN.fullmatch(pattern):
+            raise InvalidInputError(
+                f"{pattern[:80]!r} is not a SPIFFE ID pattern (spiffe://domain/path, '*' and '?')"
+            )
+    for pattern in tool_patterns:
+        if not _TOOL_PATTERN.fullmatch(pattern):
+            raise InvalidInputError(f"{pattern[:80]!r} is not a tool name pattern")
+    return ApproverScope(agent_patterns, tool_patterns)
+
+
 def parse_roles(roles: Iterable[str]) -> tuple[str, ...]:
     """Validate and sort a set of role names.
 
@@ -140,15 +212,23 @@ class PrincipalRegistry:
     # -- principals --------------------------------------------------------------
 
     def add(
-        self, name: str, *, roles: Sequence[str] = (), kind: str = "human", actor: str = "local"
+        self,
+        name: str,
+        *,
+        roles: Sequence[str] = (),
+        kind: str = "human",
+        actor: str = "local",
+        scope: ApproverScope = UNLIMITED,
     ) -> Principal:
-        """Add a principal.
+        """Add a principal (an approver limited to `scope`, if given).
 
         Raises:
             InvalidInputError: a bad name, kind or role.
             ConflictError: the name is taken.
         """
-        principal = Principal(parse_name(name), _kind(kind), parse_roles(roles), self._now())
+        principal = Principal(
+            parse_name(name), _kind(kind), parse_roles(roles), self._now(), approver_scope=scope
+        )
         with self._database.write() as conn:
             if self._find(conn, principal.name) is not None:
                 raise ConflictError(f"principal {principal.name!r} already exists")
@@ -159,6 +239,7 @@ class PrincipalRegistry:
                     roles=orjson.dumps(list(principal.roles)).decode(),
                     created_at=principal.created_at,
                     disabled_at=None,
+                    approver_scope=_scope_json(scope),
                 )
             )
             self._record(conn, "principal.add", actor, principal.describe())
@@ -214,6 +295,25 @@ class PrincipalRegistry:
             )
             action = "principal.disable" if disabled else "principal.enable"
             self._record(conn, action, actor, {"name": name})
+            found = self._find(conn, name)
+        assert found is not None  # noqa: S101 - updated inside this transaction
+        return found
+
+    def set_scope(self, name: str, scope: ApproverScope, *, actor: str = "local") -> Principal:
+        """Limit the principal's approver role to `scope` (`UNLIMITED`: any call).
+
+        Raises:
+            NotFoundError: no such principal.
+        """
+        with self._database.write() as conn:
+            if self._find(conn, name) is None:
+                raise NotFoundError("principal", name[:80])
+            conn.execute(
+                update(principals_table)
+                .where(principals_table.c.name == name)
+                .values(approver_scope=_scope_json(scope))
+            )
+            self._record(conn, "principal.scope", actor, {"name": name, **scope.describe()})
             found = self._find(conn, name)
         assert found is not None  # noqa: S101 - updated inside this transaction
         return found
@@ -379,13 +479,24 @@ def _kind(kind: str) -> str:
 
 
 def _principal(row: RowMapping) -> Principal:
+    scope = UNLIMITED
+    if row["approver_scope"]:
+        stored = orjson.loads(row["approver_scope"])
+        scope = ApproverScope(tuple(stored.get("agents", ())), tuple(stored.get("tools", ())))
     return Principal(
         name=row["name"],
         kind=row["kind"],
         roles=tuple(orjson.loads(row["roles"])),
         created_at=row["created_at"],
         disabled_at=row["disabled_at"],
+        approver_scope=scope,
     )
+
+
+def _scope_json(scope: ApproverScope) -> str | None:
+    if scope.unlimited:
+        return None
+    return orjson.dumps(scope.describe(), option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _key(row: RowMapping) -> ApiKey:

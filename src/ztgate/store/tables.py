@@ -144,6 +144,9 @@ principals = Table(
     Column("disabled_at", Float, nullable=True),
     # The console password (argon2id, PHC string), never the password (0008).
     Column("password_hash", Text, nullable=True),
+    # The agents (SPIFFE ID patterns) and tools the approver role covers,
+    # canonical JSON {"agents": [...], "tools": [...]}; null: any (0009).
+    Column("approver_scope", Text, nullable=True),
 )
 
 # A principal's API keys, kept only as the SHA-256 of their secret part.

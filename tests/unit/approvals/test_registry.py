@@ -223,3 +223,19 @@ def test_a_console_attestation_is_recorded_but_overrides_nothing(
     detail = record["detail"]
     assert (detail["signature"], detail["session_key_thumbprint"]) == ("sig", "kt")
     assert detail["principal"] == "alice"
+
+
+def test_a_scoped_approver_decides_only_within_its_scope(registry: ApprovalRegistry) -> None:
+    from ztgate.principals.registry import parse_scope
+
+    made = request(registry)
+    elsewhere = Principal(
+        "erin", "human", ("approver",), 0.0, approver_scope=parse_scope(tools=["email.*"])
+    )
+    with pytest.raises(ForbiddenError, match="outside its approver scope"):
+        registry.decide(made.id, True, principal=elsewhere)
+    assert registry.get(made.id).state == PENDING
+    payments = Principal(
+        "erin", "human", ("approver",), 0.0, approver_scope=parse_scope(tools=["payments.*"])
+    )
+    assert registry.decide(made.id, True, principal=payments).state == APPROVED

@@ -123,3 +123,31 @@ def test_the_installed_command_prints_one_line_on_bad_input(tmp_path: Any) -> No
     done = run("principals", "password", "admin", "--password-stdin", stdin="short\n")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "at least 12" in done.stderr
+
+
+def test_approver_scopes_from_the_command_line(ztgate: Cli, settings: Settings) -> None:
+    billing = "spiffe://ztgate.local/agent/billing/*"
+    _ok(
+        ztgate(
+            "principals",
+            "add",
+            "alice",
+            "--role",
+            "approver",
+            "--approve-agent",
+            billing,
+            "--approve-tool",
+            "pay*",
+        )
+    )
+    (alice,) = [p for p in _json(ztgate("principals", "list", "--json")) if p["name"] == "alice"]
+    assert alice["approver_scope"] == {"agents": [billing], "tools": ["pay*"]}
+    assert "approves" in _ok(ztgate("principals", "list")).stdout
+    _ok(ztgate("principals", "scope", "alice", "--tool", "email.send"))
+    registry = PrincipalRegistry(settings.open_database(), SystemClock())
+    scope = registry.get("alice").approver_scope
+    assert (scope.agents, scope.tools) == ((), ("email.send",))
+    assert "any call" in _ok(ztgate("principals", "scope", "alice")).stdout
+    assert registry.get("alice").approver_scope.unlimited
+    bad = ztgate("principals", "scope", "alice", "--agent", "not-a-spiffe-id")
+    assert isinstance(bad.exception, InvalidInputError)

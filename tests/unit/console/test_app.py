@@ -122,3 +122,22 @@ async def test_the_feed_shows_decisions_and_streams_new_ones(
             if b"event: decision" in seen:
                 break
     assert b'"outcome":"deny"' in seen
+
+
+async def test_an_approver_outside_its_scope_sees_no_buttons_and_cannot_decide(
+    browser: Browser,
+) -> None:
+    from ztgate.principals.registry import PrincipalRegistry, parse_scope
+
+    from .conftest import PASSWORD
+
+    registry = PrincipalRegistry(browser.gateway.database, browser.gateway.clock)
+    registry.add("erin", roles=["approver"], scope=parse_scope(tools=["email.*"]))
+    registry.set_password("erin", PASSWORD)
+    assert (await browser.login("erin")).status_code == 303
+    approval = ask(browser.gateway)
+    page = await browser.client.get(f"/console/approvals/{approval.id}")
+    assert 'id="out-of-scope"' in page.text and 'id="approve"' not in page.text
+    refused = await browser.decide(approval, "approve")
+    assert refused.status_code == 403 and "approver scope" in refused.text
+    assert browser.gateway.approvals.get(approval.id).state == "pending"

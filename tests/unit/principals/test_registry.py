@@ -422,3 +422,44 @@ def test_setting_a_password_validates_and_ends_the_sessions(
     registry.set_password("alice", "correct horse battery")
     with database.read() as conn:
         assert conn.execute(select(console_sessions)).all() == []
+
+
+def test_an_approver_scope_limits_agents_and_tools(
+    registry: PrincipalRegistry, database: Database
+) -> None:
+    from ztgate.principals.registry import ApproverScope, parse_scope
+
+    billing = "spiffe://acme.example/agent/billing/*"
+    scope = parse_scope([billing], ["payments.*"])
+    alice = registry.add("alice", roles=[APPROVER], scope=scope)
+    assert alice.describe()["approver_scope"] == {"agents": [billing], "tools": ["payments.*"]}
+    found = registry.get("alice")
+    assert found.approver_scope == scope
+    assert found.may_approve("spiffe://acme.example/agent/billing/eu", "payments.send")
+    assert not found.may_approve("spiffe://acme.example/agent/mailer", "payments.send")
+    assert not found.may_approve("spiffe://acme.example/agent/billing/eu", "email.send")
+    widened = registry.set_scope("alice", parse_scope(tools=["email.*"]))
+    assert widened.may_approve("spiffe://acme.example/agent/mailer", "email.send")
+    assert not widened.may_approve("spiffe://acme.example/agent/mailer", "payments.send")
+    cleared = registry.set_scope("alice", ApproverScope())
+    assert cleared.may_approve("spiffe://x.example/a", "anything")
+    assert "approver_scope" not in cleared.describe()
+    root = registry.add("root", roles=[ADMIN], scope=parse_scope(tools=["none"]))
+    assert root.may_approve("spiffe://x.example/a", "anything")  # admins are not scoped
+    assert not registry.add("bob", roles=[TASKS]).may_approve("spiffe://x.example/a", "t")
+    with database.read() as conn:
+        bodies = [row[0] for row in conn.execute(select(audit_records.c.body))]
+    assert sum('"principal.scope"' in body for body in bodies) == 2
+    with pytest.raises(NotFoundError):
+        registry.set_scope("nobody", ApproverScope())
+
+
+@pytest.mark.parametrize(
+    ("agents", "tools"),
+    [(["acme/agent"], []), (["spiffe://UPPER/x"], []), ([], ["bad tool"]), ([], ["x" * 200])],
+)
+def test_bad_scope_patterns_are_refused(agents: list[str], tools: list[str]) -> None:
+    from ztgate.principals.registry import parse_scope
+
+    with pytest.raises(InvalidInputError):
+        parse_scope(agents, tools)
