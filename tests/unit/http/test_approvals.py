@@ -151,3 +151,19 @@ def test_the_key_id_is_read_from_the_header_never_the_secret() -> None:
         headers = {"authorization": "Bearer ztg_0123456789abcdef_secret"}
 
     assert key_id(Fake()) == "0123456789abcdef"  # type: ignore[arg-type]
+
+
+async def test_a_scoped_approver_is_refused_outside_its_scope(api: Api) -> None:
+    from ztgate.principals.registry import parse_scope
+
+    principals = PrincipalRegistry(api.gateway.database, api.gateway.clock)
+    principals.add(
+        "erin", roles=["approver"], scope=parse_scope(["spiffe://ztgate.local/agent/mail*"])
+    )
+    api.keys["erin"] = principals.create_key("erin")[1]
+    made = api.request(principal="carol")
+    refused = await api.post(f"/v1/approvals/{made.id}/approve", "erin")
+    assert refused.status_code == 403 and "approver scope" in refused.json()["detail"]
+    principals.set_scope("erin", parse_scope(["spiffe://ztgate.local/agent/pay*"]))
+    approved = await api.post(f"/v1/approvals/{made.id}/approve", "erin")
+    assert approved.status_code == 200, approved.text
