@@ -50,7 +50,13 @@ from ztgate.console.web import (
     field,
     render,
 )
-from ztgate.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
+from ztgate.errors import (
+    ConflictError,
+    GatewayError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+)
 from ztgate.gateway import Gateway
 
 logger = logging.getLogger(__name__)
@@ -75,9 +81,8 @@ def guarded(auth: ConsoleAuth, handler: Handler, *, fragment: bool = False) -> A
             return RedirectResponse(f"{PREFIX}/login", 303)
         except ConsoleError as exc:
             return error_page(exc, viewer)
-        except StoreError as exc:
-            logger.error("console: store unavailable: %s", exc)
-            return error_page(ConsoleError(503, "the store is unavailable; try again"), viewer)
+        except GatewayError as exc:
+            return error_page(_failure(exc), viewer)
 
     return endpoint
 
@@ -92,11 +97,18 @@ def open_endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Any:
             return RedirectResponse(f"{PREFIX}/login", 303)
         except ConsoleError as exc:
             return error_page(exc)
-        except StoreError as exc:
-            logger.error("console: store unavailable: %s", exc)
-            return error_page(ConsoleError(503, "the store is unavailable; try again"))
+        except GatewayError as exc:
+            return error_page(_failure(exc))
 
     return endpoint
+
+
+def _failure(exc: GatewayError) -> ConsoleError:
+    """A failure to complete a request (fail closed), as an error page."""
+    logger.error("console: request failed: %r", exc)
+    if isinstance(exc, StoreError):
+        return ConsoleError(503, "the store is unavailable; nothing was done, try again")
+    return ConsoleError(500, "the request could not be completed; nothing was done")
 
 
 def create_console(gateway: Gateway) -> SecurityHeaders:

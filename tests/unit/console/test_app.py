@@ -141,3 +141,24 @@ async def test_an_approver_outside_its_scope_sees_no_buttons_and_cannot_decide(
     refused = await browser.decide(approval, "approve")
     assert refused.status_code == 403 and "approver scope" in refused.text
     assert browser.gateway.approvals.get(approval.id).state == "pending"
+
+
+async def test_a_store_failure_is_an_error_page_never_a_traceback(
+    alice: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ztgate.errors import AuditError, StoreUnavailableError
+
+    def unavailable(*_args: object) -> None:
+        raise StoreUnavailableError("database unavailable: disk I/O error")
+
+    monkeypatch.setattr(alice.gateway.approvals, "list", unavailable)
+    page = await alice.client.get("/console/approvals")
+    assert page.status_code == 503 and "store is unavailable" in page.text
+    assert "Traceback" not in page.text and "disk I/O" not in page.text
+
+    def broken(*_args: object) -> None:
+        raise AuditError("the audit log is not running")
+
+    monkeypatch.setattr(alice.gateway.approvals, "get", broken)
+    failed = await alice.client.get("/console/approvals/x")
+    assert failed.status_code == 500 and "could not be completed" in failed.text
