@@ -1,0 +1,167 @@
+"""Reading proxy request heads: the request line, headers, authority; strict, never a guess."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from ztgate.egress.request import (
+    Authority,
+    RequestError,
+    basic_credentials,
+    parse_authority,
+    parse_head,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("example.com:443", Authority("example.com", 443)),
+        ("EXAMPLE.com.:8080", Authority("example.com", 8080)),
+        ("127.0.0.1:80", Authority("127.0.0.1", 80)),
+        ("[::1]:443", Authority("::1", 443)),
+        ("[0:0:0:0:0:ffff:7f00:1]:443", Authority("::ffff:7f00:1", 443)),
+        ("127.1:80", Authority("127.1", 80)),  # a literal spelling: the decision reads it
+        ("xn--bcher-kva.example:1", Authority("xn--bcher-kva.example", 1)),
+    ],
+)
+def test_authorities_that_parse(text: str, expected: Authority) -> None:
+    assert parse_authority(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "example.com",  # no port
+        "example.com:0",
+        "example.com:65536",
+        "example.com:+80",
+        "example.com:8O",
+        "user@example.com:443",
+        "example.com/x:443",
+        "exa mple.com:443",
+        "bücher.example:443",
+        "[::1:443",
+        "[not-v6]:443",
+        "[::1]443",
+        "-leading.example:443",
+        "a..b:443",
+        "example.com\\@evil:443",
+        "%65xample.com:443",
+        "a" * 254 + ":443",
+    ],
+)
+def test_authorities_that_do_not(text: str) -> None:
+    with pytest.raises(RequestError):
+        parse_authority(text)
+
+
+def test_a_default_port_for_plain_http() -> None:
+    assert parse_authority("example.com", default_port=80) == Authority("example.com", 80)
+
+
+_labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?", fullmatch=True)
+_names = st.lists(_labels, min_size=1, max_size=4).map(".".join)
+_ports = st.integers(min_value=1, max_value=65535)
+
+
+@given(_names, _ports)
+def test_names_and_ports_round_trip(host: str, port: int) -> None:
+    parsed = parse_authority(f"{host}:{port}")
+    assert parsed.port == port
+    assert parsed.host == (str(ipaddress.ip_address(host)) if _is_ipv4(host) else host)
+    assert parse_authority(str(parsed)) == parsed
+
+
+@given(st.ip_addresses(v=6), _ports)
+def test_ipv6_round_trips(address: ipaddress.IPv6Address, port: int) -> None:
+    parsed = parse_authority(f"[{address}]:{port}")
+    assert parsed == Authority(str(address), port)
+    assert parse_authority(str(parsed)) == parsed
+
+
+@given(st.text(max_size=80))
+@example("a:1\r\nHost: b")
+@example("[::1]:1]")
+def test_anything_else_parses_to_a_plain_host_or_is_refused(text: str) -> None:
+    try:
+        parsed = parse_authority(text)
+    except RequestError:
+        return
+    assert 1 <= parsed.port <= 65535
+    assert parsed.host.isascii() and parsed.host == parsed.host.lower()
+    assert not any(c in parsed.host for c in "@/\\?#% \t\r\n")
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_connect() -> None:
+    request = parse_head(b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: api.example.com\r\n\r\n")
+    assert request.tunnel and request.method == "CONNECT"
+    assert request.destination == Authority("api.example.com", 443)
+
+
+def test_absolute_http_is_rewritten_to_origin_form_without_hop_by_hop_fields() -> None:
+    request = parse_head(
+        b"POST http://Example.com/a/b?c=d HTTP/1.1\r\nHost: example.com\r\n"
+        b"Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\n"
+        b"Connection: keep-alive\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert not request.tunnel
+    assert request.destination == Authority("example.com", 80)
+    head = request.upstream_head()
+    assert head.startswith(b"POST /a/b?c=d HTTP/1.1\r\n")
+    assert b"Host: example.com\r\n" in head and b"Content-Length: 2\r\n" in head
+    assert b"Proxy-" not in head and b"keep-alive" not in head
+    assert head.endswith(b"Connection: close\r\n\r\n")
+
+
+def test_a_url_without_a_path() -> None:
+    request = parse_head(b"GET http://example.com:8080?x=1 HTTP/1.0\r\n\r\n")
+    assert request.target == b"/?x=1" and request.destination.port == 8080
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"",
+        b"GET / HTTP/1.1\r\n\r\n",  # origin-form: not a proxy request
+        b"GET https://example.com/ HTTP/1.1\r\n\r\n",  # https: CONNECT only
+        b"GET ftp://example.com/ HTTP/1.1\r\n\r\n",
+        b"GET http://example.com/ HTTP/2\r\n\r\n",
+        b"GET  http://example.com/ HTTP/1.1\r\n\r\n",
+        b"G(T http://example.com/ HTTP/1.1\r\n\r\n",
+        b"GET http://example.com/#frag HTTP/1.1\r\n\r\n",
+        b"GET http://ex\xc3\xa4mple.com/ HTTP/1.1\r\n\r\n",
+        b"CONNECT example.com HTTP/1.1\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\n folded: value\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"CONNECT example.com:443 HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+    ],
+)
+def test_heads_that_are_refused(head: bytes) -> None:
+    with pytest.raises(RequestError):
+        parse_head(head)
+
+
+def test_basic_credentials() -> None:
+    token = base64.b64encode(b"files.1:pa:ss")
+    assert basic_credentials(b"Basic " + token) == ("files.1", "pa:ss")
+    assert basic_credentials(b"basic  " + token) == ("files.1", "pa:ss")
+    assert basic_credentials(None) is None
+    assert basic_credentials(b"Bearer " + token) is None
+    assert basic_credentials(b"Basic !!!") is None
+    assert basic_credentials(b"Basic " + base64.b64encode(b"no-colon")) is None
+    assert basic_credentials(b"Basic " + base64.b64encode(b"\xff:x")) is None
