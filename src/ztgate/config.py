@@ -435,6 +435,32 @@ class ConsoleSettings(_Section):
     login_window_seconds: float = Field(300.0, gt=0, le=86400)
 
 
+class EgressProxySettings(_Section):
+    """The egress proxy, enclaves' only way out (docs/egress-proxy.md)."""
+
+    # Also listen on TCP (host:port) for clients with an enclave's proxy
+    # credentials; the enclaves' own Unix sockets need nothing here.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8472, ge=0, le=65535)
+    connect_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    idle_timeout_seconds: float = Field(300.0, gt=0, le=86400)
+    max_connections: int = Field(256, ge=1, le=100_000)
+    max_header_bytes: int = Field(16384, ge=1024, le=1_048_576)
+    resolve_timeout_seconds: float = Field(2.0, gt=0, le=30)
+
+
+class EnclaveSettings(_Section):
+    """How stdio MCP servers are sandboxed (docs/enclaves.md)."""
+
+    bwrap: str = Field("bwrap", min_length=1)
+    # The enclave's user and group when ztgate runs as root (nobody, nogroup).
+    uid: int = Field(65534, ge=1, le=2**32 - 2)
+    gid: int = Field(65534, ge=1, le=2**32 - 2)
+    # Where the relay listens on the enclave's own loopback.
+    relay_port: int = Field(3128, ge=1, le=65535)
+
+
 class DemoSettings(_Section):
     """The built-in demo tool server (off unless asked for)."""
 
@@ -497,6 +523,8 @@ class Settings(BaseSettings):
     demo: DemoSettings = DemoSettings()
     limits: LimitsSettings = LimitsSettings()
     approvals: ApprovalsSettings = ApprovalsSettings()
+    egress_proxy: EgressProxySettings = EgressProxySettings()
+    enclaves: EnclaveSettings = EnclaveSettings()
     console: ConsoleSettings = ConsoleSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 

@@ -661,3 +661,17 @@ def test_the_console_is_on_by_default_with_bounded_sessions(tmp_path: Path) -> N
     (tmp_path / "bad.toml").write_text("[console]\nidle_timeout_seconds = 1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="idle_timeout_seconds"):
         load_settings(tmp_path / "bad.toml")
+
+
+def test_the_egress_proxy_is_off_on_tcp_by_default_and_enclaves_run_as_nobody(
+    tmp_path: Path,
+) -> None:
+    from ztgate.config import load_settings
+
+    (tmp_path / "empty.toml").write_text("", encoding="utf-8")
+    settings = load_settings(tmp_path / "empty.toml")
+    assert settings.egress_proxy.enabled is False and settings.egress_proxy.host == "127.0.0.1"
+    assert (settings.enclaves.uid, settings.enclaves.gid) == (65534, 65534)
+    (tmp_path / "bad.toml").write_text("[enclaves]\nuid = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="enclaves.uid"):
+        load_settings(tmp_path / "bad.toml")

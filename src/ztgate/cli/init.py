@@ -180,6 +180,29 @@ DEFAULT_CONFIG_TEXT = """\
 # url = "http://127.0.0.1:8000/v1/chat/completions"
 # model = "a-local-model"
 
+[egress_proxy]
+# The only way out of an enclave (docs/egress-proxy.md): CONNECT and plain
+# http:// only, to the enclave's allowed domains, never to private,
+# loopback, link-local or metadata addresses; every connection audited.
+# Enclaves reach it on their own Unix socket; enabled also listens on TCP,
+# for clients with an enclave's proxy credentials (else 407).
+# enabled = false
+# host = "127.0.0.1"
+# port = 8472
+# connect_timeout_seconds = 10
+# idle_timeout_seconds = 300
+# max_connections = 256
+# max_header_bytes = 16384
+# resolve_timeout_seconds = 2
+
+[enclaves]
+# stdio MCP servers run in a bubblewrap sandbox (docs/enclaves.md): no
+# network but the egress proxy, a read-only system, only their own paths.
+# bwrap = "bwrap"                  # apt-get install bubblewrap
+# uid = 65534                      # the enclave's user when ztgate runs as root
+# gid = 65534
+# relay_port = 3128                # on the enclave's own loopback
+
 [demo]
 # Serve the demo tools on 127.0.0.1:<port> alongside the gateway.
 # tools = false

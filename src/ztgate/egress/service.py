@@ -1,0 +1,57 @@
+"""The egress proxy and enclave options as the settings describe them.
+
+`ztgate serve` (or anything else that starts enclaves) builds one proxy
+with `start_egress_proxy` and one `SandboxOptions` with `sandbox_options`,
+and hands both to each `Enclave`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from ztgate.audit.log import AuditLog
+from ztgate.config import Settings
+from ztgate.egress.metrics import ProxyMetrics
+from ztgate.egress.proxy import EgressProxy, ProxyLimits
+from ztgate.enclave.sandbox import SandboxOptions
+from ztgate.guards.resolver import SystemResolver
+
+
+def proxy_limits(settings: Settings) -> ProxyLimits:
+    """The proxy's bounds from `[egress_proxy]`."""
+    section = settings.egress_proxy
+    return ProxyLimits(
+        max_header_bytes=section.max_header_bytes,
+        connect_timeout=section.connect_timeout_seconds,
+        idle_timeout=section.idle_timeout_seconds,
+        max_connections=section.max_connections,
+    )
+
+
+async def start_egress_proxy(
+    settings: Settings, audit: AuditLog, registry: CollectorRegistry | None = None
+) -> EgressProxy:
+    """A proxy recording in `audit` (started), counting in `registry`; on TCP if enabled.
+
+    Raises:
+        OSError: the TCP address cannot be bound.
+    """
+    section = settings.egress_proxy
+    resolver = SystemResolver(
+        timeout=section.resolve_timeout_seconds,
+        cache_seconds=settings.guards.egress.resolve_cache_seconds,
+    )
+    proxy = EgressProxy(
+        audit, resolver, limits=proxy_limits(settings), metrics=ProxyMetrics(registry)
+    )
+    if section.enabled:
+        await proxy.listen_tcp(section.host, section.port)
+    return proxy
+
+
+def sandbox_options(settings: Settings) -> SandboxOptions:
+    """How enclaves are built, from `[enclaves]`."""
+    section = settings.enclaves
+    return SandboxOptions(
+        bwrap=section.bwrap, uid=section.uid, gid=section.gid, relay_port=section.relay_port
+    )
