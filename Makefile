@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= $(or $(ZTGATE_CHROMIUM),chromium)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test lint format typecheck unit browser demo bench clean lock
+.PHONY: run test lint format typecheck unit browser sandbox demo bench clean lock
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,12 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	@touch $(STAMP)
 
 ## Set up, initialise (first time) and run the gateway on 127.0.0.1:8470 with the demo tools.
-run: $(STAMP)
+run: $(STAMP) sandbox
 	@test -f ztgate.toml || $(BIN)/ztgate init --demo
 	$(BIN)/ztgate serve
 
 ## Set up and run every check: lint, format, types, tests (the browser tests need chromium).
-test: $(STAMP) browser lint typecheck unit
+test: $(STAMP) browser sandbox lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -39,7 +39,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser
+unit: $(STAMP) browser sandbox
 	$(BIN)/pytest
 
 ## Chromium for the browser tests: Debian's package, installed when missing and we are root.
@@ -49,6 +49,15 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else \
 	    echo "The browser tests need chromium: run 'sudo apt-get install chromium' (or set ZTGATE_CHROMIUM)." >&2; exit 1; \
+	  fi; }
+
+## bubblewrap, for the enclaves stdio MCP servers run in: Debian's package, installed when missing and we are root.
+sandbox:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else \
+	    echo "Enclaves need bubblewrap: run 'sudo apt-get install bubblewrap'." >&2; exit 1; \
 	  fi; }
 
 demo: $(STAMP)
