@@ -16,6 +16,7 @@ from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
 from ztgate.cli import call as call_cli
 from ztgate.cli import containment as containment_cli
+from ztgate.cli import enclave as enclave_cli
 from ztgate.cli import federation as federation_cli
 from ztgate.cli import policy as policy_cli
 from ztgate.cli import principals as principals_cli
@@ -48,6 +49,7 @@ app.add_typer(containment_cli.kill_app, name="kill")
 app.add_typer(containment_cli.resume_app, name="resume")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(approvals_cli.app, name="approvals")
+app.add_typer(enclave_cli.app, name="enclave")
 
 
 @app.callback()

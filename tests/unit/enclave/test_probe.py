@@ -31,3 +31,13 @@ def test_root_is_the_effective_uid() -> None:
     import os
 
     assert running_as_root() == (os.geteuid() == 0)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+async def test_inspecting_a_throw_away_enclave() -> None:
+    from ztgate.enclave.probe import inspect_sandbox
+
+    found = await inspect_sandbox(SandboxOptions())
+    assert found["network_isolated"] is True and found["root_read_only"] is True
+    assert found["no_new_privileges"] is True and found["capabilities"] == "0000000000000000"
+    assert "home" not in found["top_level"]  # type: ignore[operator]
