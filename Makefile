@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/forwarding_clients.py
 	$(BIN)/python benchmarks/identity.py
+	$(BIN)/python benchmarks/enclave.py
 
 ## Re-pin the dependencies after changing pyproject.toml.
 lock: $(STAMP)

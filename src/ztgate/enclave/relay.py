@@ -9,7 +9,9 @@ inside). In order, it:
   (2) sets the resource limits (`--rlimit as=...`), inherited by the server;
   (3) listens on 127.0.0.1:`--listen` in the sandbox's own network
       namespace, relaying each TCP connection to the egress proxy's Unix
-      socket (`--socket`) bound into the sandbox;
+      socket (`--socket`) bound into the sandbox (two threads per
+      connection, blocking sockets: no asyncio, whose import alone costs
+      more than the rest of the relay's start);
   (4) starts the server command (after `--`) with stdin, stdout and stderr
       as they are (the MCP stdio stream), its environment the relay's own
       (already scrubbed) plus HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (and lower
@@ -21,12 +23,14 @@ inside). In order, it:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import resource
 import signal
+import socket
+import subprocess
 import sys
+import threading
 
 RLIMITS = {
     "as": resource.RLIMIT_AS,
@@ -90,54 +94,54 @@ def server_environment(port: int) -> dict[str, str]:
     return env
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
     try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (ConnectionError, OSError):
-        writer.close()
-
-
-async def _relay(
-    socket_path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    try:
-        proxy_reader, proxy_writer = await asyncio.open_unix_connection(socket_path)
+        while data := source.recv(CHUNK):
+            sink.sendall(data)
+        sink.shutdown(socket.SHUT_WR)
     except OSError:
-        writer.close()
-        return
-    try:
-        await asyncio.gather(_pipe(reader, proxy_writer), _pipe(proxy_reader, writer))
-    finally:
-        proxy_writer.close()
-        writer.close()
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
 
 
-async def run(options: argparse.Namespace) -> int:
+def _relay(client: socket.socket, socket_path: str) -> None:
+    """Relay one TCP connection to the proxy's socket, both ways, until both ends close."""
+    with client, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as proxy:
+        try:
+            proxy.connect(socket_path)
+        except OSError:
+            return
+        down = threading.Thread(target=_pipe, args=(proxy, client), daemon=True)
+        down.start()
+        _pipe(client, proxy)
+        down.join()
+
+
+def _accept(listener: socket.socket, socket_path: str) -> None:
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=_relay, args=(client, socket_path), daemon=True).start()
+
+
+def run(options: argparse.Namespace) -> int:
     """Listen, start the server, relay until it exits; its exit status."""
-    socket_path: str = options.socket
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _relay(socket_path, reader, writer)
-
-    server = await asyncio.start_server(relay, "127.0.0.1", options.listen)
-    child = await asyncio.create_subprocess_exec(
-        *options.command, env=server_environment(options.listen), cwd=options.cwd
+    listener = socket.create_server(("127.0.0.1", options.listen))
+    threading.Thread(target=_accept, args=(listener, options.socket), daemon=True).start()
+    child = subprocess.Popen(  # noqa: S603 - the operator's server command
+        options.command, env=server_environment(options.listen), cwd=options.cwd
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _forward, child, sig)
-    status = await child.wait()
-    server.close()
+
+    def forward(sig: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = child.wait()
     return status if status >= 0 else 128 - status
-
-
-def _forward(child: asyncio.subprocess.Process, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        child.send_signal(sig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.user is not None:
         drop_privileges(options.user)  # (1)
     set_limits(options.rlimit)  # (2)
-    return asyncio.run(run(options))  # (3) (4) (5)
+    return run(options)  # (3) (4) (5)
 
 
 if __name__ == "__main__":

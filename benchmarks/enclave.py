@@ -1,0 +1,172 @@
+"""What an enclave costs: start-up, a stdio MCP session's start, and the egress proxy's overhead.
+
+- `Enclave.start()` + `stop()`: the sandbox probe and the proxy socket;
+- a short Python program run to its end, in an enclave and without one;
+- a stdio MCP server (tests/integration/enclave_server.py) from spawn to an
+  initialised `ClientSession`, in an enclave and without one;
+- one HTTP GET on a new connection (raw sockets) to a loopback server,
+  direct and through the egress proxy's TCP listener (attribution, decision,
+  the audit records of open and close).
+
+    python benchmarks/enclave.py [--n 20] [--requests 300]
+
+Writes benchmarks/results/enclave.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from _harness import ROOT, machine
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+sys.path.insert(0, str(ROOT / "tests"))
+from integration.egress_kit import TableResolver, audit_log, http_server
+from ztgate.egress.decision import Attribution, EgressRules
+from ztgate.egress.grants import Grant
+from ztgate.egress.proxy import EgressProxy
+from ztgate.enclave import Enclave, EnclaveSpec, WrappedCommand
+
+SERVER = ROOT / "tests" / "integration" / "enclave_server.py"
+
+
+async def timed(n: int, action: Callable[[], Awaitable[None]]) -> dict[str, float]:
+    await action()  # warm up
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await action()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": round(statistics.median(samples), 2),
+        "p90_ms": round(samples[int(len(samples) * 0.9) - 1], 2),
+        "min_ms": round(samples[0], 2),
+    }
+
+
+async def run_to_end(wrapped: WrappedCommand) -> None:
+    process = await asyncio.create_subprocess_exec(
+        wrapped.command,
+        *wrapped.args,
+        env=dict(wrapped.env),
+        stdout=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    assert await process.wait() == 0
+
+
+async def mcp_session(wrapped: WrappedCommand) -> None:
+    params = StdioServerParameters(
+        command=wrapped.command, args=list(wrapped.args), env=dict(wrapped.env)
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+
+
+async def measure(n: int, requests: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        async with audit_log(Path(directory)) as (log, _), http_server() as server:
+            proxy = EgressProxy(log, TableResolver({}))
+            _, proxy_port = await proxy.listen_tcp("127.0.0.1", 0)
+            test = (f"127.0.0.1:{server.port}",)
+            spec = EnclaveSpec(name="bench", command=sys.executable, args=("-c", "print(1)"))
+            mcp_spec = EnclaveSpec(
+                name="bench-mcp",
+                command=sys.executable,
+                args=(str(SERVER),),
+                read_only_paths=(SERVER,),
+                allowed_test_destinations=test,
+            )
+
+            async def start_stop() -> None:
+                async with Enclave(spec, proxy):
+                    pass
+
+            results["Enclave.start() + stop()"] = await timed(n, start_stop)
+            async with Enclave(spec, proxy) as enclave:
+                wrapped = enclave.command()
+                results["python -c print(1), in an enclave"] = await timed(
+                    n, lambda: run_to_end(wrapped)
+                )
+            bare = WrappedCommand(sys.executable, spec.args, {})
+            results["python -c print(1), bare"] = await timed(n, lambda: run_to_end(bare))
+            async with Enclave(mcp_spec, proxy) as enclave:
+                wrapped_mcp = enclave.command()
+                results["stdio MCP server to initialised session, in an enclave"] = await timed(
+                    n, lambda: mcp_session(wrapped_mcp)
+                )
+            bare_mcp = WrappedCommand(sys.executable, mcp_spec.args, {})
+            results["stdio MCP server to initialised session, bare"] = await timed(
+                n, lambda: mcp_session(bare_mcp)
+            )
+            rules = EgressRules.build([], test_destinations=test)
+            credentials = proxy.add_enclave(Grant("bench.1", Attribution("bench"), rules))
+            url = f"http://127.0.0.1:{server.port}/"
+
+            auth = base64.b64encode(f"{credentials.user}:{credentials.password}".encode())
+            origin = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            absolute = (
+                f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Proxy-Authorization: Basic {auth.decode()}\r\n\r\n"
+            )
+
+            async def get(port: int, head: str) -> None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(head.encode())
+                answer = await reader.read()
+                writer.close()
+                assert answer.startswith(b"HTTP/1.1 200 ")
+
+            async def direct() -> None:
+                await get(server.port, origin)
+
+            async def proxied() -> None:
+                await get(proxy_port, absolute)
+
+            results["HTTP GET, new connection, direct"] = await timed(requests, direct)
+            results["HTTP GET, new connection, through the egress proxy"] = await timed(
+                requests, proxied
+            )
+            await proxy.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=300)
+    options = parser.parse_args()
+    results = asyncio.run(measure(options.n, options.requests))
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "enclave.json").write_text(
+        json.dumps({"machine": machine(), "results": results}, indent=2) + "\n"
+    )
+    lines = [
+        f"Machine: {machine()}",
+        "",
+        "| what | p50 ms | p90 ms | min ms |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, figures in results.items():
+        lines.append(
+            f"| {name} | {figures['p50_ms']} | {figures['p90_ms']} | {figures['min_ms']} |"
+        )
+    (out / "enclave.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
