@@ -169,7 +169,20 @@ def parse_head(head: bytes) -> ProxyRequest:
     if method == "CONNECT":
         return ProxyRequest(method, parse_authority(text), True, headers, version=version)
     authority, path = _absolute_http(text)
-    return ProxyRequest(method, authority, False, headers, path.encode(), version)
+    request = ProxyRequest(method, authority, False, headers, path.encode(), version)
+    host = request.header(b"host")
+    # The origin picks a virtual host by this header: it must be the URL's host,
+    # or an allowed name would carry a request for any other name on that server.
+    if host is not None and _host_header(host) != authority:
+        raise RequestError("the Host header names another host than the URL")
+    return request
+
+
+def _host_header(value: bytes) -> Authority | None:
+    try:
+        return parse_authority(value.decode("ascii"), default_port=80)
+    except (UnicodeDecodeError, RequestError):
+        return None
 
 
 def _absolute_http(target: str) -> tuple[Authority, str]:

@@ -128,6 +128,14 @@ def test_absolute_http_is_rewritten_to_origin_form_without_hop_by_hop_fields() -
     assert head.endswith(b"Connection: close\r\n\r\n")
 
 
+def test_the_host_header_must_name_the_urls_host() -> None:
+    parse_head(b"GET http://a.example/ HTTP/1.1\r\nHost: A.example:80\r\n\r\n")
+    parse_head(b"GET http://a.example:8080/ HTTP/1.1\r\nHost: a.example:8080\r\n\r\n")
+    for host in (b"b.example", b"a.example:8080", b"", b"a.example\xff"):
+        with pytest.raises(RequestError, match="Host header"):
+            parse_head(b"GET http://a.example/ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+
+
 def test_a_url_without_a_path() -> None:
     request = parse_head(b"GET http://example.com:8080?x=1 HTTP/1.0\r\n\r\n")
     assert request.target == b"/?x=1" and request.destination.port == 8080
