@@ -435,6 +435,12 @@ class ConsoleSettings(_Section):
     login_window_seconds: float = Field(300.0, gt=0, le=86400)
 
 
+class McpSettings(_Section):
+    """The MCP front door at /mcp (docs/mcp.md)."""
+
+    enabled: bool = True
+
+
 class EgressProxySettings(_Section):
     """The egress proxy, enclaves' only way out (docs/egress-proxy.md)."""
 
@@ -526,6 +532,7 @@ class Settings(BaseSettings):
     egress_proxy: EgressProxySettings = EgressProxySettings()
     enclaves: EnclaveSettings = EnclaveSettings()
     console: ConsoleSettings = ConsoleSettings()
+    mcp: McpSettings = McpSettings()
     tools: list[ToolSettings] = Field(default_factory=list)
 
     # Where the settings came from, and the directory relative paths start

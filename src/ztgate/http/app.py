@@ -55,12 +55,22 @@ _PROBLEM_SCHEMA = {"content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/sch
 def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
     """The ASGI application serving `gateway`."""
 
+    mcp_front = None
+    if gateway.settings.mcp.enabled:
+        from ztgate.mcp.front import McpFrontDoor
+
+        mcp_front = McpFrontDoor(gateway)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await gateway.start()
         try:
-            yield
+            if mcp_front is None:
+                yield
+            else:
+                async with mcp_front.running():
+                    yield
         finally:
             if manage_lifecycle:
                 await gateway.stop()
@@ -73,6 +83,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
         redoc_url=None,
     )
     _install_error_handlers(app)
+    app.state.mcp = mcp_front
 
     @app.post(
         "/v1/calls",
@@ -243,9 +254,15 @@ class CallsFastPath:
     def __init__(self, app: FastAPI, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
+        front = getattr(app.state, "mcp", None)
+        # The MCP front door (`ztgate.mcp.front`), served at /mcp beside the API.
+        self.mcp = front.app if front is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one ASGI event."""
+        if scope["type"] == "http" and scope["path"] == "/mcp" and self.mcp is not None:
+            await self.mcp(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] != "/v1/calls" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return

@@ -175,6 +175,30 @@ class WarrantService:
             raise OperationRefused(403, exc.message) from exc
         return parent, record, token
 
+    # -- what a warrant allows -------------------------------------------------------
+
+    async def warrant_of(
+        self, authenticate: AuthenticationCheck, credentials: Credentials
+    ) -> Warrant:
+        """Authenticate the caller and verify its warrant, with no proof: nothing runs.
+
+        What an MCP `tools/list` needs to show an agent only its scope's tools.
+
+        Raises:
+            OperationRefused: 401 not authenticated, 403 no valid warrant for this agent.
+        """
+        call = _synthetic(credentials)
+        ctx = CallContext(self._clock)
+        verdict = await authenticate(call, ctx)
+        if verdict.outcome is not Outcome.ALLOW:
+            raise OperationRefused(401, verdict.reason)
+        ctx.facts.update(verdict.facts)
+        checked = await self.warrant_check(call, ctx)
+        if checked.outcome is not Outcome.ALLOW:
+            raise OperationRefused(403, f"warrant: {checked.reason}")
+        warrant: Warrant = checked.facts[FACT]
+        return warrant
+
     async def _proof(
         self, presented: str | None, jkt: str, task_id: str, ath: str, canonical: bytes, op: str
     ) -> None:

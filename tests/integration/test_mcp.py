@@ -1,0 +1,176 @@
+"""The MCP front door through a real gateway, with the official SDK's client over Streamable HTTP.
+
+The agent authenticates each HTTP request with its JWT-SVID; its warrant
+and a fresh proof per call travel in the params' `_meta`; every call goes
+through the same pipeline as `POST /v1/calls`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from ztgate.canonical import canonical_json
+from ztgate.clock import SystemClock
+from ztgate.identity.authority import CertificateAuthority
+from ztgate.mcp.meta import call_meta
+from ztgate.testing import make_settings
+from ztgate.warrants import proof
+
+from .harness import GatewayProcess, TaskCredentials, Upstream, gateway_toml, main_tools
+from .test_authentication import _register, _token
+
+AGENT = "spiffe://ztgate.local/agents/mcp"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, dead_port: int
+) -> Iterator[GatewayProcess]:
+    workdir = tmp_path_factory.mktemp("mcp")
+    toml = gateway_toml(
+        main_tools(upstream, dead_port, tag="mcp"), gateway={"authentication": "required"}
+    )
+    make_settings(workdir, toml)
+    _register(workdir, AGENT)
+    process = GatewayProcess(workdir)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def task(gateway: GatewayProcess) -> TaskCredentials:
+    ca = CertificateAuthority.load(gateway.workdir / ".ztgate" / "ca", SystemClock())
+    key = ca.issue_x509_svid(AGENT).private_key
+    return TaskCredentials(gateway.workdir, AGENT, key, tools=("lookup", "echo"))
+
+
+@contextlib.asynccontextmanager
+async def connect(gateway: GatewayProcess, warrant: str | None = None) -> AsyncIterator[Client]:
+    """An MCP session as the agent: its JWT-SVID authenticates every HTTP request."""
+    headers = {"Authorization": f"Bearer {_token(gateway.workdir, AGENT)}"}
+    if warrant is not None:
+        headers["Ztgate-Warrant"] = warrant
+    http = httpx2.AsyncClient(headers=headers, timeout=30)
+    async with http, Client(streamable_http_client(f"{gateway.url}/mcp", http_client=http)) as mcp:
+        yield mcp
+
+
+def _meta(task: TaskCredentials, tool: str, arguments: dict[str, Any]) -> dict[str, str]:
+    signed = proof.sign(
+        task.key,
+        audience="ztgate",
+        task_id=task.task_id,
+        warrant=task.warrant,
+        canonical=canonical_json(arguments),
+        tool=tool,
+        issued_at=time.time(),
+    )
+    return call_meta(task.warrant, signed, justification="an MCP integration test")
+
+
+async def test_tools_list_shows_only_the_scope(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    async with connect(gateway) as client:
+        listed = await client.list_tools(meta={"ztgate/warrant": task.warrant}, cache_mode="bypass")
+    assert sorted(tool.name for tool in listed.tools) == ["echo", "lookup"]
+    lookup = next(tool for tool in listed.tools if tool.name == "lookup")
+    assert lookup.annotations is not None and lookup.annotations.read_only_hint is True
+
+
+async def test_tools_list_without_a_warrant_shows_nothing(gateway: GatewayProcess) -> None:
+    async with connect(gateway) as client:
+        assert (await client.list_tools(cache_mode="bypass")).tools == []
+
+
+async def test_the_warrant_can_be_a_header_for_the_whole_session(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    async with connect(gateway, warrant=task.warrant) as client:
+        listed = await client.list_tools(cache_mode="bypass")
+        assert sorted(tool.name for tool in listed.tools) == ["echo", "lookup"]
+        arguments = {"q": "header"}
+        signed = _meta(task, "lookup", arguments)
+        del signed["ztgate/warrant"]
+        assert not (await client.call_tool("lookup", arguments, meta=signed)).is_error
+
+
+async def test_a_forged_warrant_shows_nothing_and_says_why(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    forged = task.warrant[:-4] + ("AAAA" if not task.warrant.endswith("AAAA") else "BBBB")
+    async with connect(gateway) as client:
+        with pytest.raises(MCPError, match="warrant"):
+            await client.list_tools(meta={"ztgate/warrant": forged}, cache_mode="bypass")
+
+
+async def test_an_allowed_call_runs_through_the_pipeline(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    arguments = {"q": "lisbon"}
+    async with connect(gateway) as client:
+        result = await client.call_tool("lookup", arguments, meta=_meta(task, "lookup", arguments))
+    assert not result.is_error, result.content
+    assert result.meta is not None
+    (record,) = gateway.audit_records(result.meta["ztgate/call_id"])
+    assert record["outcome"] == "allow" and record["agent"] == AGENT
+    assert record["task_id"] == task.task_id
+
+
+async def test_a_denied_call_is_a_tool_error_with_the_reason(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    arguments = {"q": "x"}
+    async with connect(gateway) as client:
+        result = await client.call_tool("big", arguments, meta=_meta(task, "big", arguments))
+    assert result.is_error
+    assert "ztgate denied the call" in _text(result) and "not in the task's scope" in _text(result)
+    assert result.structured_content is not None
+    assert result.structured_content["ztgate"]["outcome"] == "deny"
+
+
+async def test_a_replayed_proof_is_refused(gateway: GatewayProcess, task: TaskCredentials) -> None:
+    arguments = {"q": "replay"}
+    meta = _meta(task, "lookup", arguments)
+    async with connect(gateway) as client:
+        assert not (await client.call_tool("lookup", arguments, meta=meta)).is_error
+        again = await client.call_tool("lookup", arguments, meta=meta)
+    assert again.is_error
+    assert "replay" in _text(again)
+
+
+async def test_a_call_without_a_proof_is_refused(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    async with connect(gateway) as client:
+        result = await client.call_tool("lookup", {"q": "x"}, meta={"ztgate/warrant": task.warrant})
+    assert result.is_error
+    assert "proof" in _text(result)
+
+
+async def test_an_unauthenticated_session_cannot_call(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    arguments = {"q": "x"}
+    async with Client(f"{gateway.url}/mcp") as anonymous:
+        result = await anonymous.call_tool(
+            "lookup", arguments, meta=_meta(task, "lookup", arguments)
+        )
+    assert result.is_error
+    assert "authenticate" in _text(result)
+
+
+def _text(result: Any) -> str:
+    return str(result.content[0].text)
