@@ -22,6 +22,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 _VERSION = re.compile(rb"HTTP/1\.[01]")
+_TARGET = re.compile(rb"[\x21-\x7e]+")  # no controls, no bare CR or LF, no spaces
 # Header values: visible ASCII, space and tab, and obs-text (RFC 9110 5.5).
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 # Hop-by-hop fields (RFC 9110 7.6.1), and the proxy's own, never forwarded.
@@ -162,10 +163,9 @@ def parse_head(head: bytes) -> ProxyRequest:
         raise RequestError("the request line is not HTTP/1.x")
     method, target, version = parts[0].decode(), parts[1], parts[2]
     headers = _headers(lines[1:])
-    try:
-        text = target.decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise RequestError("the request target is not ASCII") from exc
+    if not _TARGET.fullmatch(target):
+        raise RequestError("the request target is not visible ASCII")
+    text = target.decode("ascii")
     if method == "CONNECT":
         return ProxyRequest(method, parse_authority(text), True, headers, version=version)
     authority, path = _absolute_http(text)

@@ -153,6 +153,8 @@ def test_a_url_without_a_path() -> None:
         b"G(T http://example.com/ HTTP/1.1\r\n\r\n",
         b"GET http://example.com/#frag HTTP/1.1\r\n\r\n",
         b"GET http://ex\xc3\xa4mple.com/ HTTP/1.1\r\n\r\n",
+        b"GET http://example.com/\nX: y HTTP/1.1\r\n\r\n",
+        b"GET http://example.com/\x7f HTTP/1.1\r\n\r\n",
         b"CONNECT example.com HTTP/1.1\r\n\r\n",
         b"CONNECT example.com:443 HTTP/1.1\r\n folded: value\r\n\r\n",
         b"CONNECT example.com:443 HTTP/1.1\r\nBad Name: x\r\n\r\n",
@@ -173,3 +175,30 @@ def test_basic_credentials() -> None:
     assert basic_credentials(b"Basic !!!") is None
     assert basic_credentials(b"Basic " + base64.b64encode(b"no-colon")) is None
     assert basic_credentials(b"Basic " + base64.b64encode(b"\xff:x")) is None
+
+
+_heads = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda method, target, extra: method + b" " + target + b" HTTP/1.1\r\n" + extra + b"\r\n",
+        st.sampled_from([b"CONNECT", b"GET", b"POST", b"G\x00T"]),
+        st.binary(max_size=60),
+        st.binary(max_size=60),
+    ),
+)
+
+
+@given(_heads)
+@example(b"CONNECT [::1]:443 HTTP/1.1\r\n\r\n")
+@example(b"GET http://[::1]:80/ HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+def test_any_head_parses_to_a_checked_destination_or_is_refused(head: bytes) -> None:
+    try:
+        request = parse_head(head)
+    except RequestError as exc:
+        assert exc.reason and "\n" not in exc.reason
+        return
+    assert parse_authority(str(request.destination)) == request.destination
+    if not request.tunnel:
+        assert request.target.startswith(b"/")
+        lines = request.upstream_head()[:-4].split(b"\r\n")
+        assert all(b"\r" not in line and b"\n" not in line and line for line in lines)
