@@ -276,8 +276,10 @@ class EgressProxy:
             self.metrics.open_tunnels.dec()
             destination[1].close()
             # (6) the close
-            with contextlib.suppress(GatewayError):
+            try:
                 await self._close(facts, None, "closed", traffic, started)
+            except GatewayError as exc:  # the open record is there; the close is lost
+                logger.error("egress close of %s not recorded: %s", facts.connection_id, exc)
         logger.debug("egress connection %s ended: %s", facts.connection_id, ending)
 
     async def _close(

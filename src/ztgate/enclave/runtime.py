@@ -66,6 +66,12 @@ class Enclave:
                 raise SandboxUnavailableError(
                     f"enclave {self.spec.name}: configured path {path} does not exist"
                 )
+        bound = (*self.spec.read_only_paths, *self.spec.read_write_paths)
+        cwd = self.spec.cwd
+        if cwd is not None and not any(cwd.is_relative_to(path) for path in bound):
+            raise SandboxUnavailableError(
+                f"enclave {self.spec.name}: its working directory {cwd} is not a configured path"
+            )
         await check_sandbox(self.options)
         self._bwrap = self.options.bwrap_path()
         self._dir = Path(tempfile.mkdtemp(prefix="ztgate-enclave-"))

@@ -72,3 +72,11 @@ async def test_no_sandbox_no_grant(proxy: EgressProxy) -> None:
     with pytest.raises(SandboxUnavailableError):
         await enclave.start()
     assert enclave.socket_path is None and proxy.grants.get(enclave.grant_id) is None
+
+
+async def test_a_working_directory_outside_the_paths_is_refused(
+    proxy: EgressProxy, tmp_path: Path
+) -> None:
+    spec = EnclaveSpec(name="files", command="python3", cwd=tmp_path, read_only_paths=())
+    with pytest.raises(SandboxUnavailableError, match="working directory"):
+        await Enclave(spec, proxy).start()
