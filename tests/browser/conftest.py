@@ -1,6 +1,6 @@
 """Fixtures for the browser tests: Debian's chromium driven by Playwright, a real gateway.
 
-- `browser`: headless chromium for the session (`kit.launch_chromium`). No
+- `browser`: headless chromium for each module (`kit.launch_chromium`). No
   chromium is a failure with the fix in the message, never a skip: `make
   test` installs it.
 - `site`: `ztgate serve` with its console, for the session (`kit.console_site`).
@@ -35,9 +35,15 @@ TIMEOUT_MS = 15_000
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless system chromium for the whole session."""
+    """Headless system chromium for one test module.
+
+    Not for the session: while the sync API's Playwright runs, its event loop
+    is this thread's running loop, and pytest-asyncio cannot run the async
+    tests of other modules ("Runner.run() cannot be called from a running
+    event loop"). pytest-randomly shuffles modules but keeps each together.
+    """
     with sync_playwright() as playwright:
         try:
             chromium = launch_chromium(playwright)
