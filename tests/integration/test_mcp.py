@@ -7,21 +7,31 @@ through the same pipeline as `POST /v1/calls`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from ztgate.approvals.registry import ApprovalRegistry
 from ztgate.canonical import canonical_json
 from ztgate.clock import SystemClock
+from ztgate.config import load_settings
 from ztgate.identity.authority import CertificateAuthority
+from ztgate.identity.entries import EntryRegistry
 from ztgate.mcp.meta import call_meta
+from ztgate.principals.registry import PrincipalRegistry
+from ztgate.sdk import AsyncAgent, Principal
+from ztgate.sdk.mcp import McpSession, asked
 from ztgate.testing import make_settings
 from ztgate.warrants import proof
 
@@ -29,6 +39,8 @@ from .harness import GatewayProcess, TaskCredentials, Upstream, gateway_toml, ma
 from .test_authentication import _register, _token
 
 AGENT = "spiffe://ztgate.local/agents/mcp"
+SDK_AGENT = "spiffe://ztgate.local/agents/mcp-sdk"
+SCOPE = {"tools": {"lookup": {}, "echo": {}, "pay": {}}}
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +48,18 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, dead_port: int
 ) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("mcp")
+    pay = {
+        "name": "pay",
+        "url": f"{upstream.url}/echo/mcp-pay",
+        "risk": "critical",
+        "input_schema": {"type": "object"},
+    }
     toml = gateway_toml(
-        main_tools(upstream, dead_port, tag="mcp"), gateway={"authentication": "required"}
+        [*main_tools(upstream, dead_port, tag="mcp"), pay], gateway={"authentication": "required"}
     )
     make_settings(workdir, toml)
     _register(workdir, AGENT)
+    _register_this_process(workdir, SDK_AGENT)
     process = GatewayProcess(workdir)
     process.start()
     try:
@@ -174,3 +193,106 @@ async def test_an_unauthenticated_session_cannot_call(
 
 def _text(result: Any) -> str:
     return str(result.content[0].text)
+
+
+# -- the SDK's MCP session and the stdio bridge, as a real agent process -----------
+
+
+def _register_this_process(workdir: Path, spiffe_id: str) -> None:
+    """This interpreter (uid and path) attests as `spiffe_id`: the tests, and the bridge."""
+    database = load_settings(workdir / "ztgate.toml").open_database()
+    try:
+        EntryRegistry(database, SystemClock(), "ztgate.local").register(
+            spiffe_id, [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
+        )
+    finally:
+        database.dispose()
+
+
+def _sdk_task(gateway: GatewayProcess) -> str:
+    database = load_settings(gateway.config).open_database()
+    try:
+        key = PrincipalRegistry(database, SystemClock()).create_key("admin")[1]
+    finally:
+        database.dispose()
+    with Principal(gateway.url, key) as principal:
+        return principal.create_task(agent=SDK_AGENT, intent="MCP via the SDK", scope=SCOPE).task_id
+
+
+async def test_the_sdk_session_lists_calls_and_waits_for_approval(
+    gateway: GatewayProcess,
+) -> None:
+    task_id = _sdk_task(gateway)
+    socket_path = str(gateway.workdir / ".ztgate" / "agent.sock")
+    agent = await AsyncAgent.connect(gateway.url, socket_path=socket_path, spiffe_id=SDK_AGENT)
+    async with agent:
+        await agent.bind(task_id=task_id)
+        async with McpSession(agent) as session:
+            listed = await session.list_tools()
+            assert sorted(tool.name for tool in listed.tools) == ["echo", "lookup", "pay"]
+            done = await session.call_tool("lookup", {"q": "sdk"}, justification="a test")
+            assert not done.is_error
+            waiting = await session.call_tool("pay", {"amount": 5}, justification="pay it")
+            assert asked(waiting) is not None
+            paid, approved = await asyncio.gather(
+                session.call_tool(
+                    "pay", {"amount": 6}, justification="pay it", approval_timeout=20
+                ),
+                _approve_when_asked_after(gateway, asked(waiting)),
+            )
+    assert not paid.is_error, paid.content
+    assert paid.structured_content == {"echo": {"amount": 6}}
+    assert approved != asked(waiting)
+
+
+async def _approve_when_asked_after(gateway: GatewayProcess, earlier: str | None) -> str:
+    database = load_settings(gateway.config).open_database()
+    try:
+        registry = ApprovalRegistry(database, SystemClock())
+        admin = PrincipalRegistry(database, SystemClock()).get("admin")
+        for _ in range(200):
+            pending = [
+                a for a in await asyncio.to_thread(registry.list, "pending") if a.id != earlier
+            ]
+            if pending:
+                await asyncio.to_thread(registry.decide, pending[0].id, True, principal=admin)
+                return pending[0].id
+            await asyncio.sleep(0.05)
+    finally:
+        database.dispose()
+    raise AssertionError("no approval request appeared")
+
+
+async def test_a_desktop_client_through_the_stdio_bridge_sees_only_the_scope(
+    gateway: GatewayProcess,
+) -> None:
+    task_id = _sdk_task(gateway)
+    bridge = StdioServerParameters(
+        command=sys.executable,
+        args=[
+            "-m",
+            "ztgate",
+            "--config",
+            str(gateway.config),
+            "mcp",
+            "connect",
+            "--task",
+            task_id,
+            "--spiffe-id",
+            SDK_AGENT,
+            "--url",
+            gateway.url,
+            "--justification",
+            "asked by the desktop user",
+            "--approval-timeout",
+            "0",
+        ],
+        cwd=str(gateway.workdir),
+    )
+    async with Client(bridge) as desktop:
+        listed = await desktop.list_tools(cache_mode="bypass")
+        assert sorted(tool.name for tool in listed.tools) == ["echo", "lookup", "pay"]
+        allowed = await desktop.call_tool("echo", {"note": "from the desktop"})
+        assert not allowed.is_error, allowed.content
+        refused = await desktop.call_tool("big", {"q": "x"})
+        assert refused.is_error and "not in the task's scope" in _text(refused)

@@ -18,6 +18,7 @@ from ztgate.cli import call as call_cli
 from ztgate.cli import containment as containment_cli
 from ztgate.cli import enclave as enclave_cli
 from ztgate.cli import federation as federation_cli
+from ztgate.cli import mcp as mcp_cli
 from ztgate.cli import policy as policy_cli
 from ztgate.cli import principals as principals_cli
 from ztgate.cli import revoke as revoke_cli
@@ -49,6 +50,7 @@ app.add_typer(containment_cli.kill_app, name="kill")
 app.add_typer(containment_cli.resume_app, name="resume")
 app.add_typer(policy_cli.app, name="policy")
 app.add_typer(approvals_cli.app, name="approvals")
+app.add_typer(mcp_cli.app, name="mcp")
 app.add_typer(enclave_cli.app, name="enclave")
 
 

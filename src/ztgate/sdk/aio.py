@@ -48,17 +48,17 @@ class AsyncAgent:
         self._owns_identity = owns_identity
         self._warrant: BoundWarrant | None = None
         self._bind_lock = asyncio.Lock()
+        self.base_url = url
+        # How the gateway's certificate is verified (False for plain http).
+        self.verify = client_verify(
+            url,
+            identity.trust_roots,
+            lambda: identity.svid().spiffe_id,
+            server_id=server_id,
+            verify=verify,
+        )
         self._http = httpx.AsyncClient(
-            base_url=url,
-            timeout=timeout,
-            verify=client_verify(
-                url,
-                identity.trust_roots,
-                lambda: identity.svid().spiffe_id,
-                server_id=server_id,
-                verify=verify,
-            ),
-            transport=transport,
+            base_url=url, timeout=timeout, verify=self.verify, transport=transport
         )
 
     @classmethod
@@ -137,6 +137,22 @@ class AsyncAgent:
         warrant = requests.parse_bind(await self._send(request, timeout), expected_jkt=svid.jkt)
         self._warrant = warrant
         return warrant
+
+    async def ready(self, timeout: float | None = None) -> tuple[SvidKey, BoundWarrant]:
+        """The current SVID and the warrant bound to its key (bound again after a rotation).
+
+        Raises:
+            ZtgateError: no warrant yet (`bind` first), or binding it again failed.
+        """
+        return await self._ready(timeout)
+
+    async def send(self, request: requests.HttpRequest, timeout: float | None) -> httpx.Response:
+        """Send one prepared request to the gateway.
+
+        Raises:
+            TransportError: no usable answer.
+        """
+        return await self._send(request, timeout)
 
     async def _ready(self, timeout: float | None) -> tuple[SvidKey, BoundWarrant]:
         svid = self.identity.svid()

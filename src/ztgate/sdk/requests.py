@@ -58,6 +58,15 @@ def _canonical(value: Any, what: str) -> bytes:
         raise ValueError(f"{what}: {exc.message}") from exc
 
 
+def canonical_arguments(arguments: Any) -> bytes:
+    """The RFC 8785 form of a call's arguments, which its proof signs.
+
+    Raises:
+        ValueError: the arguments have no canonical JSON form (NaN, ...).
+    """
+    return _canonical(arguments, "arguments")
+
+
 def _headers(bearer: str | None, **extra: str) -> dict[str, str]:
     headers = {"Content-Type": _JSON, "Accept": _JSON}
     if bearer is not None:

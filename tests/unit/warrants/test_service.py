@@ -589,3 +589,30 @@ async def test_the_delegated_warrant_works_in_the_pipeline(world: World) -> None
             outcomes.append(verdict.outcome)
         assert (outcomes[-1] is Outcome.ALLOW) is allowed, outcomes
         assert outcomes[:-1] == [Outcome.ALLOW] * 3
+
+
+# -- what a warrant allows (an MCP tools/list) -----------------------------------------------
+
+
+async def test_warrant_of_an_authenticated_agent_needs_no_proof(world: World) -> None:
+    svid, token, task = await bound_root(world)
+    found = await world.service.warrant_of(
+        world.authenticate, Credentials(client_certificate=der(svid), warrant=token)
+    )
+    assert found.task_id == task.id and found.agent == AGENT
+    assert set(found.scope.tools) == set(task.scope.tools)
+
+
+async def test_warrant_of_refuses_the_unauthenticated_and_another_agents_warrant(
+    world: World,
+) -> None:
+    _, token, _ = await bound_root(world)
+    await refused(world.service.warrant_of(world.authenticate, Credentials(warrant=token)), 401)
+    other = world.ca.issue_x509_svid(HELPER)
+    await refused(
+        world.service.warrant_of(
+            world.authenticate, Credentials(client_certificate=der(other), warrant=token)
+        ),
+        403,
+        "warrant:",
+    )

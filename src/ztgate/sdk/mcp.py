@@ -1,0 +1,164 @@
+"""An agent's MCP session with ztgate: the official SDK's client, with ztgate's credentials added.
+
+    async with await AsyncAgent.connect(url, socket_path=sock, spiffe_id=me) as agent:
+        await agent.bind(task_id=task)
+        async with McpSession(agent) as session:
+            tools = await session.list_tools()
+            result = await session.call_tool("get_weather", {"city": "Lisbon"},
+                                             justification="the user asked")
+
+Every HTTP request carries the agent's current JWT-SVID (`Authorization`)
+and its warrant (`Ztgate-Warrant`); every `tools/call` carries a fresh proof
+over its arguments in `_meta` (see `ztgate.mcp.meta`). A call policy asks
+about comes back as a tool error naming the approval request; with
+`approval_timeout`, the session waits for the decision and re-sends the
+approved call once, with a new proof.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Generator, Mapping
+from contextlib import AsyncExitStack
+from typing import Any, cast
+
+import httpx2
+import mcp_types as types
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from ztgate.mcp.meta import WARRANT, call_meta
+from ztgate.sdk import requests
+from ztgate.sdk.aio import AsyncAgent
+from ztgate.sdk.errors import CallDenied, ZtgateError
+from ztgate.warrants import proof
+
+MAX_POLL_SECONDS = 30.0
+
+
+class _AgentCredentials(httpx2.Auth):
+    """Adds the agent's current JWT-SVID and warrant to each HTTP request of the session."""
+
+    def __init__(self, agent: AsyncAgent) -> None:
+        self.agent = agent
+
+    def auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, Any, None]:
+        identity = self.agent.identity
+        token = identity.cached_jwt_svid() or identity.jwt_svid()
+        request.headers["Authorization"] = f"Bearer {token}"
+        warrant = self.agent.warrant
+        if warrant is not None:
+            request.headers["Ztgate-Warrant"] = warrant.token
+        yield request
+
+
+class McpSession:
+    """An `AsyncAgent`'s MCP session with the gateway's front door (`<url>/mcp`)."""
+
+    def __init__(self, agent: AsyncAgent, url: str | None = None, *, timeout: float = 60.0) -> None:
+        """Talk MCP as `agent`, to `url` (default: the agent's gateway, path /mcp)."""
+        self.agent = agent
+        self.url = url or f"{str(agent.base_url).rstrip('/')}/mcp"
+        self.timeout = timeout
+        self._stack = AsyncExitStack()
+        self._client: Client | None = None
+
+    async def __aenter__(self) -> McpSession:
+        """Open the session (the MCP handshake)."""
+        http = httpx2.AsyncClient(
+            auth=_AgentCredentials(self.agent), timeout=self.timeout, verify=self.agent.verify
+        )
+        await self._stack.enter_async_context(http)
+        self._client = await self._stack.enter_async_context(
+            Client(streamable_http_client(self.url, http_client=http))
+        )
+        return self
+
+    async def __aexit__(self, *_exc: Any) -> None:
+        """Close the session."""
+        self._client = None
+        await self._stack.aclose()
+
+    @property
+    def client(self) -> Client:
+        """The underlying MCP client (the SDK's `Client`)."""
+        if self._client is None:
+            raise ZtgateError("the MCP session is not open: use `async with McpSession(...)`")
+        return self._client
+
+    async def list_tools(self) -> types.ListToolsResult:
+        """The tools the agent's warrant allows."""
+        warrant = self.agent.warrant
+        meta = {WARRANT: warrant.token} if warrant is not None else None
+        return await self.client.list_tools(meta=_typed(meta), cache_mode="bypass")
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        justification: str | None = None,
+        approval_timeout: float = 0.0,
+    ) -> types.CallToolResult:
+        """Call `name` through the gateway; wait `approval_timeout` s if a person must approve.
+
+        Returns the MCP result: `is_error` with ztgate's reasons when refused
+        (`structured_content["ztgate"]`), or when still waiting for approval.
+        """
+        args = dict(arguments or {})
+        result = await self._call(name, args, justification, None)
+        approval = asked(result)
+        if approval is None or approval_timeout <= 0:
+            return result
+        await self.wait(approval, approval_timeout)
+        return await self._call(name, args, justification, approval)
+
+    async def wait(self, approval_id: str, timeout: float) -> None:
+        """Wait until `approval_id` is approved.
+
+        Raises:
+            CallDenied: rejected, expired, used, or still pending after `timeout` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            poll = max(0.0, min(deadline - loop.time(), MAX_POLL_SECONDS))
+            answer = await self.agent.send(requests.wait_request(approval_id, poll), poll + 10.0)
+            state, reason = requests.parse_wait(answer)
+            if state == "approved":
+                return
+            if state != "pending" or loop.time() >= deadline:
+                raise CallDenied(reason or f"approval {approval_id} is {state}")
+
+    async def _call(
+        self, name: str, arguments: dict[str, Any], justification: str | None, approval: str | None
+    ) -> types.CallToolResult:
+        svid, warrant = await self.agent.ready()
+        signed = proof.sign(
+            svid.private_key,
+            audience=self.agent.audience,
+            task_id=warrant.task_id,
+            warrant=warrant.token,
+            canonical=requests.canonical_arguments(arguments),
+            tool=name,
+            issued_at=time.time(),
+            jwk=svid.jwk,
+        )
+        meta = call_meta(warrant.token, signed, justification=justification, approval=approval)
+        return await self.client.call_tool(name, arguments, meta=_typed(meta))
+
+
+def _typed(meta: dict[str, str] | None) -> types.RequestParamsMeta | None:
+    # `_meta` is an open map; the SDK types it as a TypedDict with extra items.
+    return cast("types.RequestParamsMeta | None", meta)
+
+
+def asked(result: types.CallToolResult) -> str | None:
+    """The approval request a tool result says the call waits for, if any."""
+    detail = (result.structured_content or {}).get("ztgate")
+    if not result.is_error or not isinstance(detail, dict) or detail.get("outcome") != "ask":
+        return None
+    approval = detail.get("approval")
+    found = approval.get("id") if isinstance(approval, dict) else None
+    return found if isinstance(found, str) else None
