@@ -118,7 +118,7 @@ async def measure(n: int, requests: int) -> dict[str, dict[str, float]]:
             auth = base64.b64encode(f"{credentials.user}:{credentials.password}".encode())
             origin = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
             absolute = (
-                f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                 f"Proxy-Authorization: Basic {auth.decode()}\r\n\r\n"
             )
 
