@@ -15,6 +15,7 @@ Used by `conftest.py` here and by `scripts/console_screenshots.py`.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -168,6 +169,26 @@ class ConsoleSite:
             PrincipalRegistry(database, SystemClock()).set_disabled(name, disabled)
         finally:
             database.dispose()
+
+    def decision_record(self, approval_id: str) -> dict[str, Any]:
+        """The audit record of the decision on `approval_id` (read from SQLite)."""
+        rows = self.gateway._query(
+            "SELECT body FROM audit_records WHERE kind = 'approval' ORDER BY chain, seq"
+        )
+        for (body,) in rows:
+            record: dict[str, Any] = json.loads(body)
+            if record.get("detail", {}).get("approval") == approval_id:
+                return record
+        raise AssertionError(f"no audit record of a decision on {approval_id}")
+
+    def session_jwk(self, session_id: str) -> dict[str, Any]:
+        """The public key a console session was bound to at login."""
+        rows = self.gateway._query(
+            "SELECT public_jwk FROM console_sessions WHERE id = ?", (session_id,)
+        )
+        assert rows, f"no console session {session_id}"
+        jwk: dict[str, Any] = json.loads(rows[0][0])
+        return jwk
 
     def approval(self, approval_id: str) -> dict[str, Any]:
         """One approval request as the API shows it."""

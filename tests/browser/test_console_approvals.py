@@ -8,11 +8,13 @@ agent's call is denied with the comment.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from ztgate.console import signatures
 from ztgate.sdk import Agent, CallDenied
 
 from .kit import (
@@ -74,6 +76,17 @@ def test_a_waiting_call_completes_once_approved_in_the_console(
     assert "approved by alice" in approval.reason
     used = site.approval(approval_id)
     assert (used["state"], used["used_call_id"]) == ("used", result.call_id)
+
+    # The decision was signed in the browser with the session's WebCrypto key.
+    detail = site.decision_record(approval_id)["detail"]
+    assert (detail["via"], detail["principal"], detail["comment"]) == (
+        "console",
+        "alice",
+        "invoice checked",
+    )
+    signed = detail["signed_statement"].encode()
+    assert json.loads(signed)["approval"] == approval_id
+    signatures.verify(site.session_jwk(detail["session"]), signed, detail["signature"])
     site.gateway.verify_audit()
 
 
