@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ztgate.cli.common import console, print_json, settings
-from ztgate.egress.service import sandbox_options
 from ztgate.enclave.probe import inspect_sandbox, running_as_root
+from ztgate.enclave.sandbox import SandboxOptions
 
 app = typer.Typer(help="Execution enclaves for stdio MCP servers.", no_args_is_help=True)
 
@@ -38,7 +38,7 @@ def check(
     Raises:
         SandboxUnavailableError: no sandbox can be created here.
     """
-    options = sandbox_options(settings(ctx))
+    options = SandboxOptions.from_settings(settings(ctx).enclaves)
     found = asyncio.run(inspect_sandbox(options))
     results = verdicts(found, as_root=running_as_root(), uid=options.uid)
     ok = all(passed for passed, _ in results)

@@ -1,8 +1,8 @@
-"""The egress proxy and enclave options as the settings describe them.
+"""The egress proxy as the settings describe it.
 
 `ztgate serve` (or anything else that starts enclaves) builds one proxy
-with `start_egress_proxy` and one `SandboxOptions` with `sandbox_options`,
-and hands both to each `Enclave`.
+with `start_egress_proxy` and hands it, with
+`SandboxOptions.from_settings(settings.enclaves)`, to each `Enclave`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from ztgate.audit.log import AuditLog
 from ztgate.config import Settings
 from ztgate.egress.metrics import ProxyMetrics
 from ztgate.egress.proxy import EgressProxy, ProxyLimits
-from ztgate.enclave.sandbox import SandboxOptions
 from ztgate.guards.resolver import SystemResolver
 
 
@@ -47,11 +46,3 @@ async def start_egress_proxy(
     if section.enabled:
         await proxy.listen_tcp(section.host, section.port)
     return proxy
-
-
-def sandbox_options(settings: Settings) -> SandboxOptions:
-    """How enclaves are built, from `[enclaves]`."""
-    section = settings.enclaves
-    return SandboxOptions(
-        bwrap=section.bwrap, uid=section.uid, gid=section.gid, relay_port=section.relay_port
-    )

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ztgate.config import EnclaveSettings
 from ztgate.enclave.launch import ENV_PREFIX
 from ztgate.enclave.spec import EnclaveSpec
 
@@ -56,6 +57,13 @@ class SandboxOptions:
     gid: int = 65534
     relay_port: int = 3128  # on the enclave's own loopback
     interpreter: str = sys.executable
+
+    @classmethod
+    def from_settings(cls, section: EnclaveSettings) -> SandboxOptions:
+        """The options of `[enclaves]`."""
+        return cls(
+            bwrap=section.bwrap, uid=section.uid, gid=section.gid, relay_port=section.relay_port
+        )
 
     def bwrap_path(self) -> str | None:
         """The bwrap executable, or None if there is none."""

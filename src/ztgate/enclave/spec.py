@@ -33,8 +33,13 @@ here and raises `SandboxUnavailableError` if not — the server must then not
 start — unless `spec.sandbox` is False, in which case it logs a warning
 (every start) and `command()` returns the server's own command, unconfined.
 It serves the enclave's Unix socket on the egress proxy; `stop()` (or
-leaving it) removes it. The proxy and the sandbox options come from the
-gateway (`EnclaveOptions.from_settings`).
+leaving it) removes it, so keep the `Enclave` started for as long as the
+server process runs (one `Enclave` per server process; per task when the
+secrets or the attribution are the task's). `agent_domains` and
+`task_domains` (None: no such list) narrow `allowed_domains` further: every
+list given must allow a host. The proxy and the sandbox options come from the
+gateway: `ztgate.egress.service.start_egress_proxy(settings, audit)` and
+`SandboxOptions.from_settings(settings.enclaves)`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from ztgate.audit.log import AuditLog
 from ztgate.clock import SystemClock
-from ztgate.egress.service import proxy_limits, sandbox_options, start_egress_proxy
+from ztgate.egress.service import proxy_limits, start_egress_proxy
+from ztgate.enclave.sandbox import SandboxOptions
 from ztgate.store.database import Database
 from ztgate.testing import make_settings
 
@@ -23,7 +24,7 @@ def test_limits_and_options_follow_the_settings(tmp_path: Path) -> None:
     )
     limits = proxy_limits(settings)
     assert limits.idle_timeout == 5 and limits.max_connections == 3
-    options = sandbox_options(settings)
+    options = SandboxOptions.from_settings(settings.enclaves)
     assert (options.bwrap, options.uid, options.gid, options.relay_port) == (
         "/opt/bwrap",
         1000,
