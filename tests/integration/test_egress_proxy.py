@@ -228,3 +228,36 @@ async def test_connections_beyond_the_limit_get_503(tmp_path: Path) -> None:
             )
             == 1.0
         )
+
+
+class Rebinding:
+    """A name that answers 127.0.0.1 once, then an address where nothing listens."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def resolve(self, host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        self.asked += 1
+        return [ipaddress.ip_address("127.0.0.1" if self.asked == 1 else "127.0.0.2")]
+
+
+async def test_the_connection_goes_to_the_address_checked_not_to_the_name_again(
+    tmp_path: Path,
+) -> None:
+    resolver = Rebinding()
+    async with audit_log(tmp_path) as (log, database), http_server() as server:
+        proxy = EgressProxy(log, resolver)
+        rules = EgressRules.build([], test_destinations=[f"rebinding.test:{server.port}"])
+        proxy.add_enclave(Grant("r.1", Attribution("r"), rules))
+        socket = tmp_path / "r.sock"
+        await proxy.listen_unix("r.1", socket)
+        reader, writer = await asyncio.open_unix_connection(str(socket))
+        writer.write(f"CONNECT rebinding.test:{server.port} HTTP/1.1\r\n\r\n".encode())
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.write(b"GET / HTTP/1.1\r\nHost: rebinding.test\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await proxy.stop()
+        assert answer.endswith(f"hello from {server.port}".encode())
+        assert resolver.asked == 1
+        assert egress_records(database)[-1]["detail"]["address"] == "127.0.0.1"

@@ -129,6 +129,27 @@ except urllib.error.HTTPError as exc:
     assert {r["detail"]["enclave"] for r in records} == {"tester"}
 
 
+async def test_the_hosts_abstract_unix_sockets_are_out_of_reach(host: Host) -> None:
+    import socket
+
+    name = f"\0ztgate-enclave-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(name)
+        listener.listen()
+        code = f"""
+import socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect({name!r})
+    print("connected")
+except OSError as exc:
+    print("refused", type(exc).__name__)
+"""
+        status, out, err = await _python(host, code)
+    assert status == 0, err
+    assert out.startswith("refused")
+
+
 async def test_only_configured_paths_are_visible_and_root_is_read_only(
     host: Host, tmp_path: Path
 ) -> None:
