@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import platform
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -127,6 +128,42 @@ except urllib.error.HTTPError as exc:
     assert denied[0]["task_id"] == "task-42"
     assert {r["detail"]["listener"] for r in records} == {"unix"}
     assert {r["detail"]["enclave"] for r in records} == {"tester"}
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is x86_64 only")
+async def test_the_seccomp_filter_refuses_what_escapes_use(host: Host) -> None:
+    code = """
+import ctypes, errno, os, threading
+libc = ctypes.CDLL(None, use_errno=True)
+def call(number, *args):
+    result = libc.syscall(number, *args)
+    return "ok" if result >= 0 else errno.errorcode[ctypes.get_errno()]
+print("unshare", call(272, 0x10000000))
+print("clone3", call(435, 0, 0))
+print("io_uring_setup", call(425, 1, 0))
+print("ptrace", call(101, 0, 0, 0, 0))
+print("bpf", call(321, 0, 0, 0))
+print("seccomp", open("/proc/self/status").read().split("Seccomp:")[1].split()[0])
+thread = threading.Thread(target=lambda: None)
+thread.start()
+thread.join()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+print("fork and threads", os.waitpid(pid, 0)[1])
+"""
+    status, out, err = await _python(host, code)
+    assert status == 0, err
+    for line in (
+        "unshare EPERM",
+        "clone3 ENOSYS",
+        "io_uring_setup ENOSYS",
+        "ptrace EPERM",
+        "bpf EPERM",
+        "seccomp 2",
+        "fork and threads 0",
+    ):
+        assert line in out, out
 
 
 async def test_the_hosts_abstract_unix_sockets_are_out_of_reach(host: Host) -> None:

@@ -673,5 +673,5 @@ def test_the_egress_proxy_is_off_on_tcp_by_default_and_enclaves_run_as_nobody(
     assert settings.egress_proxy.enabled is False and settings.egress_proxy.host == "127.0.0.1"
     assert (settings.enclaves.uid, settings.enclaves.gid) == (65534, 65534)
     (tmp_path / "bad.toml").write_text("[enclaves]\nuid = 0\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="enclaves.uid"):
+    with pytest.raises(ConfigError, match=r"enclaves\.uid"):
         load_settings(tmp_path / "bad.toml")

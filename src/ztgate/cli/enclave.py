@@ -10,15 +10,20 @@ import typer
 from ztgate.cli.common import console, print_json, settings
 from ztgate.enclave.probe import inspect_sandbox, running_as_root
 from ztgate.enclave.sandbox import SandboxOptions
+from ztgate.enclave.seccomp import filter_program
 
 app = typer.Typer(help="Execution enclaves for stdio MCP servers.", no_args_is_help=True)
 
 
-def verdicts(found: dict[str, object], *, as_root: bool, uid: int) -> list[tuple[bool, str]]:
+def verdicts(
+    found: dict[str, object], *, as_root: bool, uid: int, seccomp: bool = True
+) -> list[tuple[bool, str]]:
     """Each property an enclave must have, and whether the test enclave had it."""
     environment = found.get("environment")
     names = set(environment) if isinstance(environment, list) else set()
+    filtered = found.get("seccomp") is True or not seccomp
     return [
+        (filtered, "seccomp filter" if seccomp else "no seccomp filter on this architecture"),
         (found.get("network_isolated") is True, "no network but its own loopback"),
         (found.get("root_read_only") is True, "read-only root"),
         (found.get("no_new_privileges") is True, "no new privileges (PR_SET_NO_NEW_PRIVS)"),
@@ -40,7 +45,9 @@ def check(
     """
     options = SandboxOptions.from_settings(settings(ctx).enclaves)
     found = asyncio.run(inspect_sandbox(options))
-    results = verdicts(found, as_root=running_as_root(), uid=options.uid)
+    results = verdicts(
+        found, as_root=running_as_root(), uid=options.uid, seccomp=filter_program() is not None
+    )
     ok = all(passed for passed, _ in results)
     if json_output:
         print_json({"ok": ok, "enclave": found})

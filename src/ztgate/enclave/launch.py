@@ -3,8 +3,9 @@
 Run on the host as a script (`python -I -S launch.py BWRAP ARGS...`,
 standard library only, so it starts fast). It reads the variables named
 `ZTGATE_ENCLAVE_ENV_<NAME>` from its own environment, writes `--clearenv`
-and one `--setenv NAME VALUE` for each to a pipe, and replaces itself with
-`bwrap --args <pipe> ARGS...`: bwrap reads the arguments from the pipe, so
+and one `--setenv NAME VALUE` for each to a pipe (and, given `--seccomp
+HEX`, the filter to another pipe and `--seccomp <that pipe>`), and replaces
+itself with `bwrap --args <pipe> ARGS...`: bwrap reads the arguments from the pipe, so
 secrets never show in the process list, and nothing else of the host's
 environment (HOME, USER ... that the MCP SDK passes on) reaches the enclave.
 """
@@ -37,22 +38,37 @@ def environment_args(environ: dict[str, str]) -> bytes:
     return data
 
 
+def _pipe_with(data: bytes) -> int:
+    """A pipe's read end (inheritable) holding `data`, which must fit in its buffer."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    return read_end
+
+
 def main(argv: list[str]) -> int:  # returns only on an error; else it is bwrap
-    """Exec bwrap (argv[0]) with the environment arguments on a pipe and the rest of argv."""
-    if not argv:
-        print("launch: usage: launch.py BWRAP ARGS...", file=sys.stderr)
+    """Exec bwrap with the environment (and the seccomp filter) on pipes, then the rest of argv.
+
+    Usage: `launch.py [--seccomp HEX] BWRAP ARGS...`.
+    """
+    seccomp = b""
+    if argv[:1] == ["--seccomp"] and len(argv) > 1:
+        seccomp = bytes.fromhex(argv[1])
+        argv = argv[2:]
+    if not argv or len(seccomp) > MAX_ENV_BYTES:
+        print("launch: usage: launch.py [--seccomp HEX] BWRAP ARGS...", file=sys.stderr)
         return 2
     try:
         data = environment_args(dict(os.environ))
     except ValueError as exc:
         print(f"launch: {exc}", file=sys.stderr)
         return 2
-    read_end, write_end = os.pipe()
-    os.write(write_end, data)
-    os.close(write_end)
-    os.set_inheritable(read_end, True)
+    if seccomp:
+        data += b"--seccomp\0" + str(_pipe_with(seccomp)).encode() + b"\0"
     bwrap, *rest = argv
-    os.execve(bwrap, [bwrap, "--args", str(read_end), *rest], {})  # noqa: S606 - no shell
+    arguments = _pipe_with(data)
+    os.execve(bwrap, [bwrap, "--args", str(arguments), *rest], {})  # noqa: S606 - no shell
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ import tempfile
 from pathlib import Path
 
 from ztgate.enclave.sandbox import (
-    LAUNCH_SCRIPT,
     SandboxOptions,
-    bwrap_args,
     enclave_environment,
     isolation_args,
+    launch_command,
     system_args,
 )
 from ztgate.enclave.spec import EnclaveSpec, SandboxUnavailableError
@@ -81,6 +80,7 @@ found = {
     "uid": os.getuid(),
     "no_new_privileges": status["NoNewPrivs"].strip() == "1",
     "capabilities": status["CapEff"].strip(),
+    "seccomp": status["Seccomp"].strip() == "2",
     "network_isolated": refused(lambda: socket.create_connection(("1.1.1.1", 53), timeout=2)),
     "root_read_only": refused(lambda: open("/ztgate-probe", "w")),
     "top_level": sorted(os.listdir("/")),
@@ -103,13 +103,9 @@ async def inspect_sandbox(options: SandboxOptions) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="ztgate-probe-") as directory:
         socket = Path(directory) / "proxy.sock"
         socket.touch()  # a placeholder: nothing is relayed
-        args = bwrap_args(spec, socket, options, as_root=running_as_root())
+        command, args = launch_command(spec, socket, options, bwrap, as_root=running_as_root())
         process = await asyncio.create_subprocess_exec(
-            options.interpreter,
-            "-I",
-            "-S",
-            str(LAUNCH_SCRIPT),
-            bwrap,
+            command,
             *args,
             env=enclave_environment(spec),
             stdin=asyncio.subprocess.DEVNULL,

@@ -22,7 +22,7 @@ from ztgate.egress.decision import Attribution, EgressRules
 from ztgate.egress.grants import Grant
 from ztgate.egress.proxy import EgressProxy
 from ztgate.enclave.probe import check_sandbox, running_as_root
-from ztgate.enclave.sandbox import LAUNCH_SCRIPT, SandboxOptions, bwrap_args, enclave_environment
+from ztgate.enclave.sandbox import SandboxOptions, enclave_environment, launch_command
 from ztgate.enclave.spec import EnclaveSpec, SandboxUnavailableError, WrappedCommand
 
 logger = logging.getLogger(__name__)
@@ -99,10 +99,10 @@ class Enclave:
             return WrappedCommand(spec.command, spec.args, {**spec.env, **spec.secrets})
         if self._dir is None or self._bwrap is None:
             raise SandboxUnavailableError(f"enclave {spec.name} is not started")
-        args = bwrap_args(spec, self._dir / "proxy.sock", self.options, as_root=running_as_root())
-        launcher = ("-I", "-S", str(LAUNCH_SCRIPT), self._bwrap)
-        env = enclave_environment(spec)
-        return WrappedCommand(self.options.interpreter, (*launcher, *args), env)
+        command, args = launch_command(
+            spec, self._dir / "proxy.sock", self.options, self._bwrap, as_root=running_as_root()
+        )
+        return WrappedCommand(command, args, enclave_environment(spec))
 
     async def stop(self) -> None:
         """Stop serving the enclave's socket and remove its directory."""

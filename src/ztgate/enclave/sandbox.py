@@ -16,6 +16,8 @@ Inside, from nothing (bwrap's empty root):
   root, the relay keeps CAP_SETUID/CAP_SETGID just long enough to become
   the enclave's unprivileged user), no new privileges (bwrap sets
   PR_SET_NO_NEW_PRIVS);
+- a seccomp filter refusing the system calls escapes reach for
+  (seccomp.py; x86_64);
 - an empty environment (`--clearenv`) but for the variables the launcher
   sets from its own environment (launch.py): values never appear on a
   command line.
@@ -31,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from ztgate.config import EnclaveSettings
 from ztgate.enclave.launch import ENV_PREFIX
+from ztgate.enclave.seccomp import filter_program
 from ztgate.enclave.spec import EnclaveSpec
 
 INSIDE_DIR = "/run/ztgate"
@@ -171,6 +174,18 @@ def bwrap_args(
     for name, value in spec.limits.as_rlimits().items():
         relay += ["--rlimit", f"{name}={value}"]
     return [*args, "--", *relay, "--", spec.command, *spec.args]
+
+
+def launch_command(
+    spec: EnclaveSpec, socket: Path, options: SandboxOptions, bwrap: str, *, as_root: bool
+) -> tuple[str, tuple[str, ...]]:
+    """The launcher's command and arguments: the seccomp filter, bwrap and its arguments."""
+    launcher = ["-I", "-S", str(LAUNCH_SCRIPT)]
+    program = filter_program()
+    if program is not None:
+        launcher += ["--seccomp", program.hex()]
+    args = bwrap_args(spec, socket, options, as_root=as_root)
+    return options.interpreter, (*launcher, bwrap, *args)
 
 
 def enclave_environment(spec: EnclaveSpec) -> dict[str, str]:

@@ -17,6 +17,7 @@ SAFE = {
     "uid": 65534,
     "no_new_privileges": True,
     "capabilities": "0000000000000000",
+    "seccomp": True,
     "network_isolated": True,
     "root_read_only": True,
     "environment": ["HOME", "PATH"],
@@ -28,6 +29,9 @@ def test_verdicts() -> None:
     unsafe = {**SAFE, "uid": 0, "capabilities": "000001ffffffffff", "environment": ["USER"]}
     failed = [what for ok, what in verdicts(unsafe, as_root=True, uid=65534) if not ok]
     assert failed == ["no capabilities", "runs as uid 0", "scrubbed environment"]
+    unfiltered = {**SAFE, "seccomp": False}
+    assert not verdicts(unfiltered, as_root=True, uid=65534)[0][0]
+    assert verdicts(unfiltered, as_root=True, uid=65534, seccomp=False)[0][0]
     assert not all(ok for ok, _ in verdicts({}, as_root=False, uid=1))
 
 

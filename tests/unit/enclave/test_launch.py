@@ -54,3 +54,25 @@ def test_it_execs_the_program_with_the_arguments_on_a_pipe(tmp_path: Path) -> No
     assert first.startswith("--args ") and first.endswith(" --unshare-net")
     assert "s3cr3t" not in first
     assert second.strip() == "--clearenv --setenv TOKEN s3cr3t"
+
+
+def test_a_seccomp_filter_goes_on_a_pipe_of_its_own(tmp_path: Path) -> None:
+    # A Python script stands in for bwrap: it reads the argument pipe, then the filter's.
+    fake = tmp_path / "fake-bwrap"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "args = os.read(int(sys.argv[2]), 65536).split(b'\\0')[:-1]\n"
+        "fd = int(args[args.index(b'--seccomp') + 1])\n"
+        "print(args[0].decode(), os.read(fd, 100).hex())\n"
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", str(LAUNCH_SCRIPT), "--seccomp", "0a0b", str(fake)],
+        env={},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    assert result.stdout.split() == ["--clearenv", "0a0b"]

@@ -9,6 +9,7 @@ from ztgate.enclave.sandbox import (
     ENV_PREFIX,
     INSIDE_RELAY,
     INSIDE_SOCKET,
+    LAUNCH_SCRIPT,
     SandboxOptions,
     bind_args,
     bwrap_args,
@@ -16,8 +17,10 @@ from ztgate.enclave.sandbox import (
     enclave_environment,
     interpreter_paths,
     isolation_args,
+    launch_command,
     system_args,
 )
+from ztgate.enclave.seccomp import filter_program
 from ztgate.enclave.spec import EnclaveLimits, EnclaveSpec
 
 SPEC = EnclaveSpec(
@@ -83,6 +86,17 @@ def test_the_whole_command_line() -> None:
     assert "--rlimit as=100" in " ".join(relay) and "nproc" not in " ".join(relay)
     assert relay[-4:] == ["--", sys.executable, "server.py", "--flag"]
     assert "s3cr3t" not in text and "MODE" not in text
+
+
+def test_the_launcher_command_carries_the_filter() -> None:
+    command, args = launch_command(
+        SPEC, Path("/s"), SandboxOptions(), "/usr/bin/bwrap", as_root=False
+    )
+    assert command == sys.executable
+    assert args[:3] == ("-I", "-S", str(LAUNCH_SCRIPT))
+    if filter_program() is not None:
+        assert args[3] == "--seccomp" and bytes.fromhex(args[4]) == filter_program()
+    assert "/usr/bin/bwrap" in args
 
 
 def test_without_root_no_user_switch() -> None:
