@@ -41,6 +41,8 @@ class Forwarder:
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._urls: dict[str, URL] = {}  # parsed once per upstream, not per call
+        # The MCP upstreams (ztgate.mcp.upstream): tools at mcp://<server>/<tool>.
+        self.mcp: Any = None
 
     async def start(self) -> None:
         """Open the connection pool."""
@@ -67,6 +69,11 @@ class Forwarder:
         """
         if self._session is None:
             raise UpstreamError("the forwarder is not running")
+        if tool.upstream_url.startswith("mcp://"):
+            if self.mcp is None:
+                raise UpstreamError(f"tool {tool.name}: its MCP server is not connected")
+            result: ToolResult = await self.mcp.call(tool, call)
+            return result
         timeout = self._timeouts.get(tool.timeout_seconds or self._timeout)
         if timeout is None:
             timeout = aiohttp.ClientTimeout(total=tool.timeout_seconds or self._timeout)

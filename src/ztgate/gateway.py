@@ -212,6 +212,9 @@ class Gateway:
         shared = self.audit.connection if self.audit.inline else None
         self._watcher = GenerationWatcher(self.database, shared)
         self._checkpointer: asyncio.Task[None] | None = None
+        # MCP upstream servers' sessions, and the egress proxy their enclaves reach out through.
+        self.mcp_upstreams: Any = None
+        self._egress_proxy: Any = None
         self._in_flight = 0
         self.approvals = ApprovalRegistry(self.database, self.clock, audit=self.audit)
         self.notifier = Notifier(self.settings.approvals)
@@ -326,7 +329,60 @@ class Gateway:
             await self.containment.start(self.metrics)
         await self.audit.start()
         await self.forwarder.start()
+        await self._start_mcp_upstreams()
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
+
+    async def _start_mcp_upstreams(self) -> None:
+        """Open the MCP upstream servers' sessions and import their tools (ztgate.mcp.upstream)."""
+        from ztgate.mcp.servers import McpServerRegistry
+
+        servers = McpServerRegistry(self.database, self.clock).all()
+        if not servers:
+            return
+        from ztgate.mcp.upstream import McpUpstreams
+
+        enclave = None
+        if any(server.transport == "stdio" for server in servers):
+            from ztgate.egress.service import start_egress_proxy
+
+            self._egress_proxy = await start_egress_proxy(
+                self.settings, self.audit, self.metrics.registry
+            )
+            enclave = self._enclave_command
+        upstreams = McpUpstreams(
+            servers,
+            sync=lambda _server, tools: self.registry.sync(
+                tools, pin=self._pin_new, also=self._unpinned
+            ),
+            enclave=enclave,
+            timeout=self.settings.gateway.upstream_timeout_seconds,
+        )
+        await upstreams.start()
+        self.forwarder.mcp = upstreams
+        self.mcp_upstreams = upstreams
+        self.catalog = Catalog(self.registry.all())  # with the imported tools
+
+    async def _enclave_command(self, server: Any, stack: contextlib.AsyncExitStack) -> Any:
+        """Start `server`'s enclave (kept until `stack` closes); the command to run in it."""
+        from pathlib import Path
+
+        from ztgate.enclave import Enclave, EnclaveSpec, SandboxOptions
+
+        spec = EnclaveSpec(
+            name=server.name,
+            command=server.command,
+            args=tuple(server.args),
+            env=dict(server.env),
+            read_only_paths=tuple(Path(p) for p in server.read_only_paths),
+            read_write_paths=tuple(Path(p) for p in server.read_write_paths),
+            cwd=Path(server.cwd) if server.cwd else None,
+            allowed_domains=tuple(server.allowed_domains),
+            allowed_test_destinations=tuple(server.allowed_test_destinations),
+            sandbox=server.sandbox,
+        )
+        options = SandboxOptions.from_settings(self.settings.enclaves)
+        enclave = await stack.enter_async_context(Enclave(spec, self._egress_proxy, options))
+        return enclave.command()
 
     async def stop(self) -> None:
         """Drain the audit writer, close the forwarder and the database."""
@@ -334,6 +390,10 @@ class Gateway:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
+        if self.mcp_upstreams is not None:
+            await self.mcp_upstreams.stop()
+        if self._egress_proxy is not None:
+            await self._egress_proxy.stop()
         await self.forwarder.stop()
         await self.notifier.close()
         if self.guards is not None:

@@ -19,7 +19,7 @@ from aiohttp import web
 from ztgate.canonical import canonical_json
 from ztgate.errors import UpstreamError
 from ztgate.forward import Forwarder
-from ztgate.models import ToolCall
+from ztgate.models import ToolCall, ToolResult
 from ztgate.testing import make_call, make_tool
 from ztgate.tools.model import Tool
 
@@ -411,3 +411,22 @@ async def test_an_upstream_that_compresses_what_the_client_accepts_still_works(
     """Whatever Accept-Encoding the forwarder sends, it must read the answer it invited."""
     result = await forwarder.forward(upstream.tool("/gzip"), _call())
     assert result.body["compressed"] == "maybe"
+
+
+class _Upstreams:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def call(self, tool: Tool, call: ToolCall) -> ToolResult:
+        self.calls.append(tool.name)
+        return ToolResult(200, {"via": "mcp"})
+
+
+async def test_an_mcp_tool_goes_to_its_servers_session(forwarder: Forwarder) -> None:
+    tool = Tool(name="files.send", upstream_url="mcp://files/send", input_schema={"type": "object"})
+    with pytest.raises(UpstreamError, match="its MCP server is not connected"):
+        await forwarder.forward(tool, make_call("files.send", {}))
+    upstreams = _Upstreams()
+    forwarder.mcp = upstreams
+    result = await forwarder.forward(tool, make_call("files.send", {}))
+    assert result.body == {"via": "mcp"} and upstreams.calls == ["files.send"]

@@ -8,8 +8,11 @@ from typing import Annotated
 
 import typer
 
-from ztgate.cli.common import settings
+from ztgate.audit import AuditEntry, AuditLog
+from ztgate.cli.common import console, database, print_json, settings
+from ztgate.clock import SystemClock
 from ztgate.errors import InvalidInputError
+from ztgate.mcp.servers import McpServer, McpServerRegistry
 
 app = typer.Typer(no_args_is_help=True, help="MCP: connect desktop clients to the gateway.")
 
@@ -58,3 +61,103 @@ def connect(
         kind = type(exc).__name__
         sys.stderr.write(f"ztgate: error: {kind}: {' '.join(exc.message.split())}\n")
         raise typer.Exit(1) from exc
+
+
+def _registry(ctx: typer.Context) -> tuple[McpServerRegistry, AuditLog]:
+    db = database(ctx)
+    clock = SystemClock()
+    return McpServerRegistry(db, clock), AuditLog(db, clock, chain=settings(ctx).audit.chain)
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise InvalidInputError(f"--env takes NAME=VALUE: {pair!r}")
+        env[name] = value
+    return env
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: str,
+    command: Annotated[
+        str | None, typer.Option(help="A stdio server: the command (run in an enclave).")
+    ] = None,
+    arg: Annotated[list[str] | None, typer.Option(help="An argument of the command.")] = None,
+    url: Annotated[str | None, typer.Option(help="A Streamable HTTP server: its URL.")] = None,
+    read_only: Annotated[
+        list[str] | None,
+        typer.Option(help="A tool confirmed read-only (it must say so itself, too)."),
+    ] = None,
+    path: Annotated[list[str] | None, typer.Option(help="A path the server may read.")] = None,
+    rw_path: Annotated[list[str] | None, typer.Option(help="A path the server may write.")] = None,
+    cwd: Annotated[str | None, typer.Option(help="Its working directory.")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE set inside.")] = None,
+    domain: Annotated[
+        list[str] | None, typer.Option(help="A domain it may reach through the egress proxy.")
+    ] = None,
+    no_sandbox: Annotated[
+        bool, typer.Option("--no-sandbox", help="Run unconfined (warned about at every start).")
+    ] = False,
+    replace: Annotated[bool, typer.Option(help="Replace a server of that name.")] = False,
+) -> None:
+    """Add an upstream MCP server; the gateway imports its tools at its next start."""
+    if (command is None) == (url is None):
+        raise InvalidInputError("give either --command (stdio) or --url (Streamable HTTP)")
+    server = McpServer(
+        name=name,
+        transport="stdio" if command else "http",
+        command=command or "",
+        args=tuple(arg or ()),
+        env=_env(env or []),
+        cwd=cwd,
+        read_only_paths=tuple(path or ()),
+        read_write_paths=tuple(rw_path or ()),
+        allowed_domains=tuple(domain or ()),
+        sandbox=not no_sandbox,
+        url=url or "",
+        read_only_tools=tuple(read_only or ()),
+    )
+    registry, audit = _registry(ctx)
+    detail = {"action": "mcp.add", "server": name, "transport": server.transport}
+    entry = AuditEntry(kind="admin", outcome="allow", detail=detail)
+    registry.add(server, replace=replace, also=lambda conn: audit.append_within(conn, [entry]))
+    where = server.url or " ".join([server.command, *server.args])
+    console.print(f"added MCP server [bold]{name}[/] ({server.transport}: {where})")
+    if not server.sandbox:
+        console.print("[yellow]it will run without a sandbox: every start warns about it[/]")
+    console.print("its tools are imported as NAME.TOOL when the gateway starts")
+
+
+@app.command("list")
+def list_servers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """The upstream MCP servers."""
+    registry, _ = _registry(ctx)
+    servers = registry.all()
+    if as_json:
+        print_json([server.to_json() for server in servers])
+        return
+    if not servers:
+        console.print("no MCP servers (add one with ztgate mcp add)")
+        return
+    for server in servers:
+        where = server.url or " ".join([server.command, *server.args])
+        sandbox = "" if server.sandbox or server.transport == "http" else " [yellow]unsandboxed[/]"
+        console.print(f"[bold]{server.name}[/] {server.transport}: {where}{sandbox}")
+
+
+@app.command("remove")
+def remove(ctx: typer.Context, name: str) -> None:
+    """Remove an upstream MCP server (remove its tools with ztgate tools remove)."""
+    registry, audit = _registry(ctx)
+    entry = AuditEntry(
+        kind="admin", outcome="allow", detail={"action": "mcp.remove", "server": name}
+    )
+    registry.remove(name, also=lambda conn: audit.append_within(conn, [entry]))
+    console.print(f"removed MCP server {name}")

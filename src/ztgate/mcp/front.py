@@ -90,11 +90,11 @@ class McpFrontDoor:
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         """The tools the caller's warrant allows (all of them with authentication off)."""
-        catalog = self.gateway.catalog
-        names = catalog.names()
+        allowed: set[str] | None = None
         if self.gateway.settings.gateway.authentication == "required":
-            allowed = await self._scope(ctx, params)
-            names = [name for name in names if name in allowed]
+            allowed = await self._scope(ctx, params)  # refreshes the gateway's view first
+        catalog = self.gateway.catalog
+        names = [name for name in catalog.names() if allowed is None or name in allowed]
         tools = []
         for name in sorted(names):
             entry = catalog.get(name)

@@ -281,6 +281,19 @@ console_sessions = Table(
     Index("ix_console_sessions_principal", "principal"),
 )
 
+# MCP upstream servers (0010): `spec` is the server's canonical JSON
+# (`ztgate.mcp.servers.McpServer`): how to reach it (a stdio command run in an
+# enclave, or a Streamable HTTP URL) and which of its tools are read-only.
+mcp_servers = Table(
+    "mcp_servers",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("transport", String(8), nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
 SCHEMA_TABLES = (
     generations,
     tools,
@@ -297,4 +310,5 @@ SCHEMA_TABLES = (
     task_usage,
     approvals,
     console_sessions,
+    mcp_servers,
 )

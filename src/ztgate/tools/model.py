@@ -56,6 +56,11 @@ def validate_upstream_url(url: str) -> str:
         InvalidInputError: anything else.
     """
     parts = urlsplit(url)
+    if parts.scheme == "mcp":
+        # A tool of an MCP upstream server: mcp://<server>/<tool> (ztgate.mcp.upstream).
+        if not parts.hostname or len(parts.path) < 2 or parts.query or parts.fragment:
+            raise InvalidInputError(f"an MCP tool's URL is mcp://<server>/<tool>: {url!r}")
+        return url
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise InvalidInputError(f"upstream URL must be http:// or https:// with a host: {url!r}")
     if parts.username or parts.password:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -30,3 +31,37 @@ def test_without_a_workload_api_it_is_one_line_and_exit_1(
     err = capfd.readouterr().err + done.output
     lines = [line for line in err.splitlines() if line.startswith("ztgate: ")]
     assert len(lines) == 1 and "IdentityError" in lines[0] and "agent.sock" in lines[0], err
+
+
+def test_add_list_and_remove_servers(ztgate: Callable[..., Result]) -> None:
+    added = ztgate(
+        "mcp", "add", "files", "--command", "/usr/bin/python3", "--arg", "server.py",
+        "--path", "/srv/files", "--read-only", "notes", "--env", "LOG_LEVEL=info",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert "added MCP server files (stdio: /usr/bin/python3 server.py)" in added.output
+    assert ztgate("mcp", "add", "remote", "--url", "https://mcp.example.com/mcp").exit_code == 0
+    listed = ztgate("mcp", "list", "--json")
+    assert [s["name"] for s in json.loads(listed.output)] == ["files", "remote"]
+    assert json.loads(listed.output)[0]["read_only_tools"] == ["notes"]
+    assert ztgate("mcp", "remove", "files").exit_code == 0
+    assert "remote http: https://mcp.example.com/mcp" in ztgate("mcp", "list").output
+
+
+def test_an_unsandboxed_server_is_said_to_be(ztgate: Callable[..., Result]) -> None:
+    done = ztgate("mcp", "add", "local", "--command", "/bin/cat", "--no-sandbox")
+    assert "without a sandbox" in done.output
+    assert "unsandboxed" in ztgate("mcp", "list").output
+
+
+def test_add_needs_exactly_one_way_to_reach_the_server(ztgate: Callable[..., Result]) -> None:
+    for args in ((), ("--command", "/bin/cat", "--url", "https://x.example/mcp")):
+        done = ztgate("mcp", "add", "files", *args)
+        assert isinstance(done.exception, InvalidInputError)
+    bad = ztgate("mcp", "add", "files", "--command", "/bin/cat", "--env", "NOEQUALS")
+    assert isinstance(bad.exception, InvalidInputError)
+    assert "NAME=VALUE" in bad.exception.message
+
+
+def test_removing_an_unknown_server_fails(ztgate: Callable[..., Result]) -> None:
+    assert ztgate("mcp", "remove", "ghost").exit_code != 0

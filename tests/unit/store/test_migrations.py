@@ -92,6 +92,7 @@ def test_the_schema_has_the_expected_tables(fresh: Database) -> None:
         "task_usage",
         "approvals",
         "console_sessions",
+        "mcp_servers",
     }
     assert _tables(fresh.engine) == expected
     assert {t.name for t in SCHEMA_TABLES} == expected == set(metadata.tables)

@@ -104,6 +104,13 @@ def test_valid_upstream_urls(url: str) -> None:
     assert validate_upstream_url(url) == url
 
 
+def test_an_mcp_upstream_tool_url_names_its_server_and_tool() -> None:
+    assert validate_upstream_url("mcp://files/send") == "mcp://files/send"
+    for bad in ("mcp://files", "mcp://files/", "mcp:///send", "mcp://files/send?x=1"):
+        with pytest.raises(InvalidInputError, match="mcp://<server>/<tool>"):
+            validate_upstream_url(bad)
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -1,0 +1,290 @@
+"""MCP upstreams: one open session per upstream server, its tools in the registry, calls over it.
+
+At start the gateway connects to every server `ztgate mcp add` stored — a
+stdio command inside an execution enclave (`ztgate.enclave`: its only way
+out is the egress proxy), or a Streamable HTTP URL — and keeps the session
+open (no new session per call). Each server's `tools/list` is imported into
+the tool registry as `<server>.<tool>` at `mcp://<server>/<tool>`, pinned
+when its description and schemas hide nothing (`guards.pinning`). When the
+server says `notifications/tools/list_changed`, the list is imported again:
+a tool whose description or schema changed keeps its old pin, so it is
+refused until a principal approves it again (a rug pull disables it).
+
+A call the pipeline allowed to such a tool is sent over the server's
+session by the forwarder; the MCP result comes back as the tool's result
+(`structuredContent`, else the content blocks), so the result checks
+(schema, injection scan, provenance) see it like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
+from mcp.shared.exceptions import MCPError
+
+from ztgate.errors import InvalidInputError, UpstreamError
+from ztgate.mcp.servers import McpServer
+from ztgate.models import ToolCall, ToolResult
+from ztgate.tools.model import RiskTier, Tool
+
+logger = logging.getLogger(__name__)
+
+SCHEME = "mcp"
+_CONNECT_SECONDS = 30.0
+
+
+def tool_name(server: str, tool: str) -> str:
+    """The registry name of an upstream server's tool."""
+    return f"{server}.{tool}"
+
+
+def imported_tools(server: McpServer, listed: Sequence[types.Tool]) -> list[Tool]:
+    """The registry's view of a server's `tools/list`.
+
+    A tool is `read` only when the server marks it read-only and the operator
+    listed it in `read_only_tools`; every other tool is `write`.
+    """
+    found = []
+    for tool in listed:
+        hint = tool.annotations is not None and tool.annotations.read_only_hint is True
+        risk = RiskTier.READ if hint and tool.name in server.read_only_tools else RiskTier.WRITE
+        try:
+            found.append(
+                Tool(
+                    name=tool_name(server.name, tool.name),
+                    upstream_url=f"{SCHEME}://{server.name}/{tool.name}",
+                    input_schema=dict(tool.input_schema or {"type": "object"}),
+                    output_schema=dict(tool.output_schema) if tool.output_schema else None,
+                    risk=risk,
+                    description=tool.description or "",
+                    source="mcp",
+                )
+            )
+        except (InvalidInputError, ValueError) as exc:  # the registry cannot take it: said
+            logger.warning("MCP server %s: tool %r not imported: %s", server.name, tool.name, exc)
+    return found
+
+
+def result_of(result: types.CallToolResult, elapsed: float) -> ToolResult:
+    """A tool result for an MCP `tools/call` result (its tool errors included, flagged)."""
+    if result.structured_content is not None:
+        body: Any = dict(result.structured_content)
+    else:
+        body = {
+            "content": [
+                block.model_dump(mode="json", exclude_none=True) for block in result.content
+            ]
+        }
+    if result.is_error:
+        body = {"is_error": True, **body}
+    return ToolResult(200, body, elapsed_seconds=elapsed)
+
+
+async def _every(seconds: float, action: Callable[[], Any]) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await action()
+
+
+class _Connection:
+    """One upstream server's session, kept open by its own task."""
+
+    def __init__(self, server: McpServer, opener: Callable[..., Any]) -> None:
+        self.server = server
+        self._opener = opener
+        self.client: Client | None = None
+        self.ready = asyncio.Event()
+        self.error: BaseException | None = None
+        self._stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def run(
+        self, on_message: Callable[[Any], Any], on_change: Callable[[], Any], relist: float
+    ) -> None:
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                client = await stack.enter_async_context(await self._opener(stack, on_message))
+                self.client = client
+                self.ready.set()
+                watcher = asyncio.create_task(self._watch(client, on_change, relist))
+                try:
+                    await self._stop.wait()
+                finally:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await watcher
+        except Exception as exc:  # the server failed: calls to it fail, the gateway runs on
+            self.error = exc
+            logger.error("MCP server %s: %s", self.server.name, exc)
+        finally:
+            self.client = None
+            self.ready.set()
+
+    async def _watch(self, client: Client, on_change: Callable[[], Any], relist: float) -> None:
+        """Re-import on the server's tool-list changes, and every `relist` seconds regardless.
+
+        On a 2026-07-28 connection changes arrive on a `subscriptions/listen`
+        stream; older servers send `notifications/tools/list_changed` (the
+        message handler). Re-listing on a timer catches a server that says
+        nothing.
+        """
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                relisting = asyncio.create_task(_every(relist, on_change))
+                try:
+                    async for _event in subscription:
+                        await on_change()
+                finally:
+                    relisting.cancel()
+        except (ListenNotSupportedError, SubscriptionLost, MCPError, TimeoutError) as exc:
+            logger.info("MCP server %s: no change stream (%s); re-listing", self.server.name, exc)
+        await _every(relist, on_change)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self.task, 10)
+
+
+class McpUpstreams:
+    """The gateway's upstream MCP sessions."""
+
+    def __init__(
+        self,
+        servers: Sequence[McpServer],
+        *,
+        sync: Callable[[McpServer, list[Tool]], None],
+        enclave: Callable[[McpServer, contextlib.AsyncExitStack], Any] | None = None,
+        timeout: float = 30.0,
+        relist_seconds: float = 60.0,
+    ) -> None:
+        """Connect to `servers`; `sync(server, tools)` stores imported tools (in a thread);
+        `enclave(server, stack)` gives a stdio server's wrapped command (None: refuse stdio)."""
+        self.servers = {server.name: server for server in servers}
+        self._sync = sync
+        self._enclave = enclave
+        self._timeout = timeout
+        self._relist = relist_seconds
+        self.connections: dict[str, _Connection] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Open every server's session and import its tools (a server that fails is logged)."""
+        for server in self.servers.values():
+            connection = _Connection(server, self._opener(server))
+            self.connections[server.name] = connection
+            connection.task = asyncio.create_task(
+                connection.run(self._handler(server), self._on_change(server), self._relist)
+            )
+        for connection in self.connections.values():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
+            if connection.client is not None:
+                await self.refresh(connection.server.name)
+
+    async def stop(self) -> None:
+        """Close every session (and the enclaves their servers run in)."""
+        for task in list(self._pending):
+            task.cancel()
+        for connection in self.connections.values():
+            await connection.stop()
+
+    async def refresh(self, name: str) -> list[Tool]:
+        """Import the server's current tools into the registry.
+
+        Raises:
+            UpstreamError: the server is not connected or does not answer.
+        """
+        client = self._client(name)
+        try:
+            listed = await asyncio.wait_for(client.list_tools(cache_mode="bypass"), self._timeout)
+        except (TimeoutError, Exception) as exc:
+            raise UpstreamError(f"MCP server {name}: tools/list failed: {exc}") from exc
+        tools = imported_tools(self.servers[name], listed.tools)
+        await asyncio.to_thread(self._sync, self.servers[name], tools)
+        return tools
+
+    async def call(self, tool: Tool, call: ToolCall) -> ToolResult:
+        """Run `call` on the tool's server, over its open session.
+
+        Raises:
+            UpstreamError: the server is not connected, fails, or times out.
+        """
+        parts = urlsplit(tool.upstream_url)
+        server, name = parts.hostname or "", parts.path.lstrip("/")
+        client = self._client(server)
+        timeout = tool.timeout_seconds or self._timeout
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(client.call_tool(name, dict(call.arguments)), timeout)
+        except TimeoutError as exc:
+            raise UpstreamError(f"MCP tool {tool.name} timed out", timeout=True) from exc
+        except Exception as exc:
+            raise UpstreamError(f"MCP tool {tool.name} failed: {exc}") from exc
+        return result_of(result, time.perf_counter() - started)
+
+    def _client(self, name: str) -> Client:
+        connection = self.connections.get(name)
+        if connection is None or connection.client is None:
+            why = f": {connection.error}" if connection is not None and connection.error else ""
+            raise UpstreamError(f"MCP server {name} is not connected{why}")
+        return connection.client
+
+    def _opener(self, server: McpServer) -> Callable[..., Any]:
+        async def open_session(stack: contextlib.AsyncExitStack, on_message: Any) -> Client:
+            if server.transport == "http":
+                http = await stack.enter_async_context(httpx2.AsyncClient(timeout=self._timeout))
+                transport: Any = streamable_http_client(server.url, http_client=http)
+            else:
+                if self._enclave is None:
+                    raise UpstreamError("stdio MCP servers need the egress proxy and enclaves")
+                wrapped = await self._enclave(server, stack)
+                transport = StdioServerParameters(
+                    command=wrapped.command,
+                    args=list(wrapped.args),
+                    env=dict(wrapped.env),
+                    cwd=str(Path(server.cwd)) if server.cwd else None,
+                )
+            return Client(transport, message_handler=on_message)
+
+        return open_session
+
+    def _on_change(self, server: McpServer) -> Callable[[], Any]:
+        async def changed() -> None:
+            await self._changed(server.name)
+
+        return changed
+
+    def _handler(self, server: McpServer) -> Callable[[Any], Any]:
+        async def handle(message: Any) -> None:
+            await self._on_message(server, message)
+
+        return handle
+
+    async def _on_message(self, server: McpServer, message: Any) -> None:
+        root = getattr(message, "root", message)
+        if isinstance(root, types.ToolListChangedNotification):
+            task = asyncio.create_task(self._changed(server.name))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _changed(self, name: str) -> None:
+        try:
+            tools = await self.refresh(name)
+        except UpstreamError as exc:
+            logger.error("%s", exc)
+            return
+        logger.info("MCP server %s changed its tools: %d imported again", name, len(tools))

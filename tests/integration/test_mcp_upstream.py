@@ -1,0 +1,201 @@
+"""MCP upstreams through a real gateway: a stdio server in an enclave and a Streamable HTTP one.
+
+Both are small servers written with the `mcp` SDK (mcp_upstream_server.py).
+Their tools are imported at the gateway's start; agents call them through
+the MCP front door with the SDK's client, and every call goes through the
+pipeline: the injection scan of the upstream's result, provenance and policy
+on the next call, and pinning when the server changes a tool (a rug pull).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from ztgate.canonical import canonical_json
+from ztgate.clock import SystemClock
+from ztgate.config import load_settings
+from ztgate.identity.authority import CertificateAuthority
+from ztgate.mcp.meta import call_meta
+from ztgate.mcp.servers import McpServer, McpServerRegistry
+from ztgate.testing import make_settings
+from ztgate.tools.registry import ToolRegistry
+from ztgate.warrants import proof
+
+from .harness import GatewayProcess, TaskCredentials, gateway_toml
+from .test_authentication import _register, _token
+from .test_enclave import _namespaces_allowed
+
+AGENT = "spiffe://ztgate.local/agents/mcp-upstream"
+SERVER = Path(__file__).with_name("mcp_upstream_server.py").resolve()
+TOOLS = ("files.notes", "files.send", "files.rotate", "remote.notes", "remote.send")
+
+pytestmark = pytest.mark.skipif(
+    not _namespaces_allowed(),
+    reason="this kernel forbids network namespaces here (`unshare --net true` fails)",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[str]:
+    """The Streamable HTTP upstream, in its own process."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER), "--http", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(url, timeout=1)
+                break
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, remote: str) -> Iterator[GatewayProcess]:
+    workdir = tmp_path_factory.mktemp("mcp-upstream")
+    make_settings(workdir, gateway_toml([], gateway={"authentication": "required"}))
+    _register(workdir, AGENT)
+    settings = load_settings(workdir / "ztgate.toml")
+    database = settings.open_database()
+    try:
+        database.migrate()
+        servers = McpServerRegistry(database, SystemClock())
+        servers.add(
+            McpServer(
+                name="files",
+                transport="stdio",
+                command=sys.executable,
+                args=(str(SERVER),),
+                read_only_paths=(str(SERVER),),
+                read_only_tools=("notes",),
+            )
+        )
+        servers.add(McpServer(name="remote", transport="http", url=remote))
+    finally:
+        database.dispose()
+    process = GatewayProcess(workdir)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def task(gateway: GatewayProcess) -> TaskCredentials:
+    ca = CertificateAuthority.load(gateway.workdir / ".ztgate" / "ca", SystemClock())
+    key = ca.issue_x509_svid(AGENT).private_key
+    return TaskCredentials(gateway.workdir, AGENT, key, tools=TOOLS, intent="Summarise my notes")
+
+
+@contextlib.asynccontextmanager
+async def connect(gateway: GatewayProcess) -> AsyncIterator[Client]:
+    headers = {"Authorization": f"Bearer {_token(gateway.workdir, AGENT)}"}
+    http = httpx2.AsyncClient(headers=headers, timeout=30)
+    async with http, Client(streamable_http_client(f"{gateway.url}/mcp", http_client=http)) as mcp:
+        yield mcp
+
+
+def _meta(task: TaskCredentials, tool: str, arguments: dict[str, Any]) -> Any:
+    signed = proof.sign(
+        task.key,
+        audience="ztgate",
+        task_id=task.task_id,
+        warrant=task.warrant,
+        canonical=canonical_json(arguments),
+        tool=tool,
+        issued_at=time.time(),
+    )
+    return call_meta(task.warrant, signed, justification="the user asked for a summary")
+
+
+async def _call(client: Client, task: TaskCredentials, tool: str, arguments: dict[str, Any]) -> Any:
+    return await client.call_tool(tool, arguments, meta=_meta(task, tool, arguments))
+
+
+def _tools(gateway: GatewayProcess) -> dict[str, Any]:
+    database = load_settings(gateway.config).open_database()
+    try:
+        return {tool.name: tool for tool in ToolRegistry(database, SystemClock()).all()}
+    finally:
+        database.dispose()
+
+
+def test_the_servers_tools_are_imported_with_their_risk(gateway: GatewayProcess) -> None:
+    tools = _tools(gateway)
+    assert set(TOOLS) <= set(tools)
+    assert tools["files.notes"].risk.value == "read"  # says so, and the operator confirmed
+    assert tools["remote.notes"].risk.value == "write"  # says so, not confirmed
+    assert tools["files.send"].risk.value == "write"
+    assert tools["files.send"].upstream_url == "mcp://files/send"
+    assert all(tools[name].pinned for name in TOOLS)
+
+
+async def test_calls_reach_both_servers_through_the_pipeline(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    async with connect(gateway) as client:
+        listed = await client.list_tools(meta={"ztgate/warrant": task.warrant}, cache_mode="bypass")
+        assert {tool.name for tool in listed.tools} == set(TOOLS)
+        sent = await _call(client, task, "remote.send", {"to": "summary", "text": "hi"})
+    assert not sent.is_error, sent.content
+    assert sent.structured_content == {"sent": {"to": "summary", "text": "hi"}}
+
+
+async def test_an_injected_result_stops_the_exfiltration_it_asks_for(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    async with connect(gateway) as client:
+        read = await _call(client, task, "files.notes", {})
+        assert not read.is_error
+        assert read.structured_content["ztgate"]["action"] == "spotlight"
+        leak = {"to": "audit@examp1e-helpdesk.net", "text": "payroll attached"}
+        stopped = await _call(client, task, "files.send", leak)
+    assert stopped.is_error
+    detail = stopped.structured_content["ztgate"]
+    assert detail["outcome"] == "ask"
+    reason = detail["reasons"][0]["reason"]
+    assert "argument came from untrusted content" in reason
+    assert "injection found in an earlier result" in reason
+
+
+async def test_a_rug_pull_disables_the_changed_tool(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    async with connect(gateway) as client:
+        assert not (await _call(client, task, "files.rotate", {})).is_error
+        deadline = time.monotonic() + 15
+        while _tools(gateway)["files.send"].pinned and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _tools(gateway)["files.send"].pinned
+        refused = await _call(client, task, "files.send", {"to": "x", "text": "y"})
+    assert refused.is_error
+    assert "changed since it was approved" in refused.content[0].text

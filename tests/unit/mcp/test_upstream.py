@@ -1,0 +1,84 @@
+"""MCP upstreams: how a server's tools are imported, and how an MCP result becomes a tool result."""
+
+from __future__ import annotations
+
+import mcp_types as types
+import pytest
+
+from ztgate.errors import UpstreamError
+from ztgate.mcp.servers import McpServer
+from ztgate.mcp.upstream import McpUpstreams, imported_tools, result_of, tool_name
+from ztgate.testing import make_call
+from ztgate.tools.model import RiskTier, Tool
+
+SERVER = McpServer(
+    name="files", transport="http", url="http://127.0.0.1:1/mcp", read_only_tools=("notes",)
+)
+
+
+def _tool(name: str, *, read_only: bool | None = None, **fields: object) -> types.Tool:
+    annotations = None if read_only is None else types.ToolAnnotations(read_only_hint=read_only)
+    return types.Tool(name=name, input_schema={"type": "object"}, annotations=annotations, **fields)  # type: ignore[arg-type]
+
+
+def test_tools_are_named_and_addressed_by_their_server() -> None:
+    (tool,) = imported_tools(SERVER, [_tool("send", description="Send it.")])
+    assert tool.name == tool_name("files", "send") == "files.send"
+    assert tool.upstream_url == "mcp://files/send"
+    assert tool.description == "Send it." and tool.source == "mcp"
+
+
+def test_read_only_needs_the_servers_word_and_the_operators() -> None:
+    tools = imported_tools(
+        SERVER,
+        [
+            _tool("notes", read_only=True),  # both: read
+            _tool("log", read_only=True),  # the server only: write
+            _tool("notes2", read_only=False),
+        ],
+    )
+    assert {t.name: t.risk for t in tools} == {
+        "files.notes": RiskTier.READ,
+        "files.log": RiskTier.WRITE,
+        "files.notes2": RiskTier.WRITE,
+    }
+
+
+def test_a_tool_the_registry_cannot_take_is_skipped() -> None:
+    bad = types.Tool(name="bad name!", input_schema={"type": "object"})
+    assert imported_tools(SERVER, [bad, _tool("ok")])[0].name == "files.ok"
+    assert len(imported_tools(SERVER, [bad])) == 0
+
+
+def test_structured_content_is_the_result() -> None:
+    result = result_of(types.CallToolResult(content=[], structured_content={"a": 1}), 0.01)
+    assert (result.status, result.body, result.elapsed_seconds) == (200, {"a": 1}, 0.01)
+
+
+def test_content_blocks_are_the_result_without_structured_content() -> None:
+    text = types.CallToolResult(content=[types.TextContent(type="text", text="hi")])
+    assert result_of(text, 0).body == {"content": [{"type": "text", "text": "hi"}]}
+
+
+def test_a_tool_error_is_flagged_in_the_result() -> None:
+    failed = types.CallToolResult(
+        content=[types.TextContent(type="text", text="no such file")], is_error=True
+    )
+    assert result_of(failed, 0).body["is_error"] is True
+
+
+async def test_a_call_to_a_server_that_is_not_connected_fails_clearly() -> None:
+    upstreams = McpUpstreams([SERVER], sync=lambda _s, _t: None)
+    tool = Tool(name="files.send", upstream_url="mcp://files/send", input_schema={"type": "object"})
+    with pytest.raises(UpstreamError, match="MCP server files is not connected"):
+        await upstreams.call(tool, make_call("files.send", {}))
+
+
+async def test_a_stdio_server_without_enclaves_is_refused() -> None:
+    stdio = McpServer(name="local", transport="stdio", command="/bin/true")
+    upstreams = McpUpstreams([stdio], sync=lambda _s, _t: None)
+    await upstreams.start()
+    connection = upstreams.connections["local"]
+    assert connection.client is None
+    assert "enclaves" in str(connection.error)
+    await upstreams.stop()
