@@ -34,7 +34,7 @@ from ztgate.cli.toml import value
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
 from ztgate.identity.entries import EntryRegistry
-from ztgate.principals.registry import PrincipalRegistry
+from ztgate.principals.registry import ApproverScope, PrincipalRegistry
 from ztgate.sdk import Agent, ApprovalPending, CallResult, Principal
 from ztgate.testing import make_settings
 
@@ -48,6 +48,8 @@ VIEWPORT = {"width": 1280, "height": 800}
 # Principals and their console passwords: an approver, and one with another role only.
 APPROVER = ("alice", "alice-approves-payments")
 SECOND_APPROVER = ("carol", "carol-approves-too")
+# An approver whose scope covers the `lookup` tool only (not the critical ones).
+SCOPED_APPROVER = ("dave", "dave-approves-lookups")
 TASKS_ONLY = ("bob", "bob-only-creates-tasks")
 ADMIN = ("admin", "admin-sees-everything")
 
@@ -220,7 +222,11 @@ def _set_up_principals(site: ConsoleSite) -> None:
         principals.add(APPROVER[0], roles=["approver"])
         principals.add(SECOND_APPROVER[0], roles=["approver"])
         principals.add(TASKS_ONLY[0], roles=["tasks"])
-        for name, password in (APPROVER, SECOND_APPROVER, TASKS_ONLY, ADMIN):
+        principals.add(
+            SCOPED_APPROVER[0], roles=["approver"], scope=ApproverScope(tools=("lookup",))
+        )
+        everyone = (APPROVER, SECOND_APPROVER, SCOPED_APPROVER, TASKS_ONLY, ADMIN)
+        for name, password in everyone:
             principals.set_password(name, password)
             site.keys[name] = principals.create_key(name)[1]
     finally:
@@ -284,6 +290,69 @@ def new_row(page: Page, before: set[str], timeout: float = 15) -> str:
             return fresh[0]
         page.wait_for_timeout(50)
     raise AssertionError("no new approval row appeared")
+
+
+# What console.js does on submit, callable from a test: the session's key
+# (the only one in this context's IndexedDB) signs a decision statement.
+_SIGN = """async ([approval, decision, comment, requestSha256]) => {
+    const session = document.querySelector('meta[name="ztgate-session"]').content;
+    const db = await new Promise((resolve, reject) => {
+        const opened = indexedDB.open("ztgate-console", 1);
+        opened.onsuccess = () => resolve(opened.result);
+        opened.onerror = () => reject(opened.error);
+    });
+    const pairs = await new Promise((resolve, reject) => {
+        const all = db.transaction("keys", "readonly").objectStore("keys").getAll();
+        all.onsuccess = () => resolve(all.result);
+        all.onerror = () => reject(all.error);
+    });
+    db.close();
+    const statement = JSON.stringify({
+        approval, comment, decision, request_sha256: requestSha256, session,
+        type: "ztgate-console-decision/1",
+    });
+    const signature = await crypto.subtle.sign(
+        {name: "ECDSA", hash: "SHA-256"}, pairs[0].privateKey,
+        new TextEncoder().encode(statement));
+    let text = "";
+    for (const byte of new Uint8Array(signature)) text += String.fromCharCode(byte);
+    return btoa(text).replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+}"""
+
+_POST = """([action, fields]) => {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = action;
+    for (const [name, value] of Object.entries(fields)) {
+        const input = document.createElement("input");
+        input.type = "hidden";
+        input.name = name;
+        input.value = value;
+        form.appendChild(input);
+    }
+    document.body.appendChild(form);
+    form.submit();
+}"""
+
+
+def post_signed_decision(
+    page: Page, site: ConsoleSite, approval_id: str, decision: str, comment: str
+) -> int:
+    """Sign and POST a decision from the page, bypassing its buttons; the answer's status.
+
+    The page must be a logged-in console page: its logout form has the CSRF token.
+    """
+    request_sha256 = site.approval(approval_id)["request_sha256"]
+    signature = page.evaluate(_SIGN, [approval_id, decision, comment, request_sha256])
+    fields = {
+        "csrf": page.locator('form.logout input[name="csrf"]').input_value(),
+        "decision": decision,
+        "comment": comment,
+        "signature": signature,
+    }
+    with page.expect_response(f"**/approvals/{approval_id}/decide") as answer:
+        page.evaluate(_POST, [site.console(f"/approvals/{approval_id}/decide"), fields])
+    return answer.value.status
 
 
 def mark_page(page: Page) -> None:

@@ -1,11 +1,12 @@
 """The console refuses what it must, in a real browser.
 
 A wrong password gets the error and no session; a decision POSTed without
-the CSRF token is refused; a principal without the approver role can
-not log in, and one whose role is taken away
-cannot decide; an approval given in the console is bound
-to the exact call (a changed argument is refused, a replay is refused); a
-request that lapsed cannot be approved, and its call is denied.
+the CSRF token is refused; a principal without the approver role cannot log
+in, and one disabled after opening a request cannot decide it; an approver
+outside their approver scope sees no buttons, and a decision they sign and
+post anyway is refused; an approval given in the console is bound to the
+exact call (a changed argument is refused, a replay is refused); a request
+that lapsed cannot be approved, and its call is denied.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from ztgate.sdk import Agent, CallDenied
 from .kit import (
     APPROVER,
     JUSTIFICATION,
+    SCOPED_APPROVER,
     SECOND_APPROVER,
     TASKS_ONLY,
     ConsoleSite,
     ask,
     decide,
     login,
+    post_signed_decision,
     submit_login,
 )
 
@@ -129,3 +132,22 @@ def test_an_approval_after_the_timeout_is_refused(
     assert site.approval(str(pending.approval_id))["state"] == "expired"
     with pytest.raises(CallDenied, match="expired"):
         agent.wait_for_approval(pending, timeout=5)
+
+
+def test_an_approver_outside_their_scope_gets_no_buttons_and_a_signed_post_is_refused(
+    page: Page, approver_page: Page, site: ConsoleSite, agent: Agent
+) -> None:
+    pending = ask(agent, "pay", {"to": "acme", "amount": 9})
+    approval_id = str(pending.approval_id)
+    login(page, site, *SCOPED_APPROVER)  # approves `lookup` calls only
+    page.goto(site.console(f"/approvals/{approval_id}"))
+    expect(page.locator("#out-of-scope")).to_be_visible()
+    expect(page.locator("#approve")).to_have_count(0)
+    # A decision signed with the scoped approver's own session key and CSRF token.
+    assert post_signed_decision(page, site, approval_id, "approve", "mine now") == 403
+    assert site.approval(approval_id)["state"] == "pending"
+
+    # The same forged-but-valid post from an approver in scope goes through.
+    approver_page.goto(site.console(f"/approvals/{approval_id}"))
+    assert post_signed_decision(approver_page, site, approval_id, "reject", "not mine") < 400
+    assert site.approval(approval_id)["state"] == "rejected"
