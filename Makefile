@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 # The browser tests drive Debian's chromium through Playwright, never a
 # browser Playwright downloads (ZTGATE_CHROMIUM names another executable).
-CHROMIUM ?= $(or $(ZTGATE_CHROMIUM),chromium)
+CHROMIUM := $(or $(ZTGATE_CHROMIUM),chromium)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: run test lint format typecheck unit browser sandbox demo bench clean lock
