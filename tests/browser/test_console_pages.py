@@ -1,8 +1,9 @@
 """The console's other pages in a real browser: the live feed, and every page renders.
 
 The feed page shows a new decision row as the agent's call is decided,
-without a reload; every page linked from the navigation renders without a
-JavaScript error; logging out ends the session.
+without a reload, and its filter holds for the rows that stream in; every
+page linked from the navigation renders without a JavaScript error; logging
+out ends the session.
 """
 
 from __future__ import annotations
@@ -40,6 +41,25 @@ def test_the_feed_shows_new_decisions_without_reloading(
     expect(row).to_have_count(1)
     expect(row).to_contain_text("not_in_the_task")
     assert still_marked(page), "the feed page was reloaded"
+
+
+def test_the_feed_filter_holds_for_live_rows(
+    approver_page: Page, site: ConsoleSite, agent: Agent
+) -> None:
+    page = approver_page
+    page.goto(site.console("/feed"))
+    page.select_option("#outcome", "deny")
+    page.click("#filter")
+    page.wait_for_url("**/console/feed?outcome=deny**")
+
+    allowed = agent.call("lookup", {"invoice": "INV-FILTER"})
+    with pytest.raises(CallDenied) as denied:
+        agent.call("not_in_the_task", {"invoice": "INV-FILTER"})
+    expect(feed_row(page, "deny", denied.value.call_id)).to_have_count(1)
+    # Streamed in order: had the allowed call's rows passed the filter, they would be here.
+    assert allowed.call_id is not None
+    expect(page.locator("tr.feed-row", has_text=allowed.call_id)).to_have_count(0)
+    expect(page.locator('tr.feed-row:not([data-outcome="deny"])')).to_have_count(0)
 
 
 def test_every_page_renders_without_a_script_error(approver_page: Page, site: ConsoleSite) -> None:
