@@ -69,11 +69,45 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
     return types.CallToolResult(content=[types.TextContent(type="text", text="rotated")])
 
 
+async def list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
+    return types.ListResourcesResult(
+        resources=[types.Resource(name="today", uri="notes://today", mime_type="text/plain")]
+    )
+
+
+async def read_resource(
+    ctx: Any, params: types.ReadResourceRequestParams
+) -> types.ReadResourceResult:
+    text = "Buy milk." if str(params.uri) == "notes://today" else "no such note"
+    return types.ReadResourceResult(
+        contents=[
+            types.TextResourceContents(uri=str(params.uri), mime_type="text/plain", text=text)
+        ]
+    )
+
+
+async def list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
+    argument = types.PromptArgument(name="topic", required=True)
+    return types.ListPromptsResult(prompts=[types.Prompt(name="summarise", arguments=[argument])])
+
+
+async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    topic = (params.arguments or {}).get("topic", "everything")
+    message = types.PromptMessage(
+        role="user", content=types.TextContent(type="text", text=f"Summarise {topic}.")
+    )
+    return types.GetPromptResult(messages=[message])
+
+
 def server() -> Server[Any]:
     return Server(
         "upstream-test",
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_read_resource=read_resource,
+        on_list_prompts=list_prompts,
+        on_get_prompt=get_prompt,
         on_subscriptions_listen=ListenHandler(BUS),
     )
 

@@ -23,6 +23,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from ztgate.canonical import canonical_json
 from ztgate.clock import SystemClock
@@ -41,6 +42,7 @@ from .test_enclave import _namespaces_allowed
 AGENT = "spiffe://ztgate.local/agents/mcp-upstream"
 SERVER = Path(__file__).with_name("mcp_upstream_server.py").resolve()
 TOOLS = ("files.notes", "files.send", "files.rotate", "remote.notes", "remote.send")
+ACCESS = ("files.resources.read", "files.prompts.get")
 
 pytestmark = pytest.mark.skipif(
     not _namespaces_allowed(),
@@ -113,7 +115,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, remote: str) -> Iterator[G
 def task(gateway: GatewayProcess) -> TaskCredentials:
     ca = CertificateAuthority.load(gateway.workdir / ".ztgate" / "ca", SystemClock())
     key = ca.issue_x509_svid(AGENT).private_key
-    return TaskCredentials(gateway.workdir, AGENT, key, tools=TOOLS, intent="Summarise my notes")
+    return TaskCredentials(
+        gateway.workdir, AGENT, key, tools=(*TOOLS, *ACCESS), intent="Summarise my notes"
+    )
 
 
 @contextlib.asynccontextmanager
@@ -164,7 +168,7 @@ async def test_calls_reach_both_servers_through_the_pipeline(
 ) -> None:
     async with connect(gateway) as client:
         listed = await client.list_tools(meta={"ztgate/warrant": task.warrant}, cache_mode="bypass")
-        assert {tool.name for tool in listed.tools} == set(TOOLS)
+        assert {tool.name for tool in listed.tools} == {*TOOLS, *ACCESS}
         sent = await _call(client, task, "remote.send", {"to": "summary", "text": "hi"})
     assert not sent.is_error, sent.content
     assert sent.structured_content == {"sent": {"to": "summary", "text": "hi"}}
@@ -199,3 +203,26 @@ async def test_a_rug_pull_disables_the_changed_tool(
         refused = await _call(client, task, "files.send", {"to": "x", "text": "y"})
     assert refused.is_error
     assert "changed since it was approved" in refused.content[0].text
+
+
+async def test_resources_and_prompts_are_calls_through_the_pipeline(
+    gateway: GatewayProcess, task: TaskCredentials
+) -> None:
+    warrant = {"ztgate/warrant": task.warrant}
+    async with connect(gateway) as client:
+        resources = (await client.list_resources(meta=warrant, cache_mode="bypass")).resources
+        assert [r.uri for r in resources] == ["ztgate://files/notes%3A%2F%2Ftoday"]
+        uri = str(resources[0].uri)
+        read = await client.read_resource(
+            uri, meta=_meta(task, "files.resources.read", {"uri": "notes://today"})
+        )
+        assert read.contents[0].text == "Buy milk."  # type: ignore[union-attr]
+        prompts = (await client.list_prompts(meta=warrant, cache_mode="bypass")).prompts
+        assert [p.name for p in prompts] == ["files.summarise"]
+        signed = {"name": "summarise", "arguments": {"topic": "notes"}}
+        got = await client.get_prompt(
+            "files.summarise", {"topic": "notes"}, meta=_meta(task, "files.prompts.get", signed)
+        )
+        assert got.messages[0].content.text == "Summarise notes."  # type: ignore[union-attr]
+        with pytest.raises(MCPError, match="proof"):
+            await client.read_resource(uri, meta=warrant)

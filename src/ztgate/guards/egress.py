@@ -39,6 +39,7 @@ from ztgate.guards.resolver import LOCAL_NAMES, ResolutionError, Resolver, liter
 from ztgate.guards.values import EMAIL, URL, clean, shared_scan, whole
 from ztgate.models import Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext
+from ztgate.tools.flow import UNTRACKED, covers, parse_pattern
 
 NAME = "egress"
 AGENT_FACT = "principal.spiffe_id"  # set by the `authenticate` check
@@ -158,6 +159,11 @@ class EgressCheck:
     async def __call__(self, call: ToolCall, ctx: CallContext) -> Verdict:
         """Allow with the destination hosts as a fact, or deny saying which argument and why."""
         found = destinations(call.arguments)
+        untracked = _untracked(ctx)
+        if untracked:
+            # Declared by the tool's flow as no destination of its own, e.g.
+            # an MCP server's resource URI, read within that server.
+            found = [d for d in found if not any(covers(t, _tokens(d.pointer)) for t in untracked)]
         if not found:
             return Verdict(NAME, Outcome.ALLOW, "no destination hosts in the arguments")
         hosts = sorted({d.host for d in found if d.host is not None})[:MAX_HOSTS]
@@ -227,3 +233,18 @@ class EgressCheck:
             if why is not None:
                 return f"names a host that resolves to {why}"
         return None
+
+
+def _untracked(ctx: CallContext) -> list[tuple[str, ...]]:
+    flow = getattr(ctx.tool.spec, "flow", None) if ctx.tool is not None else None
+    if flow is None or not flow.arguments:
+        return []
+    return [
+        parse_pattern(p, "arguments") for p, role in flow.arguments.items() if role == UNTRACKED
+    ]
+
+
+def _tokens(pointer: str) -> tuple[str, ...]:
+    if not pointer.startswith("/"):
+        return ()
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:])

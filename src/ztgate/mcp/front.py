@@ -31,12 +31,19 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from ztgate import __version__
-from ztgate.errors import InvalidInputError, StoreError
+from ztgate.errors import InvalidInputError, StoreError, UpstreamError
 from ztgate.gateway import CallReport, Failure, Gateway
 from ztgate.http.credentials import read_client_chain, read_credentials
 from ztgate.http.problems import Problem
 from ztgate.jsonlimits import json_depth_exceeds
 from ztgate.mcp.meta import MetaError, read_meta
+from ztgate.mcp.upstream import (
+    GET_PROMPT,
+    READ_RESOURCE,
+    parse_resource_uri,
+    resource_uri,
+    tool_name,
+)
 from ztgate.models import Credentials
 from ztgate.warrants.service import OperationRefused
 
@@ -63,6 +70,10 @@ class McpFrontDoor:
             ),
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
+            on_list_resources=self.list_resources,
+            on_read_resource=self.read_resource,
+            on_list_prompts=self.list_prompts,
+            on_get_prompt=self.get_prompt,
         )
         settings = gateway.settings.gateway
         hosts = [f"{settings.host}:*", "127.0.0.1:*", "localhost:*", "[::1]:*"]
@@ -115,12 +126,116 @@ class McpFrontDoor:
         self, ctx: Any, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         """Decide and run one call through the gateway's pipeline."""
+        report = await self._run(ctx, params, params.name, dict(params.arguments or {}))
+        return tool_result(report)
+
+    # -- resources and prompts of upstream servers ------------------------------------
+
+    async def list_resources(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        """The resources of the upstream servers whose resource reads the warrant allows."""
+        found: list[types.Resource] = []
+        for server in await self._servers_with(ctx, params, READ_RESOURCE):
+            for resource in await self._upstream_list(server, "resources"):
+                found.append(
+                    resource.model_copy(update={"uri": resource_uri(server, str(resource.uri))})
+                )
+        return types.ListResourcesResult(resources=found)
+
+    async def read_resource(
+        self, ctx: Any, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        """Read an upstream server's resource: a call to its `resources.read` tool."""
+        try:
+            server, original = parse_resource_uri(str(params.uri))
+        except ValueError as exc:
+            raise MCPError(_INVALID_PARAMS, str(exc)) from exc
+        tool = tool_name(server, READ_RESOURCE)
+        report = await self._run(ctx, params, tool, {"uri": original})
+        body = _allowed_body(report)
+        contents = body.get("contents") if isinstance(body, dict) else None
+        try:
+            if isinstance(contents, list) and "ztgate" not in body:
+                return types.ReadResourceResult.model_validate({"contents": contents})
+        except ValueError:
+            pass
+        # Flagged (spotlighted or quarantined) or of another shape: the JSON, as data.
+        text = orjson.dumps(body).decode()
+        return types.ReadResourceResult(
+            contents=[
+                types.TextResourceContents(
+                    uri=str(params.uri), mime_type="application/json", text=text
+                )
+            ]
+        )
+
+    async def list_prompts(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        """The prompts of the upstream servers whose prompts the warrant allows getting."""
+        found: list[types.Prompt] = []
+        for server in await self._servers_with(ctx, params, GET_PROMPT):
+            for prompt in await self._upstream_list(server, "prompts"):
+                found.append(prompt.model_copy(update={"name": tool_name(server, prompt.name)}))
+        return types.ListPromptsResult(prompts=found)
+
+    async def get_prompt(
+        self, ctx: Any, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        """Get an upstream server's prompt: a call to its `prompts.get` tool."""
+        server, _, name = params.name.partition(".")
+        if not name:
+            raise MCPError(_INVALID_PARAMS, "a prompt is named <server>.<prompt>")
+        arguments: dict[str, Any] = {"name": name}
+        if params.arguments:
+            arguments["arguments"] = dict(params.arguments)
+        report = await self._run(ctx, params, tool_name(server, GET_PROMPT), arguments)
+        body = _allowed_body(report)
+        try:
+            if isinstance(body, dict) and "ztgate" not in body:
+                return types.GetPromptResult.model_validate(body)
+        except ValueError:
+            pass
+        text = orjson.dumps(body).decode()
+        return types.GetPromptResult(
+            messages=[
+                types.PromptMessage(role="user", content=types.TextContent(type="text", text=text))
+            ]
+        )
+
+    async def _servers_with(self, ctx: Any, params: Any, access: str) -> list[str]:
+        upstreams = self.gateway.mcp_upstreams
+        if upstreams is None:
+            return []
+        allowed: set[str] | None = None
+        if self.gateway.settings.gateway.authentication == "required":
+            allowed = await self._scope(ctx, params)
+        return [
+            name
+            for name in sorted(upstreams.servers)
+            if allowed is None or tool_name(name, access) in allowed
+        ]
+
+    async def _upstream_list(self, server: str, what: str) -> list[Any]:
+        upstreams = self.gateway.mcp_upstreams
+        try:
+            if what == "resources":
+                return list(await upstreams.list_resources(server))
+            return list(await upstreams.list_prompts(server))
+        except UpstreamError as exc:
+            logger.warning("%s", exc)
+            return []
+
+    # -- the shared call path ---------------------------------------------------------
+
+    async def _run(self, ctx: Any, params: Any, tool: str, arguments: dict[str, Any]) -> CallReport:
+        """One call through `Gateway.handle`, as `POST /v1/calls` makes it."""
         gateway = self.gateway
         try:
             meta = read_meta(_meta_of(params))
         except MetaError as exc:
             raise MCPError(_INVALID_PARAMS, str(exc)) from exc
-        arguments = dict(params.arguments or {})
         if json_depth_exceeds(arguments, gateway.settings.gateway.max_json_depth):
             raise MCPError(_INVALID_PARAMS, "arguments nest too deep")
         credentials = None
@@ -129,7 +244,7 @@ class McpFrontDoor:
             credentials = self._credentials(ctx, warrant, meta.proof)
         try:
             call = gateway.new_call(
-                params.name,
+                tool,
                 arguments,
                 justification=meta.justification,
                 credentials=credentials,
@@ -143,7 +258,7 @@ class McpFrontDoor:
         except StoreError as exc:
             logger.error("audit unavailable, MCP call %s refused: %s", call.call_id, exc)
             report = CallReport(call, None, failure=Failure.STORE_UNAVAILABLE, detail=str(exc))
-        return tool_result(report)
+        return report
 
     # -- helpers -------------------------------------------------------------------
 
@@ -235,6 +350,15 @@ def tool_result(report: CallReport) -> types.CallToolResult:
         is_error=False,
         meta={"ztgate/call_id": call_id},
     )
+
+
+def _allowed_body(report: CallReport) -> Any:
+    """The result of an allowed call; an MCP error naming why for any other outcome."""
+    if report.failure is None and report.result is not None and report.decision is not None:
+        return report.result.body
+    answer = tool_result(report)
+    text = answer.content[0].text if answer.content else "refused"  # type: ignore[union-attr]
+    raise MCPError(_FORBIDDEN, str(text), answer.structured_content)
 
 
 def _error(text: str, detail: dict[str, Any]) -> types.CallToolResult:

@@ -24,8 +24,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx2
 import mcp_types as types
@@ -37,17 +38,57 @@ from mcp.shared.exceptions import MCPError
 from ztgate.errors import InvalidInputError, UpstreamError
 from ztgate.mcp.servers import McpServer
 from ztgate.models import ToolCall, ToolResult
+from ztgate.tools.flow import UNTRACKED, ToolFlow
 from ztgate.tools.model import RiskTier, Tool
 
 logger = logging.getLogger(__name__)
 
 SCHEME = "mcp"
 _CONNECT_SECONDS = 30.0
+# A server's resources and prompts are reached through two tools of its own,
+# so that reading a resource or getting a prompt is a call like any other:
+# in the task's scope, proven, checked by policy, scanned and audited.
+READ_RESOURCE = "resources.read"
+GET_PROMPT = "prompts.get"
+_RESERVED = (READ_RESOURCE, GET_PROMPT)
+_READ_RESOURCE_SCHEMA = {
+    "type": "object",
+    "properties": {"uri": {"type": "string", "minLength": 1, "maxLength": 4096}},
+    "required": ["uri"],
+    "additionalProperties": False,
+}
+_GET_PROMPT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 256},
+        "arguments": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
 
 
 def tool_name(server: str, tool: str) -> str:
     """The registry name of an upstream server's tool."""
     return f"{server}.{tool}"
+
+
+def resource_uri(server: str, uri: str) -> str:
+    """How the front door names an upstream server's resource: `ztgate://<server>/<uri, quoted>`."""
+    return f"ztgate://{server}/{quote(uri, safe='')}"
+
+
+def parse_resource_uri(uri: str) -> tuple[str, str]:
+    """The server and its own URI of a `resource_uri`.
+
+    Raises:
+        ValueError: not a resource URI the front door gave out.
+    """
+    parts = urlsplit(uri)
+    original = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    if parts.scheme != "ztgate" or not parts.hostname or not original:
+        raise ValueError(f"not a resource of an upstream server: {uri!r}")
+    return parts.hostname, original
 
 
 def imported_tools(server: McpServer, listed: Sequence[types.Tool]) -> list[Tool]:
@@ -58,6 +99,9 @@ def imported_tools(server: McpServer, listed: Sequence[types.Tool]) -> list[Tool
     """
     found = []
     for tool in listed:
+        if tool.name in _RESERVED:
+            logger.warning("MCP server %s: tool %r has a reserved name", server.name, tool.name)
+            continue
         hint = tool.annotations is not None and tool.annotations.read_only_hint is True
         risk = RiskTier.READ if hint and tool.name in server.read_only_tools else RiskTier.WRITE
         try:
@@ -75,6 +119,40 @@ def imported_tools(server: McpServer, listed: Sequence[types.Tool]) -> list[Tool
         except (InvalidInputError, ValueError) as exc:  # the registry cannot take it: said
             logger.warning("MCP server %s: tool %r not imported: %s", server.name, tool.name, exc)
     return found
+
+
+def access_tools(server: McpServer, *, resources: bool, prompts: bool) -> list[Tool]:
+    """The tools through which a server's resources are read and its prompts got (both `read`)."""
+    found = []
+    if resources:
+        found.append(
+            Tool(
+                name=tool_name(server.name, READ_RESOURCE),
+                upstream_url=f"{SCHEME}://{server.name}/{READ_RESOURCE}",
+                input_schema=_READ_RESOURCE_SCHEMA,
+                risk=RiskTier.READ,
+                # The URI names a resource within the server, not a host to reach.
+                flow=ToolFlow(arguments=MappingProxyType({"/uri": UNTRACKED})),
+                description=f"Read a resource of the MCP server {server.name}.",
+                source="mcp",
+            )
+        )
+    if prompts:
+        found.append(
+            Tool(
+                name=tool_name(server.name, GET_PROMPT),
+                upstream_url=f"{SCHEME}://{server.name}/{GET_PROMPT}",
+                input_schema=_GET_PROMPT_SCHEMA,
+                risk=RiskTier.READ,
+                description=f"Get a prompt of the MCP server {server.name}.",
+                source="mcp",
+            )
+        )
+    return found
+
+
+def _dump(items: Sequence[Any]) -> list[Any]:
+    return [item.model_dump(mode="json", exclude_none=True, by_alias=True) for item in items]
 
 
 def result_of(result: types.CallToolResult, elapsed: float) -> ToolResult:
@@ -213,9 +291,42 @@ class McpUpstreams:
             listed = await asyncio.wait_for(client.list_tools(cache_mode="bypass"), self._timeout)
         except (TimeoutError, Exception) as exc:
             raise UpstreamError(f"MCP server {name}: tools/list failed: {exc}") from exc
-        tools = imported_tools(self.servers[name], listed.tools)
-        await asyncio.to_thread(self._sync, self.servers[name], tools)
+        server = self.servers[name]
+        tools = imported_tools(server, listed.tools)
+        capabilities = client.server_capabilities
+        tools += access_tools(
+            server,
+            resources=capabilities.resources is not None,
+            prompts=capabilities.prompts is not None,
+        )
+        await asyncio.to_thread(self._sync, server, tools)
         return tools
+
+    async def list_resources(self, name: str) -> list[types.Resource]:
+        """The resources server `name` lists (first page).
+
+        Raises:
+            UpstreamError: not connected, or it fails.
+        """
+        client = self._client(name)
+        try:
+            listed = await asyncio.wait_for(client.list_resources(), self._timeout)
+        except Exception as exc:
+            raise UpstreamError(f"MCP server {name}: resources/list failed: {exc}") from exc
+        return list(listed.resources)
+
+    async def list_prompts(self, name: str) -> list[types.Prompt]:
+        """The prompts server `name` lists (first page).
+
+        Raises:
+            UpstreamError: not connected, or it fails.
+        """
+        client = self._client(name)
+        try:
+            listed = await asyncio.wait_for(client.list_prompts(), self._timeout)
+        except Exception as exc:
+            raise UpstreamError(f"MCP server {name}: prompts/list failed: {exc}") from exc
+        return list(listed.prompts)
 
     async def call(self, tool: Tool, call: ToolCall) -> ToolResult:
         """Run `call` on the tool's server, over its open session.
@@ -228,13 +339,27 @@ class McpUpstreams:
         client = self._client(server)
         timeout = tool.timeout_seconds or self._timeout
         started = time.perf_counter()
+        arguments = dict(call.arguments)
         try:
-            result = await asyncio.wait_for(client.call_tool(name, dict(call.arguments)), timeout)
+            if name == READ_RESOURCE:
+                read = await asyncio.wait_for(client.read_resource(str(arguments["uri"])), timeout)
+                body: Any = {"contents": _dump(read.contents)}
+            elif name == GET_PROMPT:
+                given = arguments.get("arguments") or {}
+                got = await asyncio.wait_for(
+                    client.get_prompt(str(arguments["name"]), dict(given)), timeout
+                )
+                body = {"messages": _dump(got.messages)}
+                if got.description:
+                    body["description"] = got.description
+            else:
+                result = await asyncio.wait_for(client.call_tool(name, arguments), timeout)
+                return result_of(result, time.perf_counter() - started)
         except TimeoutError as exc:
             raise UpstreamError(f"MCP tool {tool.name} timed out", timeout=True) from exc
         except Exception as exc:
             raise UpstreamError(f"MCP tool {tool.name} failed: {exc}") from exc
-        return result_of(result, time.perf_counter() - started)
+        return ToolResult(200, body, elapsed_seconds=time.perf_counter() - started)
 
     def _client(self, name: str) -> Client:
         connection = self.connections.get(name)

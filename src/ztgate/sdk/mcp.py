@@ -29,6 +29,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from ztgate.mcp.meta import WARRANT, call_meta
+from ztgate.mcp.upstream import GET_PROMPT, READ_RESOURCE, parse_resource_uri, tool_name
 from ztgate.sdk import requests
 from ztgate.sdk.aio import AsyncAgent
 from ztgate.sdk.errors import CallDenied, ZtgateError
@@ -131,9 +132,64 @@ class McpSession:
             if state != "pending" or loop.time() >= deadline:
                 raise CallDenied(reason or f"approval {approval_id} is {state}")
 
+    async def read_resource(
+        self, uri: str, *, justification: str | None = None
+    ) -> types.ReadResourceResult:
+        """Read an upstream server's resource (a URI `list_resources` gave): a proven call.
+
+        Raises:
+            ValueError: not a resource URI of the gateway.
+            MCPError: the gateway refused it (the message says why).
+        """
+        server, original = parse_resource_uri(uri)
+        tool = tool_name(server, READ_RESOURCE)
+        meta = await self._meta(tool, {"uri": original}, justification, None)
+        return await self.client.read_resource(uri, meta=_typed(meta))
+
+    async def get_prompt(
+        self,
+        name: str,
+        arguments: Mapping[str, str] | None = None,
+        *,
+        justification: str | None = None,
+    ) -> types.GetPromptResult:
+        """Get an upstream server's prompt (`<server>.<prompt>`): a proven call.
+
+        Raises:
+            MCPError: the gateway refused it (the message says why).
+        """
+        server, _, prompt = name.partition(".")
+        signed: dict[str, Any] = {"name": prompt}
+        if arguments:
+            signed["arguments"] = dict(arguments)
+        meta = await self._meta(tool_name(server, GET_PROMPT), signed, justification, None)
+        return await self.client.get_prompt(name, dict(arguments or {}), meta=_typed(meta))
+
+    async def list_resources(self) -> types.ListResourcesResult:
+        """The upstream servers' resources the warrant lets the agent read."""
+        return await self.client.list_resources(
+            meta=_typed(self._warrant_meta()), cache_mode="bypass"
+        )
+
+    async def list_prompts(self) -> types.ListPromptsResult:
+        """The upstream servers' prompts the warrant lets the agent get."""
+        return await self.client.list_prompts(
+            meta=_typed(self._warrant_meta()), cache_mode="bypass"
+        )
+
+    def _warrant_meta(self) -> dict[str, str] | None:
+        warrant = self.agent.warrant
+        return {WARRANT: warrant.token} if warrant is not None else None
+
     async def _call(
         self, name: str, arguments: dict[str, Any], justification: str | None, approval: str | None
     ) -> types.CallToolResult:
+        meta = await self._meta(name, arguments, justification, approval)
+        return await self.client.call_tool(name, arguments, meta=_typed(meta))
+
+    async def _meta(
+        self, name: str, arguments: dict[str, Any], justification: str | None, approval: str | None
+    ) -> dict[str, str]:
         svid, warrant = await self.agent.ready()
         signed = proof.sign(
             svid.private_key,
@@ -145,8 +201,7 @@ class McpSession:
             issued_at=time.time(),
             jwk=svid.jwk,
         )
-        meta = call_meta(warrant.token, signed, justification=justification, approval=approval)
-        return await self.client.call_tool(name, arguments, meta=_typed(meta))
+        return call_meta(warrant.token, signed, justification=justification, approval=approval)
 
 
 def _typed(meta: dict[str, str] | None) -> types.RequestParamsMeta | None:

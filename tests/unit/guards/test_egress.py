@@ -21,6 +21,7 @@ from ztgate.pipeline import CallContext
 from ztgate.tasks.scope import parse_scope
 from ztgate.testing import FrozenClock, make_call, make_tool
 from ztgate.tools.catalog import Catalog
+from ztgate.tools.flow import ToolFlow
 
 # A resolver the test controls: DNS rebinding-style names that resolve inside.
 ANSWERS = {
@@ -46,7 +47,16 @@ class FakeResolver:
         return [ipaddress.ip_address(a) for a in ANSWERS[host]]
 
 
-CATALOG = Catalog([make_tool("fetch"), make_tool("send_email")])
+CATALOG = Catalog(
+    [
+        make_tool("fetch"),
+        make_tool("send_email"),
+        make_tool(
+            "files.resources.read",
+            flow=ToolFlow.from_json({"arguments": {"/uri": "untracked"}}),
+        ),
+    ]
+)
 
 
 async def run(
@@ -253,3 +263,15 @@ async def test_the_forwarder_never_follows_redirects() -> None:
         await forwarder.stop()
         await runner.cleanup()
     assert followed == []
+
+
+async def test_an_argument_the_tools_flow_declares_untracked_is_no_destination(
+    clock: FrozenClock,
+) -> None:
+    arguments = {"uri": "notes://169.254.169.254/x", "note": "see http://10.0.0.1/"}
+    verdict = await run(arguments, clock, tool="files.resources.read")
+    assert verdict.outcome is Outcome.DENY  # the note is still read
+    assert "/note" in verdict.reason
+    only_uri = await run({"uri": "notes://today"}, clock, tool="files.resources.read")
+    assert only_uri.outcome is Outcome.ALLOW
+    assert (await run({"uri": "notes://today"}, clock)).outcome is Outcome.DENY  # elsewhere

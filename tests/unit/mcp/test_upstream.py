@@ -7,7 +7,15 @@ import pytest
 
 from ztgate.errors import UpstreamError
 from ztgate.mcp.servers import McpServer
-from ztgate.mcp.upstream import McpUpstreams, imported_tools, result_of, tool_name
+from ztgate.mcp.upstream import (
+    McpUpstreams,
+    access_tools,
+    imported_tools,
+    parse_resource_uri,
+    resource_uri,
+    result_of,
+    tool_name,
+)
 from ztgate.testing import make_call
 from ztgate.tools.model import RiskTier, Tool
 
@@ -82,3 +90,36 @@ async def test_a_stdio_server_without_enclaves_is_refused() -> None:
     assert connection.client is None
     assert "enclaves" in str(connection.error)
     await upstreams.stop()
+
+
+def test_resources_and_prompts_have_their_own_read_tools() -> None:
+    read, get = access_tools(SERVER, resources=True, prompts=True)
+    assert (read.name, read.upstream_url, read.risk) == (
+        "files.resources.read",
+        "mcp://files/resources.read",
+        RiskTier.READ,
+    )
+    assert read.flow is not None and read.flow.arguments == {"/uri": "untracked"}
+    assert get.name == "files.prompts.get" and get.risk is RiskTier.READ
+    assert access_tools(SERVER, resources=False, prompts=False) == []
+
+
+def test_a_server_tool_with_a_reserved_name_is_not_imported() -> None:
+    assert [t.name for t in imported_tools(SERVER, [_tool("resources.read"), _tool("ok")])] == [
+        "files.ok"
+    ]
+
+
+@pytest.mark.parametrize("uri", ["notes://today", "https://x.example/a?b=c#d", "file:///etc/x y"])
+def test_resource_uris_name_their_server_and_round_trip(uri: str) -> None:
+    front = resource_uri("files", uri)
+    assert front.startswith("ztgate://files/") and "/" not in front.removeprefix("ztgate://files/")
+    assert parse_resource_uri(front) == ("files", uri)
+
+
+@pytest.mark.parametrize(
+    "bad", ["notes://today", "ztgate://files/", "ztgate:///x", "http://files/x"]
+)
+def test_other_uris_are_not_upstream_resources(bad: str) -> None:
+    with pytest.raises(ValueError, match="not a resource of an upstream server"):
+        parse_resource_uri(bad)
