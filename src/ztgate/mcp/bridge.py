@@ -51,6 +51,10 @@ class Bridge:
             instructions="Tools behind ztgate, limited to this task's scope.",
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
+            on_list_resources=self.list_resources,
+            on_read_resource=self.read_resource,
+            on_list_prompts=self.list_prompts,
+            on_get_prompt=self.get_prompt,
         )
 
     async def list_tools(
@@ -79,6 +83,34 @@ class Bridge:
                 content=[types.TextContent(type="text", text=f"ztgate: {refused.message}")],
                 is_error=True,
             )
+
+    async def list_resources(
+        self, _ctx: Any, _params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        """The upstream servers' resources the task may read."""
+        return await self.session.list_resources()
+
+    async def read_resource(
+        self, _ctx: Any, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        """Read one, as a proven call (refusals come back as MCP errors)."""
+        return await self.session.read_resource(
+            str(params.uri), justification=self.options.justification or None
+        )
+
+    async def list_prompts(
+        self, _ctx: Any, _params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        """The upstream servers' prompts the task may get."""
+        return await self.session.list_prompts()
+
+    async def get_prompt(
+        self, _ctx: Any, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        """Get one, as a proven call."""
+        return await self.session.get_prompt(
+            params.name, params.arguments, justification=self.options.justification or None
+        )
 
     async def serve_stdio(self) -> None:
         """Serve the MCP client on this process's stdin and stdout until it goes away."""

@@ -22,6 +22,26 @@ class FakeSession:
     async def list_tools(self) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[types.Tool(name="lookup", input_schema={})])
 
+    async def list_resources(self) -> types.ListResourcesResult:
+        return types.ListResourcesResult(
+            resources=[types.Resource(name="today", uri="ztgate://files/notes%3A%2F%2Ftoday")]
+        )
+
+    async def read_resource(
+        self, uri: str, *, justification: str | None
+    ) -> types.ReadResourceResult:
+        self.calls.append(("read", {"uri": uri}, justification, 0.0))
+        return types.ReadResourceResult(contents=[types.TextResourceContents(uri=uri, text="x")])
+
+    async def list_prompts(self) -> types.ListPromptsResult:
+        return types.ListPromptsResult(prompts=[types.Prompt(name="files.summarise")])
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None, *, justification: str | None
+    ) -> types.GetPromptResult:
+        self.calls.append(("prompt", {"name": name, **(arguments or {})}, justification, 0.0))
+        return types.GetPromptResult(messages=[])
+
     async def call_tool(
         self,
         name: str,
@@ -61,3 +81,19 @@ async def test_a_rejected_approval_is_a_tool_error() -> None:
     result = await bridge.call_tool(None, types.CallToolRequestParams(name="pay", arguments={}))
     assert result.is_error
     assert result.content[0].text == "ztgate: approval 01a is rejected: alice said no"  # type: ignore[union-attr]
+
+
+async def test_resources_and_prompts_are_relayed_with_the_default_justification() -> None:
+    session = FakeSession()
+    bridge = Bridge(session, OPTIONS)  # type: ignore[arg-type]
+    listed = await bridge.list_resources(None, None)
+    uri = str(listed.resources[0].uri)
+    await bridge.read_resource(None, types.ReadResourceRequestParams(uri=uri))
+    assert [p.name for p in (await bridge.list_prompts(None, None)).prompts] == ["files.summarise"]
+    await bridge.get_prompt(
+        None, types.GetPromptRequestParams(name="files.summarise", arguments={"topic": "t"})
+    )
+    assert session.calls == [
+        ("read", {"uri": uri}, "desk", 0.0),
+        ("prompt", {"name": "files.summarise", "topic": "t"}, "desk", 0.0),
+    ]
