@@ -26,5 +26,5 @@ def assert_linear(scan: Callable[[str], object], unit: str, *, size: int = 64 * 
     large = small * 8
     base = seconds(lambda: scan(small), repeat=3)
     grown = seconds(lambda: scan(large), repeat=3)
-    assert grown < 2.0, f"{grown:.2f}s for {len(large)} characters of {unit[:20]!r}"
+    assert grown < 5.0, f"{grown:.2f}s for {len(large)} characters of {unit[:20]!r}"
     assert grown < max(32 * base, 0.05), f"{base:.4f}s -> {grown:.4f}s for {unit[:20]!r}"

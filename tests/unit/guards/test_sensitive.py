@@ -167,4 +167,4 @@ def test_too_much_to_scan_is_not_vouched_for() -> None:
 def test_scanning_is_linear(unit: str) -> None:
     assert_linear(scan, unit, size=8 * 1024)
     huge = (unit * (1_048_576 // len(unit) + 1))[:1_048_576]
-    assert seconds(lambda: scan(huge), repeat=1) < 2.0
+    assert seconds(lambda: scan(huge), repeat=1) < 5.0  # a quadratic scan takes minutes

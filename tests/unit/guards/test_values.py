@@ -223,7 +223,9 @@ def test_scanning_is_linear_on_adversarial_text(unit: str) -> None:
         size=8 * 1024,
     )
     huge = (unit * (1_048_576 // len(unit) + 1))[:1_048_576]
-    assert seconds(lambda: list(TextScan(clean(huge)).everything()), repeat=1) < 1.0
+    assert (
+        seconds(lambda: list(TextScan(clean(huge)).everything()), repeat=1) < 5.0
+    )  # a quadratic scan takes minutes
 
 
 def test_a_scan_has_a_budget() -> None:

@@ -275,15 +275,16 @@ def test_a_mebibyte_of_adversarial_input_is_scanned_in_bounded_time(name: str) -
     started = time.perf_counter()
     scan_text(text)
     elapsed = time.perf_counter() - started
-    # Linear: well under a second per MiB on one slow core (typically 10-200 ms).
-    assert elapsed < 2.0, f"{name}: {elapsed:.2f}s"
+    # Linear: well under a second per MiB on one slow core (typically 10-200 ms);
+    # the bound leaves room for a loaded machine.
+    assert elapsed < 5.0, f"{name}: {elapsed:.2f}s"  # a quadratic scan takes minutes
 
 
 def test_many_small_strings_cost_little() -> None:
     value = [{"id": i, "subject": "Party", "body": BENIGN} for i in range(5000)]
     started = time.perf_counter()
     assert scan_value(value) == []
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 5.0
 
 
 def test_a_match_across_two_strings_does_not_swallow_the_next_strings_match() -> None:
@@ -298,7 +299,7 @@ def test_matches_across_many_strings_stay_bounded_in_time() -> None:
     value = ["ignore", "previous instructions"] * (MiB // 28)
     started = time.perf_counter()
     scan_value(value)
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 5.0
 
 
 _JSON = st.recursive(
