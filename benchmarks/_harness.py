@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,13 +52,14 @@ def process(
     cpus: set[int] | None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    stderr: Any = subprocess.PIPE,
 ) -> Iterator[subprocess.Popen[bytes]]:
     def pin() -> None:
         if cpus:
             os.sched_setaffinity(0, cpus)
 
     proc = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin
+        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=pin
     )
     try:
         yield proc

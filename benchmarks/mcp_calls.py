@@ -216,8 +216,10 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
     with tempfile.TemporaryDirectory(prefix="ztgate-mcp-bench-") as scratch:
         workdir = Path(scratch)
+        # Logs go to files: a long run fills a pipe nobody reads, and blocks.
+        logs = {name: (workdir / f"{name}.log").open("wb") for name in ("up", "gw", "peer")}
         with process(
-            [str(peer), str(UPSTREAM), "--http", str(upstream_port)], cpus=None
+            [str(peer), str(UPSTREAM), "--http", str(upstream_port)], cpus=None, stderr=logs["up"]
         ) as upstream:
             _wait_port(upstream_port, upstream)
             gateway = Gateway(workdir, gateway_port, upstream_url, peer)
@@ -226,11 +228,13 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                     [python(), "-m", "ztgate", "--config", str(workdir / "ztgate.toml"), "serve"],
                     cpus=None,
                     cwd=workdir,
+                    stderr=logs["gw"],
                 ) as served,
                 process(
                     [str(PEER_VENV / "bin" / "mcp-proxy"), "--port", str(proxy_port),
                      "--log-level", "WARNING", "--", str(peer), str(UPSTREAM)],
                     cpus=None,
+                    stderr=logs["peer"],
                 ) as proxy,
             ):  # fmt: skip
                 wait_http(f"http://127.0.0.1:{gateway_port}/readyz", served)
