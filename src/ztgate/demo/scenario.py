@@ -36,6 +36,7 @@ from ztgate.canonical import canonical_json
 from ztgate.cli.init import initialise
 from ztgate.clock import SystemClock
 from ztgate.config import Settings
+from ztgate.demo.mcp_story import play_inbox_over_mcp
 from ztgate.demo.stories import play_inbox, play_payment
 from ztgate.identity.entries import EntryRegistry
 from ztgate.principals.registry import PrincipalRegistry
@@ -338,6 +339,7 @@ def play(console: Console, url: str, settings: Settings, scenario: Scenario) -> 
                 lambda: agent.call("get_weather", {"city": "Lisbon"}).result,
             )
             play_inbox(console, agent, principal, agent_id, scenario.expect)
+            play_inbox_over_mcp(console, url, socket_path, principal, agent_id, scenario.expect)
             config = settings.base_dir / "ztgate.toml"
             play_payment(console, agent, principal, agent_id, config, scenario.expect)
         _show_outbox(console, settings)

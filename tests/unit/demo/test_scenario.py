@@ -90,10 +90,11 @@ def test_the_scenario_against_a_live_gateway(tmp_path: Path) -> None:
         ]
         assert allowed, metrics
         # Read, mail, the replayed request's first sending, the helper's read;
-        # the inbox read and the summary; the approved payment.
-        assert float(allowed[0].rsplit(" ", 1)[1]) == 7.0
-        assert "the outbox: 2 e-mails sent, to alice@example.com, bob@example.com" in " ".join(
-            output.getvalue().split()
+        # the inbox read and the summary; the approved payment; the same two over MCP.
+        assert float(allowed[0].rsplit(" ", 1)[1]) == 9.0
+        assert (
+            "the outbox: 3 e-mails sent, to alice@example.com, bob@example.com, bob@example.com"
+            in " ".join(output.getvalue().split())
         )
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/healthz", timeout=1)  # the process is gone
