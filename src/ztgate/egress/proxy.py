@@ -17,7 +17,8 @@ are that enclave's). For each connection, in order:
   (6) audit the close: bytes each way and the duration.
 
 No TLS is intercepted: a CONNECT tunnel carries the client's TLS as is.
-At most `max_connections` connections relay at once; beyond, 503.
+At most `max_connections` connections relay at once, and at most twice as
+many are open at all (the rest still sending their heads); beyond, 503.
 """
 
 from __future__ import annotations
@@ -167,6 +168,10 @@ class EgressProxy:
             self._handlers.add(task)
         facts = ConnectionFacts(time_ordered_id(), None, listener)
         try:
+            if len(self._handlers) > 2 * self.limits.max_connections:
+                # Connections still sending their heads count too: a flood of
+                # idle ones is turned away before it costs a decision or a record.
+                raise _Refused(503, "too many connections to the egress proxy", audit=False)
             await self._serve(facts, grant_id, client)
         except _Refused as refused:
             await self._refuse(facts, client, refused)

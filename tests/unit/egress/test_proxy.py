@@ -114,3 +114,22 @@ async def test_a_slow_client_gets_408(audit: tuple[AuditLog, Database], tmp_path
     answer = await _ask(path, b"CONNECT a.test:443 HTTP/1.1\r\n")  # never finished
     await proxy.stop()
     assert answer.startswith(b"HTTP/1.1 408 ")
+
+
+async def test_idle_connections_beyond_twice_the_limit_get_503(
+    audit: tuple[AuditLog, Database], tmp_path: Path
+) -> None:
+    limits = ProxyLimits(max_connections=1, connect_timeout=5)
+    proxy = EgressProxy(audit[0], NoNames(), limits=limits)
+    proxy.add_enclave(Grant("e.1", Attribution("e"), EgressRules()))
+    path = tmp_path / "e.sock"
+    await proxy.listen_unix("e.1", path)
+    opened = [await asyncio.open_unix_connection(str(path)) for _ in range(3)]
+    try:
+        answer = await asyncio.wait_for(opened[2][0].read(), 5)  # the third sends nothing
+        assert answer.startswith(b"HTTP/1.1 503 ")
+    finally:
+        for _, writer in opened:
+            writer.close()
+            await writer.wait_closed()
+        await proxy.stop()
