@@ -25,6 +25,7 @@ import json
 import logging
 import socket
 import stat
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,6 +420,18 @@ class WorkloadApiServer:
         self._poll_interval = poll_interval
         self._server = Server([WorkloadApi(source, attestor)])
         self._poller: asyncio.Task[None] | None = None
+        # grpclib's close() stops the listener and the handlers but leaves the
+        # accepted connections open until their clients hang up: they are
+        # tracked here and closed with the server.
+        self._protocols: weakref.WeakSet[Any] = weakref.WeakSet()
+        make_protocol = self._server._protocol_factory
+
+        def tracked_protocol() -> Any:
+            protocol = make_protocol()
+            self._protocols.add(protocol)
+            return protocol
+
+        self._server._protocol_factory = tracked_protocol  # type: ignore[method-assign]
 
     async def start(self) -> None:
         """Bind the socket (world-connectable: attestation decides who gets what).
@@ -444,6 +457,10 @@ class WorkloadApiServer:
             self._poller = None
         self._server.close()
         await self._server.wait_closed()
+        for protocol in list(self._protocols):
+            connection = getattr(protocol, "connection", None)
+            if connection is not None:
+                connection.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 

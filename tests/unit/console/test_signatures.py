@@ -58,6 +58,7 @@ def test_a_session_key_is_a_public_p256_jwk_and_its_thumbprint() -> None:
         orjson.dumps({**public_jwk(ec.generate_private_key(ec.SECP256R1())), "d": "x"}).decode(),
         "x" * 2000,
     ],
+    ids=["empty", "not-json", "array", "p384", "ed25519", "private", "long"],
 )
 def test_anything_else_is_refused_as_a_session_key(text: str) -> None:
     with pytest.raises(InvalidInputError):
