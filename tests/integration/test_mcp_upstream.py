@@ -41,7 +41,14 @@ from .test_enclave import _namespaces_allowed
 
 AGENT = "spiffe://ztgate.local/agents/mcp-upstream"
 SERVER = Path(__file__).with_name("mcp_upstream_server.py").resolve()
-TOOLS = ("files.notes", "files.send", "files.rotate", "remote.notes", "remote.send")
+TOOLS = (
+    "files.notes",
+    "files.send",
+    "files.archive",
+    "files.rotate",
+    "remote.notes",
+    "remote.send",
+)
 ACCESS = ("files.resources.read", "files.prompts.get")
 
 pytestmark = pytest.mark.skipif(
@@ -160,7 +167,8 @@ def test_the_servers_tools_are_imported_with_their_risk(gateway: GatewayProcess)
     assert tools["remote.notes"].risk.value == "write"  # says so, not confirmed
     assert tools["files.send"].risk.value == "write"
     assert tools["files.send"].upstream_url == "mcp://files/send"
-    assert all(tools[name].pinned for name in TOOLS)
+    # (files.archive is the rug-pull test's, which may have run first.)
+    assert all(tools[name].pinned for name in TOOLS if name != "files.archive")
 
 
 async def test_calls_reach_both_servers_through_the_pipeline(
@@ -197,10 +205,11 @@ async def test_a_rug_pull_disables_the_changed_tool(
     async with connect(gateway) as client:
         assert not (await _call(client, task, "files.rotate", {})).is_error
         deadline = time.monotonic() + 15
-        while _tools(gateway)["files.send"].pinned and time.monotonic() < deadline:
+        while _tools(gateway)["files.archive"].pinned and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _tools(gateway)["files.send"].pinned
-        refused = await _call(client, task, "files.send", {"to": "x", "text": "y"})
+        assert not _tools(gateway)["files.archive"].pinned
+        assert _tools(gateway)["files.send"].pinned  # what did not change stays usable
+        refused = await _call(client, task, "files.archive", {"id": "m-1"})
     assert refused.is_error
     assert "changed since it was approved" in refused.content[0].text
 
