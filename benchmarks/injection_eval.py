@@ -256,7 +256,7 @@ def report(samples: list[Sample]) -> str:
         f"{statistics.median(per_kib):.0f} µs per KiB, p95 "
         f"{statistics.quantiles(per_kib, n=20)[-1]:.0f} µs per KiB; "
         f"{total_bytes / 1048576 / total_seconds:.1f} MiB/s over all of them (small results "
-        "are dominated by the per-call cost, about 40-50 µs: see performance.md)."
+        "are dominated by the per-call cost, about 15-25 µs: see performance.md)."
     )
     lines.append("")
     lines.append(f"Machine: {platform.processor() or platform.machine()}, Python "
