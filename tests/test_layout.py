@@ -8,6 +8,7 @@ revisions under `store/migrations` are exempt.
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -54,18 +55,19 @@ def test_every_module_has_a_unit_test_file() -> None:
     assert not missing, "modules without a unit test file:\n  " + "\n  ".join(missing)
 
 
-def test_no_test_package_shadows_a_standard_library_module() -> None:
+def test_no_test_package_shadows_an_importable_module() -> None:
     """pytest imports a test package under its own name, e.g. `tests/unit/http` as `http`.
 
     A package (a directory with `__init__.py`) directly below a directory
     without one is imported by its bare name: named like a standard library
-    module, it replaces that module for every test (so `tests/unit/http` has
-    no `__init__.py`).
+    module or an installed package (`tests/unit/mcp` and the `mcp` SDK), it
+    replaces that module for every test (so neither has an `__init__.py`).
     """
+    installed = set(importlib.metadata.packages_distributions())
     shadowing = [
         str(init.parent.relative_to(ROOT))
         for init in (ROOT / "tests").rglob("__init__.py")
         if not (init.parent.parent / "__init__.py").exists()
-        and init.parent.name in sys.stdlib_module_names
+        and (init.parent.name in sys.stdlib_module_names or init.parent.name in installed)
     ]
-    assert not shadowing, f"test packages named like standard library modules: {shadowing}"
+    assert not shadowing, f"test packages named like importable modules: {shadowing}"
