@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -45,6 +45,7 @@ from ztgate.identity.revocation import GENERATION as REVOCATIONS_GENERATION
 from ztgate.identity.revocation import LiveRevocations, RevocationSet
 from ztgate.identity.verify import TrustBundle
 from ztgate.ids import time_ordered_id
+from ztgate.mcp.servers import GENERATION as MCP_SERVERS_GENERATION
 from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
 from ztgate.obligations import apply as apply_obligations
@@ -215,6 +216,8 @@ class Gateway:
         # MCP upstream servers' sessions, and the egress proxy their enclaves reach out through.
         self.mcp_upstreams: Any = None
         self._egress_proxy: Any = None
+        self._mcp_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self.approvals = ApprovalRegistry(self.database, self.clock, audit=self.audit)
         self.notifier = Notifier(self.settings.approvals)
@@ -464,6 +467,37 @@ class Gateway:
             self.warrants.changed()
         if self.containment is not None and changed:
             self.containment.changed(changed)
+        if MCP_SERVERS_GENERATION in changed:
+            self._schedule(self._follow_mcp_servers())
+
+    def _schedule(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` beside the calls (connecting to a server is slow); not without a loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            work.close()
+            return
+        task = loop.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _follow_mcp_servers(self) -> None:
+        """Open the MCP servers added since the start, close the removed ones."""
+        from ztgate.mcp.servers import McpServerRegistry
+
+        async with self._mcp_lock:
+            servers = await asyncio.to_thread(McpServerRegistry(self.database, self.clock).all)
+            if self.mcp_upstreams is None:
+                await self._start_mcp_upstreams()
+                return
+            if self._egress_proxy is None and any(s.transport == "stdio" for s in servers):
+                from ztgate.egress.service import start_egress_proxy
+
+                self._egress_proxy = await start_egress_proxy(
+                    self.settings, self.audit, self.metrics.registry
+                )
+                self.mcp_upstreams.use_enclaves(self._enclave_command)
+            await self.mcp_upstreams.reconcile(servers)
 
     # -- calls -------------------------------------------------------------------
 

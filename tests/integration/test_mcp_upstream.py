@@ -235,3 +235,22 @@ async def test_resources_and_prompts_are_calls_through_the_pipeline(
         assert got.messages[0].content.text == "Summarise notes."  # type: ignore[union-attr]
         with pytest.raises(MCPError, match="proof"):
             await client.read_resource(uri, meta=warrant)
+
+
+async def test_a_server_added_while_running_is_followed(
+    gateway: GatewayProcess, task: TaskCredentials, remote: str
+) -> None:
+    database = load_settings(gateway.config).open_database()
+    try:
+        McpServerRegistry(database, SystemClock()).add(
+            McpServer(name="late", transport="http", url=remote)
+        )
+    finally:
+        database.dispose()
+    async with connect(gateway) as client:
+        deadline = time.monotonic() + 20
+        while "late.notes" not in _tools(gateway) and time.monotonic() < deadline:
+            # Any request lets the gateway see the change; connecting happens beside it.
+            await client.list_tools(meta={"ztgate/warrant": task.warrant}, cache_mode="bypass")
+            time.sleep(0.2)
+    assert "late.notes" in _tools(gateway)

@@ -104,7 +104,7 @@ def add(
     ] = False,
     replace: Annotated[bool, typer.Option(help="Replace a server of that name.")] = False,
 ) -> None:
-    """Add an upstream MCP server; the gateway imports its tools at its next start."""
+    """Add an upstream MCP server; the gateway connects and imports its tools."""
     if (command is None) == (url is None):
         raise InvalidInputError("give either --command (stdio) or --url (Streamable HTTP)")
     server = McpServer(
@@ -129,7 +129,7 @@ def add(
     console.print(f"added MCP server [bold]{name}[/] ({server.transport}: {where})")
     if not server.sandbox:
         console.print("[yellow]it will run without a sandbox: every start warns about it[/]")
-    console.print("its tools are imported as NAME.TOOL when the gateway starts")
+    console.print(f"a running gateway connects to it and imports its tools as {name}.TOOL")
 
 
 @app.command("list")

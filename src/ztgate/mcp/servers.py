@@ -25,10 +25,13 @@ from sqlalchemy.engine import RowMapping
 from ztgate.canonical import canonical_json
 from ztgate.clock import Clock
 from ztgate.errors import ConflictError, InvalidInputError, NotFoundError
+from ztgate.store import generations
 from ztgate.store.database import Database
 from ztgate.store.tables import mcp_servers as servers_table
 from ztgate.tools.registry import InTransaction
 
+# Bumped on every change, so that running gateways follow (`Gateway.refresh`).
+GENERATION = "mcp_servers"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TRANSPORTS = ("stdio", "http")
@@ -180,6 +183,9 @@ class McpServerRegistry:
                     .where(servers_table.c.name == server.name)
                     .values(**values)
                 )
+            generations.bump(conn, GENERATION)
+            if also is not None:
+                also(conn)
         return server
 
     def remove(self, name: str, *, also: InTransaction | None = None) -> None:
@@ -192,6 +198,7 @@ class McpServerRegistry:
             done = conn.execute(delete(servers_table).where(servers_table.c.name == name))
             if done.rowcount == 0:
                 raise NotFoundError("MCP server", name)
+            generations.bump(conn, GENERATION)
             if also is not None:
                 also(conn)
 

@@ -259,19 +259,41 @@ class McpUpstreams:
         self.connections: dict[str, _Connection] = {}
         self._pending: set[asyncio.Task[None]] = set()
 
+    def use_enclaves(self, enclave: Callable[[McpServer, contextlib.AsyncExitStack], Any]) -> None:
+        """Start stdio servers in enclaves made by `enclave` from now on."""
+        self._enclave = enclave
+
     async def start(self) -> None:
         """Open every server's session and import its tools (a server that fails is logged)."""
-        for server in self.servers.values():
+        await self._open(list(self.servers.values()))
+
+    async def reconcile(self, servers: Sequence[McpServer]) -> None:
+        """Follow the stored servers: open the new and the changed, close the removed."""
+        wanted = {server.name: server for server in servers}
+        for name in [n for n in self.connections if wanted.get(n) != self.servers.get(n)]:
+            await self.connections.pop(name).stop()
+            self.servers.pop(name, None)
+            logger.info("MCP server %s closed", name)
+        added = [server for name, server in wanted.items() if name not in self.connections]
+        self.servers.update({server.name: server for server in added})
+        await self._open(added)
+
+    async def _open(self, servers: Sequence[McpServer]) -> None:
+        for server in servers:
             connection = _Connection(server, self._opener(server))
             self.connections[server.name] = connection
             connection.task = asyncio.create_task(
                 connection.run(self._handler(server), self._on_change(server), self._relist)
             )
-        for connection in self.connections.values():
+        for server in servers:
+            connection = self.connections[server.name]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
             if connection.client is not None:
-                await self.refresh(connection.server.name)
+                try:
+                    await self.refresh(server.name)
+                except UpstreamError as exc:
+                    logger.error("%s", exc)
 
     async def stop(self) -> None:
         """Close every session (and the enclaves their servers run in)."""

@@ -65,3 +65,12 @@ def test_add_needs_exactly_one_way_to_reach_the_server(ztgate: Callable[..., Res
 
 def test_removing_an_unknown_server_fails(ztgate: Callable[..., Result]) -> None:
     assert ztgate("mcp", "remove", "ghost").exit_code != 0
+
+
+def test_adding_and_removing_are_audited(ztgate: Callable[..., Result]) -> None:
+    assert ztgate("mcp", "add", "remote", "--url", "https://mcp.example.com/mcp").exit_code == 0
+    assert ztgate("mcp", "remove", "remote").exit_code == 0
+    tail = ztgate("audit", "tail", "--json")
+    records = [json.loads(line) for line in tail.output.splitlines() if line.strip()]
+    actions = [r["detail"].get("action") for r in records]
+    assert "mcp.add" in actions and "mcp.remove" in actions

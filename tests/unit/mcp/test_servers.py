@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ztgate.errors import ConflictError, InvalidInputError, NotFoundError
-from ztgate.mcp.servers import McpServer, McpServerRegistry
+from ztgate.mcp.servers import GENERATION, McpServer, McpServerRegistry
+from ztgate.store import generations
 from ztgate.store.database import Database, sqlite_url
 from ztgate.testing import FrozenClock
 
@@ -83,16 +84,22 @@ def test_the_registry_adds_lists_replaces_and_removes(tmp_path: Path) -> None:
     database = Database(sqlite_url(tmp_path / "z.db"))
     database.migrate()
     registry = McpServerRegistry(database, FrozenClock())
-    registry.add(STDIO)
+    recorded: list[str] = []
+    registry.add(STDIO, also=lambda _conn: recorded.append("added"))
+    assert recorded == ["added"]
+    with database.read() as conn:
+        first = generations.read_all(conn)[GENERATION]
     registry.add(HTTP)
+    with database.read() as conn:
+        assert generations.read_all(conn)[GENERATION] == first + 1  # running gateways follow
     assert registry.all() == [STDIO, HTTP]
     with pytest.raises(ConflictError):
         registry.add(HTTP)
     moved = McpServer(name="remote", transport="http", url="https://other.example.com/mcp")
     registry.add(moved, replace=True)
     assert registry.all()[1] == moved
-    registry.remove("files")
-    assert registry.all() == [moved]
+    registry.remove("files", also=lambda _conn: recorded.append("removed"))
+    assert registry.all() == [moved] and recorded == ["added", "removed"]
     with pytest.raises(NotFoundError):
         registry.remove("files")
     database.dispose()
