@@ -258,6 +258,8 @@ class McpUpstreams:
         self._relist = relist_seconds
         self.connections: dict[str, _Connection] = {}
         self._pending: set[asyncio.Task[None]] = set()
+        self._refreshing: set[str] = set()
+        self._again: set[str] = set()
 
     def use_enclaves(self, enclave: Callable[[McpServer, contextlib.AsyncExitStack], Any]) -> None:
         """Start stdio servers in enclaves made by `enclave` from now on."""
@@ -429,9 +431,22 @@ class McpUpstreams:
             task.add_done_callback(self._pending.discard)
 
     async def _changed(self, name: str) -> None:
-        try:
-            tools = await self.refresh(name)
-        except UpstreamError as exc:
-            logger.error("%s", exc)
+        # A server that says "changed" in a burst is listed once more after
+        # the import under way, not once per message.
+        if name in self._refreshing:
+            self._again.add(name)
             return
-        logger.info("MCP server %s changed its tools: %d imported again", name, len(tools))
+        self._refreshing.add(name)
+        try:
+            while True:
+                self._again.discard(name)
+                try:
+                    tools = await self.refresh(name)
+                except UpstreamError as exc:
+                    logger.error("%s", exc)
+                    return
+                logger.info("MCP server %s changed its tools: %d imported", name, len(tools))
+                if name not in self._again:
+                    return
+        finally:
+            self._refreshing.discard(name)

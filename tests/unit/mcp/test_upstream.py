@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import mcp_types as types
 import pytest
 
@@ -123,3 +125,23 @@ def test_resource_uris_name_their_server_and_round_trip(uri: str) -> None:
 def test_other_uris_are_not_upstream_resources(bad: str) -> None:
     with pytest.raises(ValueError, match="not a resource of an upstream server"):
         parse_resource_uri(bad)
+
+
+async def test_a_burst_of_change_messages_is_listed_once_more_not_once_each() -> None:
+    upstreams = McpUpstreams([SERVER], sync=lambda _s, _t: None)
+    listed: list[str] = []
+    release = asyncio.Event()
+
+    async def refresh(name: str) -> list[Tool]:
+        listed.append(name)
+        await release.wait()
+        return []
+
+    upstreams.refresh = refresh  # type: ignore[method-assign]
+    first = asyncio.create_task(upstreams._changed("files"))
+    await asyncio.sleep(0)
+    for _ in range(20):
+        await upstreams._changed("files")  # while the first import is under way
+    release.set()
+    await first
+    assert listed == ["files", "files"]
