@@ -439,6 +439,9 @@ class McpSettings(_Section):
     """The MCP front door at /mcp (docs/mcp.md)."""
 
     enabled: bool = True
+    # Host headers (`name:port`, `*` for any port) /mcp answers besides the
+    # gateway's own address and loopback: a DNS-rebinding defence.
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
 
 
 class EgressProxySettings(_Section):

@@ -164,6 +164,12 @@ DEFAULT_CONFIG_TEXT = """\
 # login_attempts_per_address = 20 # and per client address
 # login_window_seconds = 300
 
+[mcp]
+# The MCP front door at /mcp (docs/mcp.md); upstream servers: `ztgate mcp add`.
+# enabled = true
+# Host headers answered besides this address and loopback (DNS rebinding):
+# allowed_hosts = ["gateway.acme.example:*"]
+
 [guards]
 # Guards against indirect prompt injection and exfiltration (docs/guards.md):
 # they find facts (tainted arguments, secrets leaving ...), policy decides.

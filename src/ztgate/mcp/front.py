@@ -76,7 +76,13 @@ class McpFrontDoor:
             on_get_prompt=self.get_prompt,
         )
         settings = gateway.settings.gateway
-        hosts = [f"{settings.host}:*", "127.0.0.1:*", "localhost:*", "[::1]:*"]
+        hosts = [
+            f"{settings.host}:*",
+            "127.0.0.1:*",
+            "localhost:*",
+            "[::1]:*",
+            *gateway.settings.mcp.allowed_hosts,
+        ]
         self.app: Starlette = self.server.streamable_http_app(
             streamable_http_path=PATH,
             json_response=True,
