@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
@@ -296,3 +297,16 @@ async def test_a_desktop_client_through_the_stdio_bridge_sees_only_the_scope(
         assert not allowed.is_error, allowed.content
         refused = await desktop.call_tool("big", {"q": "x"})
         assert refused.is_error and "not in the task's scope" in _text(refused)
+
+
+def test_a_foreign_host_header_is_refused(gateway: GatewayProcess) -> None:
+    """DNS rebinding: a page on another name must not reach /mcp through the browser."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    foreign = httpx.post(
+        f"{gateway.url}/mcp", json=body, headers={**headers, "Host": "evil.example"}, timeout=10
+    )
+    assert foreign.status_code in (400, 421), foreign.text
+    assert "host" in foreign.text.lower(), foreign.text
+    local = httpx.post(f"{gateway.url}/mcp", json=body, headers=headers, timeout=10)
+    assert "host" not in local.text.lower(), local.text  # refused for another reason
