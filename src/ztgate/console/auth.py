@@ -48,6 +48,10 @@ LOGIN_COOKIE = "ztgate_console_login"
 INVALID = "invalid name or password"
 
 
+# Password checks (argon2id: memory and CPU) run at most this many at a time.
+MAX_PASSWORD_CHECKS = 4
+
+
 @dataclass(frozen=True, slots=True)
 class Viewer:
     """Who is looking: the principal (as of this request) and the session."""
@@ -91,6 +95,7 @@ class ConsoleAuth:
             per_address=settings.login_attempts_per_address,
             window=settings.login_window_seconds,
         )
+        self._checking = asyncio.Semaphore(MAX_PASSWORD_CHECKS)
 
     # -- every request ---------------------------------------------------------
 
@@ -154,14 +159,17 @@ class ConsoleAuth:
             return self._login_form(
                 f"too many failed logins: try again in {int(wait) + 1} seconds", 429, name
             )
-        principal = await asyncio.to_thread(self.principals.check_password, name, password)
-        if principal is None:
-            self.throttle.failed(name, address)
+        # Counted as failed before the check, so that guesses sent in parallel
+        # cannot all pass the throttle first; a good login takes it back.
+        self.throttle.failed(name, address)
+        async with self._checking:  # argon2id is costly: a few checks at a time
+            principal = await asyncio.to_thread(self.principals.check_password, name, password)
+        if principal is None or not principal.has(APPROVER):
+            # A principal without the role is told nothing more than a wrong
+            # password would tell (no confirmation that the password is right).
             logger.warning("console: failed login for %r from %s", name[:64], address)
             return self._login_form(INVALID, 401, name)
-        self.throttle.succeeded(name)
-        if not principal.has(APPROVER):
-            raise ConsoleError(403, f"principal {principal.name!r} may not use the console")
+        self.throttle.succeeded(name, address)
         try:
             jwk, thumbprint = session_key(field(form, "public_jwk", 1024))
         except InvalidInputError as exc:

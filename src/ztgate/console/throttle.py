@@ -46,9 +46,18 @@ class LoginThrottle:
         while len(self._failures) > MAX_KEYS:
             self._failures.popitem(last=False)
 
-    def succeeded(self, name: str) -> None:
-        """A good login clears the name's failures (not the address's)."""
+    def succeeded(self, name: str, address: str | None = None) -> None:
+        """A good login clears the name's failures, and takes back the attempt it counted.
+
+        Logins count as failed *before* the password is checked (`failed`),
+        so that requests sent in parallel cannot all pass `retry_after`
+        first; a good one then gives its address's count back.
+        """
         self._failures.pop(("name", name), None)
+        if address is not None:
+            times = self._failures.get(("address", address))
+            if times:
+                times.pop()
 
     def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
         times = self._failures.get(key, deque())

@@ -43,3 +43,15 @@ def test_success_clears_the_name_and_memory_is_bounded(monkeypatch: object) -> N
         for index in range(10):
             limits.failed(f"n{index}", "addr")
         assert len(limits._failures) <= 4
+
+
+def test_a_good_login_gives_back_the_attempt_its_address_counted() -> None:
+    clock = FrozenClock()
+    throttle = LoginThrottle(clock, per_name=5, per_address=2, window=60)
+    for _ in range(5):
+        throttle.failed("alice", "10.0.0.1")  # counted before the check ...
+        throttle.succeeded("alice", "10.0.0.1")  # ... and given back when it was good
+    assert throttle.retry_after("alice", "10.0.0.1") is None
+    throttle.failed("bob", "10.0.0.1")
+    throttle.failed("bob", "10.0.0.1")
+    assert throttle.retry_after("carol", "10.0.0.1") is not None  # bad ones still count
