@@ -170,12 +170,31 @@ def parse_head(head: bytes) -> ProxyRequest:
         return ProxyRequest(method, parse_authority(text), True, headers, version=version)
     authority, path = _absolute_http(text)
     request = ProxyRequest(method, authority, False, headers, path.encode(), version)
+    _one_framing(headers)
     host = request.header(b"host")
     # The origin picks a virtual host by this header: it must be the URL's host,
     # or an allowed name would carry a request for any other name on that server.
     if host is not None and _host_header(host) != authority:
         raise RequestError("the Host header names another host than the URL")
     return request
+
+
+def _one_framing(headers: tuple[tuple[bytes, bytes], ...]) -> None:
+    """One Host, one Content-Length, no Transfer-Encoding: nothing for an origin to read twice.
+
+    A second Host header could name another virtual host than the one
+    checked; a chunked body relayed without its header (hop-by-hop, not
+    forwarded) could be read by the origin as a second request.
+
+    Raises:
+        RequestError: a duplicated Host or Content-Length, or any Transfer-Encoding.
+    """
+    names = [key.lower() for key, _ in headers]
+    for name in (b"host", b"content-length"):
+        if names.count(name) > 1:
+            raise RequestError(f"more than one {name.decode().title()} header")
+    if b"transfer-encoding" in names:
+        raise RequestError("Transfer-Encoding is not relayed: send a Content-Length body")
 
 
 def _host_header(value: bytes) -> Authority | None:

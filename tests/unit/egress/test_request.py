@@ -136,6 +136,21 @@ def test_the_host_header_must_name_the_urls_host() -> None:
             parse_head(b"GET http://a.example/ HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
 
 
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (b"Host: a.example\r\nHost: internal.example\r\n", "more than one Host"),
+        (b"Content-Length: 2\r\nContent-Length: 40\r\n", "more than one Content-Length"),
+        (b"Transfer-Encoding: chunked\r\n", "Transfer-Encoding"),
+        (b"transfer-encoding: gzip, chunked\r\n", "Transfer-Encoding"),
+    ],
+)
+def test_nothing_an_origin_could_read_two_ways_is_relayed(extra: bytes, why: str) -> None:
+    """A second Host (another virtual host) or a chunked body whose header is not forwarded."""
+    with pytest.raises(RequestError, match=why):
+        parse_head(b"POST http://a.example/ HTTP/1.1\r\n" + extra + b"\r\n")
+
+
 def test_a_url_without_a_path() -> None:
     request = parse_head(b"GET http://example.com:8080?x=1 HTTP/1.0\r\n\r\n")
     assert request.target == b"/?x=1" and request.destination.port == 8080
