@@ -220,7 +220,11 @@ async def test_resources_and_prompts_are_calls_through_the_pipeline(
     warrant = {"ztgate/warrant": task.warrant}
     async with connect(gateway) as client:
         resources = (await client.list_resources(meta=warrant, cache_mode="bypass")).resources
-        assert [r.uri for r in resources] == ["ztgate://files/notes%3A%2F%2Ftoday"]
+        assert [r.uri for r in resources] == [
+            "ztgate://files/notes%3A%2F%2Ftoday",
+            "ztgate://files/notes%3A%2F%2Fprivate",
+        ]
+        assert resources[1].description is None  # it read like instructions: not passed on
         uri = str(resources[0].uri)
         read = await client.read_resource(
             uri, meta=_meta(task, "files.resources.read", {"uri": "notes://today"})
@@ -254,3 +258,22 @@ async def test_a_server_added_while_running_is_followed(
             await client.list_tools(meta={"ztgate/warrant": task.warrant}, cache_mode="bypass")
             time.sleep(0.2)
     assert "late.notes" in _tools(gateway)
+
+
+async def test_listing_respects_the_tasks_limits(gateway: GatewayProcess) -> None:
+    """A resource or prompt the task may not read is not even listed."""
+    ca = CertificateAuthority.load(gateway.workdir / ".ztgate" / "ca", SystemClock())
+    key = ca.issue_x509_svid(AGENT).private_key
+    limited = {
+        "tools": {
+            "files.resources.read": {"limits": {"uri": {"pattern": "notes://today"}}},
+            "files.prompts.get": {"limits": {"name": {"enum": ["other"]}}},
+        }
+    }
+    task = TaskCredentials(gateway.workdir, AGENT, key, scope=limited)
+    warrant = {"ztgate/warrant": task.warrant}
+    async with connect(gateway) as client:
+        resources = (await client.list_resources(meta=warrant, cache_mode="bypass")).resources
+        prompts = (await client.list_prompts(meta=warrant, cache_mode="bypass")).prompts
+    assert [r.name for r in resources] == ["today"]
+    assert prompts == []

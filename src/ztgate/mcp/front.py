@@ -33,6 +33,7 @@ from starlette.requests import Request
 from ztgate import __version__
 from ztgate.errors import InvalidInputError, StoreError, UpstreamError
 from ztgate.gateway import CallReport, Failure, Gateway
+from ztgate.guards.pinning import description_findings
 from ztgate.http.credentials import read_client_chain, read_credentials
 from ztgate.http.problems import Problem
 from ztgate.jsonlimits import json_depth_exceeds
@@ -45,6 +46,7 @@ from ztgate.mcp.upstream import (
     tool_name,
 )
 from ztgate.models import Credentials
+from ztgate.tasks.scope import Scope
 from ztgate.warrants.service import OperationRefused
 
 logger = logging.getLogger(__name__)
@@ -142,10 +144,17 @@ class McpFrontDoor:
     ) -> types.ListResourcesResult:
         """The resources of the upstream servers whose resource reads the warrant allows."""
         found: list[types.Resource] = []
-        for server in await self._servers_with(ctx, params, READ_RESOURCE):
+        scope, servers = await self._servers_with(ctx, params, READ_RESOURCE)
+        for server in servers:
+            tool = tool_name(server, READ_RESOURCE)
             for resource in await self._upstream_list(server, "resources"):
+                uri = str(resource.uri)
+                if scope is not None and scope.violation(tool, {"uri": uri}) is not None:
+                    continue  # outside the task's limits on that tool: not even listed
                 found.append(
-                    resource.model_copy(update={"uri": resource_uri(server, str(resource.uri))})
+                    resource.model_copy(
+                        update={"uri": resource_uri(server, uri), **_plain(resource.description)}
+                    )
                 )
         return types.ListResourcesResult(resources=found)
 
@@ -181,9 +190,20 @@ class McpFrontDoor:
     ) -> types.ListPromptsResult:
         """The prompts of the upstream servers whose prompts the warrant allows getting."""
         found: list[types.Prompt] = []
-        for server in await self._servers_with(ctx, params, GET_PROMPT):
+        scope, servers = await self._servers_with(ctx, params, GET_PROMPT)
+        for server in servers:
+            tool = tool_name(server, GET_PROMPT)
             for prompt in await self._upstream_list(server, "prompts"):
-                found.append(prompt.model_copy(update={"name": tool_name(server, prompt.name)}))
+                if scope is not None and scope.violation(tool, {"name": prompt.name}) is not None:
+                    continue
+                found.append(
+                    prompt.model_copy(
+                        update={
+                            "name": tool_name(server, prompt.name),
+                            **_plain(prompt.description),
+                        }
+                    )
+                )
         return types.ListPromptsResult(prompts=found)
 
     async def get_prompt(
@@ -210,18 +230,20 @@ class McpFrontDoor:
             ]
         )
 
-    async def _servers_with(self, ctx: Any, params: Any, access: str) -> list[str]:
+    async def _servers_with(
+        self, ctx: Any, params: Any, access: str
+    ) -> tuple[Scope | None, list[str]]:
+        """The caller's scope (None with authentication off) and the servers it may `access`."""
         upstreams = self.gateway.mcp_upstreams
         if upstreams is None:
-            return []
-        allowed: set[str] | None = None
-        if self.gateway.settings.gateway.authentication == "required":
-            allowed = await self._scope(ctx, params)
-        return [
-            name
-            for name in sorted(upstreams.servers)
-            if allowed is None or tool_name(name, access) in allowed
-        ]
+            return None, []
+        if self.gateway.settings.gateway.authentication != "required":
+            return None, sorted(upstreams.servers)
+        scope = await self._warrant_scope(ctx, params)
+        if scope is None:
+            return None, []
+        names = [n for n in sorted(upstreams.servers) if tool_name(n, access) in scope.tools]
+        return scope, names
 
     async def _upstream_list(self, server: str, what: str) -> list[Any]:
         upstreams = self.gateway.mcp_upstreams
@@ -269,6 +291,15 @@ class McpFrontDoor:
     # -- helpers -------------------------------------------------------------------
 
     async def _scope(self, ctx: Any, params: types.PaginatedRequestParams | None) -> set[str]:
+        scope = await self._warrant_scope(ctx, params)
+        return set(scope.tools) if scope is not None else set()
+
+    async def _warrant_scope(self, ctx: Any, params: Any) -> Scope | None:
+        """The scope of the caller's warrant; None without a warrant.
+
+        Raises:
+            MCPError: not authenticated, or the warrant is not valid for this agent.
+        """
         warrants, identity = self.gateway.warrants, self.gateway.identity
         if warrants is None or identity is None:
             raise MCPError(_FORBIDDEN, "warrants are not available")
@@ -280,7 +311,7 @@ class McpFrontDoor:
         if warrant_token is None:
             # Nothing to show without a warrant (an MCP client may re-list on
             # its own, without the _meta: it gets an empty list, not an error).
-            return set()
+            return None
         credentials = self._credentials(ctx, warrant_token, None)
         try:
             self.gateway.refresh()
@@ -290,7 +321,7 @@ class McpFrontDoor:
             raise MCPError(code, refused.message) from refused
         except StoreError as exc:
             raise MCPError(_FORBIDDEN, "the store is unavailable") from exc
-        return set(warrant.scope.tools)
+        return warrant.scope
 
     @staticmethod
     def _credentials(ctx: Any, warrant: str | None, proof: str | None) -> Credentials:
@@ -356,6 +387,17 @@ def tool_result(report: CallReport) -> types.CallToolResult:
         is_error=False,
         meta={"ztgate/call_id": call_id},
     )
+
+
+def _plain(description: str | None) -> dict[str, Any]:
+    """A listed item's description, unless it reads like instructions (then none).
+
+    Upstream servers write these, and they reach the agent without a call:
+    held to the same detector as tool descriptions (`guards.pinning`).
+    """
+    if description and description_findings(description):
+        return {"description": None}
+    return {}
 
 
 def _allowed_body(report: CallReport) -> Any:
