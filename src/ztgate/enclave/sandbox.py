@@ -25,7 +25,9 @@ Inside, from nothing (bwrap's empty root):
 
 from __future__ import annotations
 
+import logging
 import os
+import platform
 import shutil
 import sys
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from ztgate.config import EnclaveSettings
 from ztgate.enclave.launch import ENV_PREFIX
 from ztgate.enclave.seccomp import filter_program
 from ztgate.enclave.spec import EnclaveSpec
+
+logger = logging.getLogger(__name__)
 
 INSIDE_DIR = "/run/ztgate"
 INSIDE_SOCKET = f"{INSIDE_DIR}/proxy.sock"
@@ -184,6 +188,13 @@ def launch_command(
     program = filter_program()
     if program is not None:
         launcher += ["--seccomp", program.hex()]
+    else:
+        logger.warning(
+            "enclave %s: no seccomp filter on this architecture (%s): namespaces, mounts and "
+            "ptrace are not refused by a filter",
+            spec.name,
+            platform.machine(),
+        )
     args = bwrap_args(spec, socket, options, as_root=as_root)
     return options.interpreter, (*launcher, bwrap, *args)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
+import pytest
+
+from ztgate.enclave import sandbox
 from ztgate.enclave.sandbox import (
     ENV_PREFIX,
     INSIDE_RELAY,
@@ -97,6 +101,18 @@ def test_the_launcher_command_carries_the_filter() -> None:
     if filter_program() is not None:
         assert args[3] == "--seccomp" and bytes.fromhex(args[4]) == filter_program()
     assert "/usr/bin/bwrap" in args
+
+
+def test_without_a_filter_for_the_architecture_it_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sandbox, "filter_program", lambda: None)
+    with caplog.at_level(logging.WARNING, logger=sandbox.__name__):
+        _, args = launch_command(
+            SPEC, Path("/s"), SandboxOptions(), "/usr/bin/bwrap", as_root=False
+        )
+    assert "--seccomp" not in args
+    assert "no seccomp filter on this architecture" in caplog.text
 
 
 def test_without_root_no_user_switch() -> None:
