@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -33,6 +32,7 @@ from integration.harness import GatewayProcess, Upstream, gateway_toml
 from ztgate.cli.toml import value
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
+from ztgate.identity.attestation import process_selectors
 from ztgate.identity.entries import EntryRegistry
 from ztgate.principals.registry import ApproverScope, PrincipalRegistry
 from ztgate.sdk import Agent, ApprovalPending, CallResult, Principal
@@ -215,9 +215,7 @@ class ConsoleSite:
 def _set_up_principals(site: ConsoleSite) -> None:
     database = load_settings(site.gateway.config).open_database()
     try:
-        EntryRegistry(database, SystemClock(), "ztgate.local").register(
-            AGENT, [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
-        )
+        EntryRegistry(database, SystemClock(), "ztgate.local").register(AGENT, process_selectors())
         principals = PrincipalRegistry(database, SystemClock())
         principals.add(APPROVER[0], roles=["approver"])
         principals.add(SECOND_APPROVER[0], roles=["approver"])

@@ -35,6 +35,7 @@ from ztgate.canonical import canonical_json
 from ztgate.cli.toml import array_of_tables, value
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
+from ztgate.mcp.meta import call_meta
 from ztgate.tasks.registry import TaskRegistry
 from ztgate.testing import make_settings
 from ztgate.warrants import proof
@@ -260,6 +261,21 @@ def start_gateway(workdir: Path, toml: str) -> Iterator[GatewayProcess]:
         gateway.stop()
 
 
+def critical_tools(
+    upstream: Upstream, tag: str, names: Sequence[str] = ("pay", "pay_fast")
+) -> list[dict[str, Any]]:
+    """`critical` echo tools: the default policy asks a person about each of their calls."""
+    return [
+        {
+            "name": name,
+            "url": f"{upstream.url}/echo/{tag}",
+            "risk": "critical",
+            "input_schema": {"type": "object"},
+        }
+        for name in names
+    ]
+
+
 def main_tools(upstream: Upstream, dead_port: int, tag: str = "main") -> list[dict[str, Any]]:
     """The tools of the shared gateway."""
     any_object = {"type": "object"}
@@ -430,3 +446,12 @@ class TaskCredentials:
             issued_at=time.time(),
         )
         return {"Ztgate-Warrant": self.warrant, "Ztgate-Proof": signed}
+
+    def mcp_meta(
+        self, tool: str, arguments: Mapping[str, Any], justification: str
+    ) -> dict[str, str]:
+        """The same for an MCP request: the `_meta` of a `tools/call` (ztgate.mcp.meta)."""
+        headers = self.headers(tool, arguments)
+        return call_meta(
+            headers["Ztgate-Warrant"], headers["Ztgate-Proof"], justification=justification
+        )

@@ -8,8 +8,6 @@ a request that expires undecided cannot be approved, and its call is denied.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,12 +18,13 @@ import pytest
 
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
+from ztgate.identity.attestation import process_selectors
 from ztgate.identity.entries import EntryRegistry
 from ztgate.principals.registry import PrincipalRegistry
 from ztgate.sdk import Agent, ApprovalPending, CallDenied, Principal
 from ztgate.testing import make_settings
 
-from .harness import GatewayProcess, Upstream, gateway_toml, main_tools
+from .harness import GatewayProcess, Upstream, critical_tools, gateway_toml, main_tools
 
 AGENT = "spiffe://ztgate.local/agent/approvals"
 JUSTIFICATION = "the user asked to pay the invoice"
@@ -38,15 +37,7 @@ def gateway(
     workdir = tmp_path_factory.mktemp("approvals")
     tools = [
         *main_tools(upstream, dead_port, tag="approvals"),
-        *(
-            {
-                "name": name,
-                "url": f"{upstream.url}/echo/approvals",
-                "risk": "critical",
-                "input_schema": {"type": "object"},
-            }
-            for name in ("pay", "pay_fast")
-        ),
+        *critical_tools(upstream, "approvals"),
     ]
     toml = gateway_toml(tools, gateway={"authentication": "required"})
     toml = "[approvals]\ntool_timeout_seconds = { pay_fast = 1.0 }\n\n" + toml
@@ -55,9 +46,7 @@ def gateway(
     process.start()
     database = load_settings(process.config).open_database()
     try:
-        EntryRegistry(database, SystemClock(), "ztgate.local").register(
-            AGENT, [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
-        )
+        EntryRegistry(database, SystemClock(), "ztgate.local").register(AGENT, process_selectors())
         principals = PrincipalRegistry(database, SystemClock())
         principals.add("alice", roles=["approver"])
         process.keys = {  # type: ignore[attr-defined]

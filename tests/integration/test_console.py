@@ -10,7 +10,6 @@ approval is still bound to the call's arguments and refused after its timeout.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -28,13 +27,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
 from ztgate.console.signatures import p1363_signature, statement
+from ztgate.identity.attestation import process_selectors
 from ztgate.identity.entries import EntryRegistry
 from ztgate.principals.registry import PrincipalRegistry
 from ztgate.sdk import Agent, ApprovalPending, CallDenied, Principal
 from ztgate.testing import make_settings
 from ztgate.warrants.jwk import public_jwk
 
-from .harness import GatewayProcess, Upstream, clean_env, gateway_toml, main_tools
+from .harness import GatewayProcess, Upstream, clean_env, critical_tools, gateway_toml, main_tools
 
 AGENT = "spiffe://ztgate.local/agent/console"
 PASSWORD = "correct horse battery staple"
@@ -47,18 +47,7 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, dead_port: int
 ) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("console")
-    tools = [
-        *main_tools(upstream, dead_port, tag="console"),
-        *(
-            {
-                "name": name,
-                "url": f"{upstream.url}/echo/console",
-                "risk": "critical",
-                "input_schema": {"type": "object"},
-            }
-            for name in ("pay", "pay_fast")
-        ),
-    ]
+    tools = [*main_tools(upstream, dead_port, tag="console"), *critical_tools(upstream, "console")]
     toml = gateway_toml(tools, gateway={"authentication": "required"})
     toml = "[approvals]\ntool_timeout_seconds = { pay_fast = 1.0 }\n\n" + toml
     make_settings(workdir, toml)
@@ -66,9 +55,7 @@ def gateway(
     process.start()
     database = load_settings(process.config).open_database()
     try:
-        EntryRegistry(database, SystemClock(), "ztgate.local").register(
-            AGENT, [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
-        )
+        EntryRegistry(database, SystemClock(), "ztgate.local").register(AGENT, process_selectors())
         principals = PrincipalRegistry(database, SystemClock())
         for name, roles in (("alice", ["approver"]), ("carol", ["tasks"]), ("dave", ["approver"])):
             principals.add(name, roles=roles)

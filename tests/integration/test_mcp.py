@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,19 +22,24 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from ztgate.approvals.registry import ApprovalRegistry
-from ztgate.canonical import canonical_json
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
+from ztgate.identity.attestation import process_selectors
 from ztgate.identity.authority import CertificateAuthority
 from ztgate.identity.entries import EntryRegistry
-from ztgate.mcp.meta import call_meta
 from ztgate.principals.registry import PrincipalRegistry
 from ztgate.sdk import AsyncAgent, Principal
 from ztgate.sdk.mcp import McpSession, asked
 from ztgate.testing import make_settings
-from ztgate.warrants import proof
 
-from .harness import GatewayProcess, TaskCredentials, Upstream, gateway_toml, main_tools
+from .harness import (
+    GatewayProcess,
+    TaskCredentials,
+    Upstream,
+    critical_tools,
+    gateway_toml,
+    main_tools,
+)
 from .test_authentication import _register, _token
 
 AGENT = "spiffe://ztgate.local/agents/mcp"
@@ -49,15 +52,11 @@ def gateway(
     tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, dead_port: int
 ) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("mcp")
-    pay = {
-        "name": "pay",
-        "url": f"{upstream.url}/echo/mcp-pay",
-        "risk": "critical",
-        "input_schema": {"type": "object"},
-    }
-    toml = gateway_toml(
-        [*main_tools(upstream, dead_port, tag="mcp"), pay], gateway={"authentication": "required"}
-    )
+    tools = [
+        *main_tools(upstream, dead_port, tag="mcp"),
+        *critical_tools(upstream, "mcp-pay", ("pay",)),
+    ]
+    toml = gateway_toml(tools, gateway={"authentication": "required"})
     make_settings(workdir, toml)
     _register(workdir, AGENT)
     _register_this_process(workdir, SDK_AGENT)
@@ -77,9 +76,11 @@ def task(gateway: GatewayProcess) -> TaskCredentials:
 
 
 @contextlib.asynccontextmanager
-async def connect(gateway: GatewayProcess, warrant: str | None = None) -> AsyncIterator[Client]:
-    """An MCP session as the agent: its JWT-SVID authenticates every HTTP request."""
-    headers = {"Authorization": f"Bearer {_token(gateway.workdir, AGENT)}"}
+async def connect(
+    gateway: GatewayProcess, warrant: str | None = None, agent: str = AGENT
+) -> AsyncIterator[Client]:
+    """An MCP session as `agent`: its JWT-SVID authenticates every HTTP request."""
+    headers = {"Authorization": f"Bearer {_token(gateway.workdir, agent)}"}
     if warrant is not None:
         headers["Ztgate-Warrant"] = warrant
     http = httpx2.AsyncClient(headers=headers, timeout=30)
@@ -88,16 +89,7 @@ async def connect(gateway: GatewayProcess, warrant: str | None = None) -> AsyncI
 
 
 def _meta(task: TaskCredentials, tool: str, arguments: dict[str, Any]) -> dict[str, str]:
-    signed = proof.sign(
-        task.key,
-        audience="ztgate",
-        task_id=task.task_id,
-        warrant=task.warrant,
-        canonical=canonical_json(arguments),
-        tool=tool,
-        issued_at=time.time(),
-    )
-    return call_meta(task.warrant, signed, justification="an MCP integration test")
+    return task.mcp_meta(tool, arguments, "an MCP integration test")
 
 
 async def test_tools_list_shows_only_the_scope(
@@ -204,7 +196,7 @@ def _register_this_process(workdir: Path, spiffe_id: str) -> None:
     database = load_settings(workdir / "ztgate.toml").open_database()
     try:
         EntryRegistry(database, SystemClock(), "ztgate.local").register(
-            spiffe_id, [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
+            spiffe_id, process_selectors()
         )
     finally:
         database.dispose()

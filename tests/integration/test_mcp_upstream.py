@@ -14,30 +14,26 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from ztgate.canonical import canonical_json
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
 from ztgate.identity.authority import CertificateAuthority
-from ztgate.mcp.meta import call_meta
 from ztgate.mcp.servers import McpServer, McpServerRegistry
 from ztgate.testing import make_settings
 from ztgate.tools.registry import ToolRegistry
-from ztgate.warrants import proof
 
 from .harness import GatewayProcess, TaskCredentials, gateway_toml
-from .test_authentication import _register, _token
+from .test_authentication import _register
 from .test_enclave import _namespaces_allowed
+from .test_mcp import connect as mcp_session
 
 AGENT = "spiffe://ztgate.local/agents/mcp-upstream"
 SERVER = Path(__file__).with_name("mcp_upstream_server.py").resolve()
@@ -127,25 +123,12 @@ def task(gateway: GatewayProcess) -> TaskCredentials:
     )
 
 
-@contextlib.asynccontextmanager
-async def connect(gateway: GatewayProcess) -> AsyncIterator[Client]:
-    headers = {"Authorization": f"Bearer {_token(gateway.workdir, AGENT)}"}
-    http = httpx2.AsyncClient(headers=headers, timeout=30)
-    async with http, Client(streamable_http_client(f"{gateway.url}/mcp", http_client=http)) as mcp:
-        yield mcp
+def connect(gateway: GatewayProcess) -> contextlib.AbstractAsyncContextManager[Client]:
+    return mcp_session(gateway, agent=AGENT)
 
 
 def _meta(task: TaskCredentials, tool: str, arguments: dict[str, Any]) -> Any:
-    signed = proof.sign(
-        task.key,
-        audience="ztgate",
-        task_id=task.task_id,
-        warrant=task.warrant,
-        canonical=canonical_json(arguments),
-        tool=tool,
-        issued_at=time.time(),
-    )
-    return call_meta(task.warrant, signed, justification="the user asked for a summary")
+    return task.mcp_meta(tool, arguments, "the user asked for a summary")
 
 
 async def _call(client: Client, task: TaskCredentials, tool: str, arguments: dict[str, Any]) -> Any:

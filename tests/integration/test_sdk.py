@@ -8,9 +8,7 @@ seconds and the agent must bind its warrant again to each new key.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
+from ztgate.identity.attestation import process_selectors
 from ztgate.identity.authority import CertificateAuthority
 from ztgate.identity.entries import EntryRegistry
 from ztgate.principals.registry import PrincipalRegistry
@@ -71,7 +70,7 @@ def _register(gateway: GatewayProcess, spiffe_id: str) -> None:
     database = load_settings(gateway.config).open_database()
     try:
         EntryRegistry(database, SystemClock(), "ztgate.local").register(
-            spiffe_id, [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
+            spiffe_id, process_selectors()
         )
     finally:
         database.dispose()

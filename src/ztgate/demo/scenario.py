@@ -38,6 +38,7 @@ from ztgate.clock import SystemClock
 from ztgate.config import Settings
 from ztgate.demo.mcp_story import play_inbox_over_mcp
 from ztgate.demo.stories import play_inbox, play_payment
+from ztgate.identity.attestation import process_selectors
 from ztgate.identity.entries import EntryRegistry
 from ztgate.principals.registry import PrincipalRegistry
 from ztgate.sdk import Agent, ApprovalPending, Delegation, Principal, ZtgateError, requests
@@ -354,7 +355,7 @@ def register(settings: Settings, spiffe_ids: list[str]) -> str:
         for spiffe_id in spiffe_ids:
             entries.register(
                 spiffe_id,
-                [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"],
+                process_selectors(),
                 owner="demo",
             )
         _, key = PrincipalRegistry(database, clock).create_key("admin", ttl=3600)

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -65,6 +66,15 @@ class Selectors:
                 f"unix:sha256:{self.exe_sha256}",
             }
         )
+
+
+def process_selectors() -> list[str]:
+    """The selectors this very process attests with: its uid and its interpreter's real path.
+
+    What registering the running program as an agent takes (the demo, the
+    tests, a script that is its own agent).
+    """
+    return [f"unix:uid:{os.getuid()}", f"unix:path:{os.path.realpath(sys.executable)}"]
 
 
 def peer_credentials(sock: _Socket) -> tuple[PeerCredentials, int | None]:

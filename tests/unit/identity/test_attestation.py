@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from ztgate.identity.attestation import Attestor, PeerCredentials, Selectors, peer_credentials
+from ztgate.identity.attestation import (
+    Attestor,
+    PeerCredentials,
+    Selectors,
+    peer_credentials,
+    process_selectors,
+)
 
 
 def _own_exe() -> tuple[str, str]:
@@ -113,3 +119,10 @@ def test_executable_hashes_are_cached_by_file_identity() -> None:
 def test_an_unreadable_proc_fails_closed(tmp_path: Path) -> None:
     creds = PeerCredentials(os.getpid(), os.getuid(), os.getgid())
     assert Attestor(proc=tmp_path).attest(creds) is None
+
+
+def test_this_process_attests_with_its_uid_and_interpreter() -> None:
+    assert process_selectors() == [
+        f"unix:uid:{os.getuid()}",
+        f"unix:path:{os.path.realpath(sys.executable)}",
+    ]
