@@ -332,38 +332,8 @@ class Gateway:
             await self.containment.start(self.metrics)
         await self.audit.start()
         await self.forwarder.start()
-        await self._start_mcp_upstreams()
+        await self._follow_mcp_servers()
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
-
-    async def _start_mcp_upstreams(self) -> None:
-        """Open the MCP upstream servers' sessions and import their tools (ztgate.mcp.upstream)."""
-        from ztgate.mcp.servers import McpServerRegistry
-
-        servers = McpServerRegistry(self.database, self.clock).all()
-        if not servers:
-            return
-        from ztgate.mcp.upstream import McpUpstreams
-
-        enclave = None
-        if any(server.transport == "stdio" for server in servers):
-            from ztgate.egress.service import start_egress_proxy
-
-            self._egress_proxy = await start_egress_proxy(
-                self.settings, self.audit, self.metrics.registry
-            )
-            enclave = self._enclave_command
-        upstreams = McpUpstreams(
-            servers,
-            sync=lambda _server, tools: self.registry.sync(
-                tools, pin=self._pin_new, also=self._unpinned
-            ),
-            enclave=enclave,
-            timeout=self.settings.gateway.upstream_timeout_seconds,
-        )
-        await upstreams.start()
-        self.forwarder.mcp = upstreams
-        self.mcp_upstreams = upstreams
-        self.catalog = Catalog(self.registry.all())  # with the imported tools
 
     async def _enclave_command(self, server: Any, stack: contextlib.AsyncExitStack) -> Any:
         """Start `server`'s enclave (kept until `stack` closes); the command to run in it."""
@@ -482,14 +452,26 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     async def _follow_mcp_servers(self) -> None:
-        """Open the MCP servers added since the start, close the removed ones."""
+        """Open the stored MCP upstream servers' sessions, close removed ones (ztgate.mcp.upstream).
+
+        At the start and whenever `ztgate mcp add` or `remove` changed them.
+        """
         from ztgate.mcp.servers import McpServerRegistry
+        from ztgate.mcp.upstream import McpUpstreams
 
         async with self._mcp_lock:
             servers = await asyncio.to_thread(McpServerRegistry(self.database, self.clock).all)
-            if self.mcp_upstreams is None:
-                await self._start_mcp_upstreams()
+            if not servers and self.mcp_upstreams is None:
                 return
+            if self.mcp_upstreams is None:
+                self.mcp_upstreams = McpUpstreams(
+                    [],
+                    sync=lambda _server, tools: self.registry.sync(
+                        tools, pin=self._pin_new, also=self._unpinned
+                    ),
+                    timeout=self.settings.gateway.upstream_timeout_seconds,
+                )
+                self.forwarder.mcp = self.mcp_upstreams
             if self._egress_proxy is None and any(s.transport == "stdio" for s in servers):
                 from ztgate.egress.service import start_egress_proxy
 
@@ -498,6 +480,7 @@ class Gateway:
                 )
                 self.mcp_upstreams.use_enclaves(self._enclave_command)
             await self.mcp_upstreams.reconcile(servers)
+            self.catalog = Catalog(self.registry.all())  # with the imported tools
 
     # -- calls -------------------------------------------------------------------
 

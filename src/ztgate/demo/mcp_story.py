@@ -12,19 +12,16 @@ the address the principal named goes through.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import mcp_types as types
 from rich.console import Console
 
-from ztgate.demo.stories import HIJACKED_SEND, INBOX_INTENT, INBOX_SCOPE, SUMMARY
+from ztgate.demo.stories import HIJACKED_SEND, INBOX_INTENT, INBOX_SCOPE, SUMMARY, Step
 from ztgate.sdk import ApprovalPending, CallDenied, Principal
 from ztgate.sdk.aio import AsyncAgent
 from ztgate.sdk.mcp import McpSession, asked
 from ztgate.sdk.models import Reason
-
-Step = Callable[[str, int, Callable[[], Any]], Any]
 
 
 def play_inbox_over_mcp(

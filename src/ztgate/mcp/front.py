@@ -248,9 +248,7 @@ class McpFrontDoor:
     async def _upstream_list(self, server: str, what: str) -> list[Any]:
         upstreams = self.gateway.mcp_upstreams
         try:
-            if what == "resources":
-                return list(await upstreams.list_resources(server))
-            return list(await upstreams.list_prompts(server))
+            return list(await upstreams.listing(server, what))
         except UpstreamError as exc:
             logger.warning("%s", exc)
             return []

@@ -326,31 +326,19 @@ class McpUpstreams:
         await asyncio.to_thread(self._sync, server, tools)
         return tools
 
-    async def list_resources(self, name: str) -> list[types.Resource]:
-        """The resources server `name` lists (first page).
+    async def listing(self, name: str, what: str) -> list[Any]:
+        """The `resources` or the `prompts` server `name` lists (first page).
 
         Raises:
             UpstreamError: not connected, or it fails.
         """
         client = self._client(name)
+        fetch = client.list_resources if what == "resources" else client.list_prompts
         try:
-            listed = await asyncio.wait_for(client.list_resources(), self._timeout)
+            listed = await asyncio.wait_for(fetch(), self._timeout)
         except Exception as exc:
-            raise UpstreamError(f"MCP server {name}: resources/list failed: {exc}") from exc
-        return list(listed.resources)
-
-    async def list_prompts(self, name: str) -> list[types.Prompt]:
-        """The prompts server `name` lists (first page).
-
-        Raises:
-            UpstreamError: not connected, or it fails.
-        """
-        client = self._client(name)
-        try:
-            listed = await asyncio.wait_for(client.list_prompts(), self._timeout)
-        except Exception as exc:
-            raise UpstreamError(f"MCP server {name}: prompts/list failed: {exc}") from exc
-        return list(listed.prompts)
+            raise UpstreamError(f"MCP server {name}: {what}/list failed: {exc}") from exc
+        return list(getattr(listed, what))
 
     async def call(self, tool: Tool, call: ToolCall) -> ToolResult:
         """Run `call` on the tool's server, over its open session.

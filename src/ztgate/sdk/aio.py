@@ -146,14 +146,6 @@ class AsyncAgent:
         """
         return await self._ready(timeout)
 
-    async def send(self, request: requests.HttpRequest, timeout: float | None) -> httpx.Response:
-        """Send one prepared request to the gateway.
-
-        Raises:
-            TransportError: no usable answer.
-        """
-        return await self._send(request, timeout)
-
     async def _ready(self, timeout: float | None) -> tuple[SvidKey, BoundWarrant]:
         svid = self.identity.svid()
         warrant = self._warrant
@@ -198,28 +190,39 @@ class AsyncAgent:
         approval = pending.approval_id
         if approval is None or pending.tool is None:
             raise ValueError("this ApprovalPending names no approval request to wait for")
+        state, reason = await self.decision(approval, timeout)
+        if state == "approved":
+            return await self._call(
+                pending.tool,
+                pending.arguments,
+                pending.justification,
+                request_timeout,
+                approval,
+            )
+        if state != "pending":
+            raise CallDenied(
+                reason or f"approval {approval} is {state}",
+                call_id=pending.call_id,
+                reasons=pending.reasons,
+            )
+        raise pending
+
+    async def decision(self, approval_id: str, timeout: float) -> tuple[str, str | None]:
+        """Long-poll `approval_id` until it is decided or `timeout` seconds pass.
+
+        Returns its state (`pending` when the time ran out) and the reason given.
+
+        Raises:
+            TransportError: no usable answer.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
         while True:
             poll = max(0.0, min(deadline - loop.time(), MAX_POLL_SECONDS))
-            answer = await self._send(requests.wait_request(approval, poll), poll + 10.0)
+            answer = await self._send(requests.wait_request(approval_id, poll), poll + 10.0)
             state, reason = requests.parse_wait(answer)
-            if state == "approved":
-                return await self._call(
-                    pending.tool,
-                    pending.arguments,
-                    pending.justification,
-                    request_timeout,
-                    approval,
-                )
-            if state != "pending":
-                raise CallDenied(
-                    reason or f"approval {approval} is {state}",
-                    call_id=pending.call_id,
-                    reasons=pending.reasons,
-                )
-            if loop.time() >= deadline:
-                raise pending
+            if state != "pending" or loop.time() >= deadline:
+                return state, reason
 
     async def _call(
         self,

@@ -17,7 +17,6 @@ approved call once, with a new proof.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Generator, Mapping
 from contextlib import AsyncExitStack
@@ -34,8 +33,6 @@ from ztgate.sdk import requests
 from ztgate.sdk.aio import AsyncAgent
 from ztgate.sdk.errors import CallDenied, ZtgateError
 from ztgate.warrants import proof
-
-MAX_POLL_SECONDS = 30.0
 
 
 class _AgentCredentials(httpx2.Auth):
@@ -90,9 +87,7 @@ class McpSession:
 
     async def list_tools(self) -> types.ListToolsResult:
         """The tools the agent's warrant allows."""
-        warrant = self.agent.warrant
-        meta = {WARRANT: warrant.token} if warrant is not None else None
-        return await self.client.list_tools(meta=_typed(meta), cache_mode="bypass")
+        return await self.client.list_tools(meta=_typed(self._warrant_meta()), cache_mode="bypass")
 
     async def call_tool(
         self,
@@ -121,16 +116,9 @@ class McpSession:
         Raises:
             CallDenied: rejected, expired, used, or still pending after `timeout` seconds.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        while True:
-            poll = max(0.0, min(deadline - loop.time(), MAX_POLL_SECONDS))
-            answer = await self.agent.send(requests.wait_request(approval_id, poll), poll + 10.0)
-            state, reason = requests.parse_wait(answer)
-            if state == "approved":
-                return
-            if state != "pending" or loop.time() >= deadline:
-                raise CallDenied(reason or f"approval {approval_id} is {state}")
+        state, reason = await self.agent.decision(approval_id, timeout)
+        if state != "approved":
+            raise CallDenied(reason or f"approval {approval_id} is {state}")
 
     async def read_resource(
         self, uri: str, *, justification: str | None = None
