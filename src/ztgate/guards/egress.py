@@ -163,7 +163,7 @@ class EgressCheck:
         if untracked:
             # Declared by the tool's flow as no destination of its own, e.g.
             # an MCP server's resource URI, read within that server.
-            found = [d for d in found if not any(covers(t, _tokens(d.pointer)) for t in untracked)]
+            found = [d for d in found if not _covered_by(untracked, d.pointer)]
         if not found:
             return Verdict(NAME, Outcome.ALLOW, "no destination hosts in the arguments")
         hosts = sorted({d.host for d in found if d.host is not None})[:MAX_HOSTS]
@@ -244,7 +244,6 @@ def _untracked(ctx: CallContext) -> list[tuple[str, ...]]:
     ]
 
 
-def _tokens(pointer: str) -> tuple[str, ...]:
-    if not pointer.startswith("/"):
-        return ()
-    return tuple(t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:])
+def _covered_by(patterns: list[tuple[str, ...]], pointer: str) -> bool:
+    path = parse_pattern(pointer, "argument") if pointer.startswith("/") else ()
+    return any(covers(tokens, path) for tokens in patterns)

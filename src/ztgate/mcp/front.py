@@ -111,7 +111,8 @@ class McpFrontDoor:
         """The tools the caller's warrant allows (all of them with authentication off)."""
         allowed: set[str] | None = None
         if self.gateway.settings.gateway.authentication == "required":
-            allowed = await self._scope(ctx, params)  # refreshes the gateway's view first
+            scope = await self._warrant_scope(ctx, params)  # refreshes the gateway's view first
+            allowed = set(scope.tools) if scope is not None else set()
         catalog = self.gateway.catalog
         names = [name for name in catalog.names() if allowed is None or name in allowed]
         tools = []
@@ -287,10 +288,6 @@ class McpFrontDoor:
         return report
 
     # -- helpers -------------------------------------------------------------------
-
-    async def _scope(self, ctx: Any, params: types.PaginatedRequestParams | None) -> set[str]:
-        scope = await self._warrant_scope(ctx, params)
-        return set(scope.tools) if scope is not None else set()
 
     async def _warrant_scope(self, ctx: Any, params: Any) -> Scope | None:
         """The scope of the caller's warrant; None without a warrant.
