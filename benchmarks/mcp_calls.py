@@ -240,7 +240,13 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                 wait_http(f"http://127.0.0.1:{gateway_port}/readyz", served)
                 _wait_port(proxy_port, proxy)
                 stdio = StdioServerParameters(command=str(peer), args=[str(UPSTREAM)])
-                auth = {"Authorization": f"Bearer {gateway.token}"}
+                # The warrant also rides on the session (as the SDK's McpSession
+                # sends it), so the client's own tools/list sees the scoped tools
+                # and caches their output schemas instead of re-listing per call.
+                auth = {
+                    "Authorization": f"Bearer {gateway.token}",
+                    "Ztgate-Warrant": gateway.warrant,
+                }
                 front = f"http://127.0.0.1:{gateway_port}/mcp"
                 paths: list[tuple[str, Callable[[], Any], Call, int | None]] = [
                     ("direct, stdio", lambda: Client(stdio), plain, None),

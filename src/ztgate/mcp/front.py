@@ -76,6 +76,10 @@ class McpFrontDoor:
             on_read_resource=self.read_resource,
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
+            # The SDK checks a call's Mcp-Param-* headers against the tool's
+            # input schema; without this lookup it would run tools/list (a
+            # warrant check) on every tools/call to find it.
+            get_tool_input_schema=self.input_schema,
         )
         settings = gateway.settings.gateway
         hosts = [
@@ -130,6 +134,11 @@ class McpFrontDoor:
                 )
             )
         return types.ListToolsResult(tools=tools)
+
+    def input_schema(self, name: str) -> dict[str, Any] | None:
+        """The catalog's input schema of tool `name` (None for a tool it does not have)."""
+        entry = self.gateway.catalog.get(name)
+        return dict(entry.spec.input_schema) if entry is not None else None
 
     async def call_tool(
         self, ctx: Any, params: types.CallToolRequestParams
