@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := $(or $(ZTGATE_CHROMIUM),chromium)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test lint format typecheck unit browser sandbox demo bench clean lock
+.PHONY: run test lint format typecheck unit browser sandbox redis demo bench clean lock
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/ztgate serve
 
 ## Set up and run every check: lint, format, types, tests (the browser tests need chromium).
-test: $(STAMP) browser sandbox lint typecheck unit
+test: $(STAMP) browser sandbox redis lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 # The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= auto
 
-unit: $(STAMP) browser sandbox
+unit: $(STAMP) browser sandbox redis
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 ## Chromium for the browser tests: Debian's package, installed when missing and we are root.
@@ -62,6 +62,16 @@ sandbox:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
 	  else \
 	    echo "Enclaves need bubblewrap: run 'sudo apt-get install bubblewrap'." >&2; exit 1; \
+	  fi; }
+
+## redis-server, for the tests of the shared hot state (each test run starts its own on a
+## free port): Debian's package, installed when missing and we are root.
+redis:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else \
+	    echo "The hot-state tests need redis-server: run 'sudo apt-get install redis-server'." >&2; exit 1; \
 	  fi; }
 
 demo: $(STAMP)
