@@ -1,0 +1,1 @@
+"""Evaluations of ztgate against public benchmarks (`ztgate eval ...`)."""
