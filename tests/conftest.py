@@ -9,6 +9,7 @@ import pytest
 
 from ztgate.config import Settings
 from ztgate.store.database import Database
+from ztgate.store.redis_server import RedisServer
 from ztgate.testing import FrozenClock, make_settings
 
 
@@ -41,3 +42,10 @@ def database(settings: Settings) -> Iterator[Database]:
     db.migrate()
     yield db
     db.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of this test process's own (one per xdist worker), stopped at the end."""
+    with RedisServer() as server:
+        yield server

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from ztgate.store.hot import Bucket, MemoryHotState
+from ztgate.store.hot import Bucket, HotState, MemoryHotState
 from ztgate.testing import FrozenClock
 
+from .conftest import HotStates
 
-@pytest.fixture
-def hot(clock: FrozenClock) -> MemoryHotState:
-    return MemoryHotState(clock)
+# Every test that takes `hot` or `hot_states` runs against both implementations,
+# the in-process one and Redis with the test's frozen clock (see conftest.py);
+# those that look at the in-process implementation's memory take `memory`.
 
 
 # -- remember_once ---------------------------------------------------------------------------
 
 
-async def test_remember_once_is_true_only_the_first_time(hot: MemoryHotState) -> None:
+async def test_remember_once_is_true_only_the_first_time(hot: HotState) -> None:
     assert await hot.remember_once("nonce-1", 60) is True
     assert await hot.remember_once("nonce-1", 60) is False
     assert await hot.remember_once("nonce-2", 60) is True
 
 
-async def test_remember_once_forgets_after_the_ttl(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_remember_once_forgets_after_the_ttl(hot: HotState, clock: FrozenClock) -> None:
     assert await hot.remember_once("nonce", 10)
     clock.advance(9.999)
     assert not await hot.remember_once("nonce", 10)
@@ -30,9 +31,7 @@ async def test_remember_once_forgets_after_the_ttl(hot: MemoryHotState, clock: F
     assert await hot.remember_once("nonce", 10)
 
 
-async def test_a_second_remember_does_not_extend_the_ttl(
-    hot: MemoryHotState, clock: FrozenClock
-) -> None:
+async def test_a_second_remember_does_not_extend_the_ttl(hot: HotState, clock: FrozenClock) -> None:
     assert await hot.remember_once("nonce", 10)
     clock.advance(5)
     assert not await hot.remember_once("nonce", 100)
@@ -43,7 +42,7 @@ async def test_a_second_remember_does_not_extend_the_ttl(
 # -- incr ------------------------------------------------------------------------------------
 
 
-async def test_incr_counts_within_a_window(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_incr_counts_within_a_window(hot: HotState, clock: FrozenClock) -> None:
     assert await hot.incr("calls:a", 1, 60) == 1
     clock.advance(30)
     assert await hot.incr("calls:a", 1, 60) == 2
@@ -51,7 +50,7 @@ async def test_incr_counts_within_a_window(hot: MemoryHotState, clock: FrozenClo
     assert await hot.incr("calls:b", 1, 60) == 1
 
 
-async def test_incr_window_is_fixed_from_creation(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_incr_window_is_fixed_from_creation(hot: HotState, clock: FrozenClock) -> None:
     await hot.incr("k", 1, 10)
     clock.advance(9)
     assert await hot.incr("k", 1, 10) == 2  # does not push the window out
@@ -59,13 +58,13 @@ async def test_incr_window_is_fixed_from_creation(hot: MemoryHotState, clock: Fr
     assert await hot.incr("k", 1, 10) == 1  # a new window
 
 
-async def test_incr_after_expiry_starts_from_zero(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_incr_after_expiry_starts_from_zero(hot: HotState, clock: FrozenClock) -> None:
     assert await hot.incr("k", 3, 1) == 3
     clock.advance(100)
     assert await hot.incr("k", 2, 1) == 2
 
 
-async def test_incr_by_a_negative_amount(hot: MemoryHotState) -> None:
+async def test_incr_by_a_negative_amount(hot: HotState) -> None:
     assert await hot.incr("budget", 10, 60) == 10
     assert await hot.incr("budget", -4, 60) == 6
 
@@ -73,7 +72,7 @@ async def test_incr_by_a_negative_amount(hot: MemoryHotState) -> None:
 # -- marks -----------------------------------------------------------------------------------
 
 
-async def test_mark_and_unmark(hot: MemoryHotState) -> None:
+async def test_mark_and_unmark(hot: HotState) -> None:
     assert not await hot.is_marked("revoked:agent-1")
     await hot.mark("revoked:agent-1", 60)
     assert await hot.is_marked("revoked:agent-1")
@@ -82,12 +81,12 @@ async def test_mark_and_unmark(hot: MemoryHotState) -> None:
     assert not await hot.is_marked("revoked:agent-1")
 
 
-async def test_unmark_of_an_unknown_key_is_harmless(hot: MemoryHotState) -> None:
+async def test_unmark_of_an_unknown_key_is_harmless(hot: HotState) -> None:
     await hot.unmark("never-set")
     assert not await hot.is_marked("never-set")
 
 
-async def test_mark_expires(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_mark_expires(hot: HotState, clock: FrozenClock) -> None:
     await hot.mark("suspended", 5)
     clock.advance(4.9)
     assert await hot.is_marked("suspended")
@@ -95,7 +94,7 @@ async def test_mark_expires(hot: MemoryHotState, clock: FrozenClock) -> None:
     assert not await hot.is_marked("suspended")
 
 
-async def test_marking_again_extends_the_mark(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_marking_again_extends_the_mark(hot: HotState, clock: FrozenClock) -> None:
     await hot.mark("suspended", 5)
     clock.advance(4)
     await hot.mark("suspended", 5)
@@ -106,7 +105,7 @@ async def test_marking_again_extends_the_mark(hot: MemoryHotState, clock: Frozen
 
 
 async def test_a_stale_sweep_entry_does_not_clear_a_renewed_mark(
-    hot: MemoryHotState, clock: FrozenClock
+    hot: HotState, clock: FrozenClock
 ) -> None:
     await hot.mark("suspended", 5)
     clock.advance(4)
@@ -116,13 +115,13 @@ async def test_a_stale_sweep_entry_does_not_clear_a_renewed_mark(
     assert await hot.is_marked("suspended")
 
 
-async def test_unmark_clears_a_counter(hot: MemoryHotState) -> None:
+async def test_unmark_clears_a_counter(hot: HotState) -> None:
     assert await hot.incr("k", 5, 60) == 5
     await hot.unmark("k")
     assert await hot.incr("k", 1, 60) == 1
 
 
-async def test_a_clock_jump_expires_everything(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_a_clock_jump_expires_everything(hot: HotState, clock: FrozenClock) -> None:
     await hot.mark("a", 10)
     await hot.remember_once("b", 10)
     await hot.incr("c", 1, 10)
@@ -135,54 +134,56 @@ async def test_a_clock_jump_expires_everything(hot: MemoryHotState, clock: Froze
 # -- memory ----------------------------------------------------------------------------------
 
 
-async def test_len_counts_live_entries(hot: MemoryHotState, clock: FrozenClock) -> None:
-    await hot.mark("short", 1)
-    await hot.mark("long", 100)
-    await hot.incr("counter", 1, 100)
-    assert len(hot) == 3
+async def test_len_counts_live_entries(memory: MemoryHotState, clock: FrozenClock) -> None:
+    await memory.mark("short", 1)
+    await memory.mark("long", 100)
+    await memory.incr("counter", 1, 100)
+    assert len(memory) == 3
     clock.advance(1)  # "short" has expired but nothing has swept it yet
-    assert len(hot) == 2
-    assert len(hot) == 2
+    assert len(memory) == 2
+    assert len(memory) == 2
 
 
-async def test_len_is_zero_when_everything_expired(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_len_is_zero_when_everything_expired(
+    memory: MemoryHotState, clock: FrozenClock
+) -> None:
     for i in range(20):
-        await hot.mark(f"k{i}", 1)
+        await memory.mark(f"k{i}", 1)
     clock.advance(5)
-    assert len(hot) == 0
+    assert len(memory) == 0
 
 
-async def test_writes_sweep_expired_entries(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_writes_sweep_expired_entries(memory: MemoryHotState, clock: FrozenClock) -> None:
     """Entries nobody reads again are still reclaimed, a few per write."""
     for i in range(1000):
-        await hot.remember_once(f"old-{i}", 1)
+        await memory.remember_once(f"old-{i}", 1)
     clock.advance(2)
     for i in range(200):
-        await hot.remember_once(f"new-{i}", 3600)
-    assert len(hot._expiry) == 200
-    assert len(hot._heap) == 200
+        await memory.remember_once(f"new-{i}", 3600)
+    assert len(memory._expiry) == 200
+    assert len(memory._heap) == 200
 
 
 async def test_steady_traffic_keeps_memory_proportional_to_live_entries(
-    hot: MemoryHotState, clock: FrozenClock
+    memory: MemoryHotState, clock: FrozenClock
 ) -> None:
     for i in range(20_000):
-        await hot.remember_once(f"nonce-{i}", 10)
+        await memory.remember_once(f"nonce-{i}", 10)
         clock.advance(0.01)  # 1000 live at any time
-    assert len(hot._expiry) <= 1010
-    assert len(hot._heap) <= 1010
+    assert len(memory._expiry) <= 1010
+    assert len(memory._heap) <= 1010
 
 
 async def test_renewing_one_mark_does_not_grow_memory(
-    hot: MemoryHotState, clock: FrozenClock
+    memory: MemoryHotState, clock: FrozenClock
 ) -> None:
     """One live entry, renewed often (a suspension refreshed on every call), stays one entry."""
     for _ in range(10_000):
-        await hot.mark("suspended:agent-1", 3600)
+        await memory.mark("suspended:agent-1", 3600)
         clock.advance(0.01)
-    assert await hot.is_marked("suspended:agent-1")
-    assert len(hot._expiry) == 1
-    assert len(hot._heap) <= 100
+    assert await memory.is_marked("suspended:agent-1")
+    assert len(memory._expiry) == 1
+    assert len(memory._heap) <= 100
 
 
 # -- take: token buckets ------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def bucket(key: str = "b", rate: float = 2.0, burst: float = 4.0) -> Bucket:
     return Bucket(key, rate, burst)
 
 
-async def test_a_bucket_starts_full_and_refuses_once_empty(hot: MemoryHotState) -> None:
+async def test_a_bucket_starts_full_and_refuses_once_empty(hot: HotState) -> None:
     for _ in range(4):
         assert await hot.take([bucket()]) == (0.0, None)
     wait, key = await hot.take([bucket()])
@@ -201,7 +202,7 @@ async def test_a_bucket_starts_full_and_refuses_once_empty(hot: MemoryHotState) 
 
 
 async def test_a_bucket_refills_at_its_rate_up_to_its_burst(
-    hot: MemoryHotState, clock: FrozenClock
+    hot: HotState, clock: FrozenClock
 ) -> None:
     for _ in range(4):
         await hot.take([bucket()])
@@ -214,9 +215,7 @@ async def test_a_bucket_refills_at_its_rate_up_to_its_burst(
     assert (await hot.take([bucket()]))[1] == "b"
 
 
-async def test_a_wall_clock_jump_forward_mints_no_tokens(
-    hot: MemoryHotState, clock: FrozenClock
-) -> None:
+async def test_a_wall_clock_jump_forward_mints_no_tokens(hot: HotState, clock: FrozenClock) -> None:
     for _ in range(4):
         await hot.take([bucket()])
     clock.set(clock.now() + 86400)  # NTP or an operator moves the wall clock a day ahead
@@ -228,7 +227,7 @@ async def test_a_wall_clock_jump_forward_mints_no_tokens(
 
 
 async def test_a_wall_clock_jump_backwards_neither_drains_nor_freezes_a_bucket(
-    hot: MemoryHotState, clock: FrozenClock
+    hot: HotState, clock: FrozenClock
 ) -> None:
     for _ in range(4):
         await hot.take([bucket()])
@@ -241,7 +240,7 @@ async def test_a_wall_clock_jump_backwards_neither_drains_nor_freezes_a_bucket(
 
 
 async def test_wall_clock_jumps_around_a_refill_change_nothing(
-    hot: MemoryHotState, clock: FrozenClock
+    hot: HotState, clock: FrozenClock
 ) -> None:
     """Back and forth while a bucket refills: only monotonic time counts."""
     for _ in range(4):
@@ -261,9 +260,11 @@ class BackwardsMonotonic(FrozenClock):
         self._monotonic -= seconds
 
 
-async def test_a_monotonic_clock_that_steps_back_does_not_drain_a_bucket() -> None:
+async def test_a_monotonic_clock_that_steps_back_does_not_drain_a_bucket(
+    hot_states: HotStates,
+) -> None:
     clock = BackwardsMonotonic()
-    hot = MemoryHotState(clock)
+    hot = await hot_states.make(clock)
     await hot.take([bucket()])  # three left
     clock.step_back(100)
     for _ in range(3):
@@ -271,7 +272,7 @@ async def test_a_monotonic_clock_that_steps_back_does_not_drain_a_bucket() -> No
     assert (await hot.take([bucket()]))[1] == "b"
 
 
-async def test_take_is_all_or_none(hot: MemoryHotState) -> None:
+async def test_take_is_all_or_none(hot: HotState) -> None:
     small = bucket("small", rate=1, burst=1)
     big = bucket("big", rate=1, burst=10)
     assert await hot.take([small, big]) == (0.0, None)
@@ -283,7 +284,7 @@ async def test_take_is_all_or_none(hot: MemoryHotState) -> None:
     assert (await hot.take([big]))[1] == "big"
 
 
-async def test_take_names_the_bucket_that_refills_last(hot: MemoryHotState) -> None:
+async def test_take_names_the_bucket_that_refills_last(hot: HotState) -> None:
     fast = bucket("fast", rate=10, burst=1)
     slow = bucket("slow", rate=0.1, burst=1)
     await hot.take([fast, slow])
@@ -291,25 +292,25 @@ async def test_take_names_the_bucket_that_refills_last(hot: MemoryHotState) -> N
     assert key == "slow" and wait == pytest.approx(10.0)
 
 
-async def test_a_cost_above_the_burst_can_never_be_taken(hot: MemoryHotState) -> None:
+async def test_a_cost_above_the_burst_can_never_be_taken(hot: HotState) -> None:
     wait, key = await hot.take([bucket(burst=2)], cost=3)
     assert key == "b" and wait == float("inf")
 
 
 async def test_full_buckets_are_dropped_from_memory(
-    hot: MemoryHotState, clock: FrozenClock
+    memory: MemoryHotState, clock: FrozenClock
 ) -> None:
     """A bucket that has refilled is the same as none: idle ones are swept."""
     for i in range(500):
-        await hot.take([bucket(f"agent-{i}")])
+        await memory.take([bucket(f"agent-{i}")])
     clock.advance(10)  # every one full again
     for i in range(100):
-        await hot.take([bucket(f"other-{i}")])
+        await memory.take([bucket(f"other-{i}")])
     # Each write sweeps a few idle entries: 100 writes reclaim the 500 idle ones.
-    assert set(hot._buckets) == {f"other-{i}" for i in range(100)}
+    assert set(memory._buckets) == {f"other-{i}" for i in range(100)}
 
 
-async def test_a_changed_burst_caps_the_tokens_left(hot: MemoryHotState) -> None:
+async def test_a_changed_burst_caps_the_tokens_left(hot: HotState) -> None:
     await hot.take([bucket(burst=10)])
     assert await hot.take([bucket(burst=1)]) == (0.0, None)
     assert (await hot.take([bucket(burst=1)]))[1] == "b"
@@ -318,9 +319,7 @@ async def test_a_changed_burst_caps_the_tokens_left(hot: MemoryHotState) -> None
 # -- hit: sliding windows -----------------------------------------------------------------------
 
 
-async def test_hit_counts_the_events_of_the_last_window(
-    hot: MemoryHotState, clock: FrozenClock
-) -> None:
+async def test_hit_counts_the_events_of_the_last_window(hot: HotState, clock: FrozenClock) -> None:
     assert await hot.hit("w", 1.0, 100) == 1
     clock.advance(0.5)
     assert await hot.hit("w", 1.0, 100) == 2
@@ -330,13 +329,18 @@ async def test_hit_counts_the_events_of_the_last_window(
     assert await hot.hit("w", 1.0, 100) == 1
 
 
-async def test_hit_keeps_at_most_cap_events(hot: MemoryHotState) -> None:
+async def test_hit_keeps_at_most_cap_events(hot: HotState) -> None:
     counts = [await hot.hit("w", 60, 3) for _ in range(10)]
     assert counts == [1, 2, 3, 3, 3, 3, 3, 3, 3, 3]
-    assert len(hot._windows["w"]) == 3
 
 
-async def test_hit_ignores_wall_clock_jumps(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_a_window_holds_at_most_cap_events(memory: MemoryHotState) -> None:
+    for _ in range(10):
+        await memory.hit("w", 60, 3)
+    assert len(memory._windows["w"]) == 3
+
+
+async def test_hit_ignores_wall_clock_jumps(hot: HotState, clock: FrozenClock) -> None:
     await hot.hit("w", 10, 100)
     clock.set(clock.now() + 3600)  # forward: the window does not empty
     assert await hot.hit("w", 10, 100) == 2
@@ -346,21 +350,21 @@ async def test_hit_ignores_wall_clock_jumps(hot: MemoryHotState, clock: FrozenCl
 
 
 async def test_idle_windows_are_dropped_from_memory(
-    hot: MemoryHotState, clock: FrozenClock
+    memory: MemoryHotState, clock: FrozenClock
 ) -> None:
     for i in range(500):
-        await hot.hit(f"w-{i}", 1, 10)
+        await memory.hit(f"w-{i}", 1, 10)
     clock.advance(2)
     for i in range(100):
-        await hot.hit(f"new-{i}", 1, 10)
-    assert set(hot._windows) == {f"new-{i}" for i in range(100)}
-    assert len(hot._idle) == 100
+        await memory.hit(f"new-{i}", 1, 10)
+    assert set(memory._windows) == {f"new-{i}" for i in range(100)}
+    assert len(memory._idle) == 100
 
 
 # -- charge / seed: totals within limits ------------------------------------------------------
 
 
-async def test_charge_adds_within_the_limits(hot: MemoryHotState) -> None:
+async def test_charge_adds_within_the_limits(hot: HotState) -> None:
     assert await hot.charge("t", (1, 5.0), (3, 12.0), 60) == (True, (1.0, 5.0))
     assert await hot.charge("t", (1, 5.0), (3, 12.0), 60) == (True, (2.0, 10.0))
     # The spend would pass 12: refused, nothing added.
@@ -369,17 +373,17 @@ async def test_charge_adds_within_the_limits(hot: MemoryHotState) -> None:
     assert await hot.charge("t", (1, 0.0), (3, 12.0), 60) == (False, (3.0, 12.0))
 
 
-async def test_charge_without_limits_and_giving_back(hot: MemoryHotState) -> None:
+async def test_charge_without_limits_and_giving_back(hot: HotState) -> None:
     await hot.charge("t", (1, 5.0), (None, None), 60)
     assert await hot.charge("t", (-1, -5.0), (1, 0.0), 60) == (True, (0.0, 0.0))
 
 
-async def test_a_zero_amount_passes_a_limit_already_reached(hot: MemoryHotState) -> None:
+async def test_a_zero_amount_passes_a_limit_already_reached(hot: HotState) -> None:
     await hot.charge("t", (1, 10.0), (None, 10.0), 60)
     assert await hot.charge("t", (1, 0.0), (None, 10.0), 60) == (True, (2.0, 10.0))
 
 
-async def test_totals_expire_after_their_ttl(hot: MemoryHotState, clock: FrozenClock) -> None:
+async def test_totals_expire_after_their_ttl(hot: HotState, clock: FrozenClock) -> None:
     await hot.charge("t", (1, 1.0), (None, None), 10)
     clock.advance(5)
     assert await hot.charge("t", (1, 1.0), (None, None), 10) == (True, (2.0, 2.0))
@@ -387,14 +391,14 @@ async def test_totals_expire_after_their_ttl(hot: MemoryHotState, clock: FrozenC
     assert await hot.charge("t", (1, 1.0), (None, None), 10) == (True, (1.0, 1.0))
 
 
-async def test_seed_sets_totals_only_when_there_are_none(hot: MemoryHotState) -> None:
+async def test_seed_sets_totals_only_when_there_are_none(hot: HotState) -> None:
     assert await hot.seed("t", (7, 70.0), 60) is True
     assert await hot.seed("t", (1, 1.0), 60) is False
     assert await hot.charge("t", (1, 1.0), (8, None), 60) == (True, (8.0, 71.0))
     assert (await hot.charge("t", (1, 1.0), (8, None), 60))[0] is False
 
 
-async def test_forget_deletes_any_kind_of_entry(hot: MemoryHotState) -> None:
+async def test_forget_deletes_any_kind_of_entry(hot: HotState) -> None:
     await hot.take([bucket("k", rate=1, burst=1)])
     await hot.hit("k", 60, 5)
     await hot.charge("k", (1,), (None,), 60)
@@ -411,7 +415,7 @@ async def test_forget_deletes_any_kind_of_entry(hot: MemoryHotState) -> None:
 # -- note / notes ------------------------------------------------------------------------------
 
 
-async def test_notes_keep_every_label_of_a_field(hot: MemoryHotState) -> None:
+async def test_notes_keep_every_label_of_a_field(hot: HotState) -> None:
     await hot.note("map", {"a": "tool1", "b": "tool1"}, 60, 100)
     await hot.note("map", {"a": "tool2"}, 60, 100)
 
@@ -423,9 +427,7 @@ async def test_notes_keep_every_label_of_a_field(hot: MemoryHotState) -> None:
     assert await hot.notes("other", ["a"]) == [frozenset()]
 
 
-async def test_notes_expire_ttl_after_the_last_note(
-    hot: MemoryHotState, clock: FrozenClock
-) -> None:
+async def test_notes_expire_ttl_after_the_last_note(hot: HotState, clock: FrozenClock) -> None:
     await hot.note("map", {"a": "t"}, 10, 100)
     clock.advance(8)
     await hot.note("map", {"b": "t"}, 10, 100)
@@ -437,7 +439,7 @@ async def test_notes_expire_ttl_after_the_last_note(
     assert await hot.notes("map", ["a", "c"]) == [frozenset(), frozenset({"t"})]
 
 
-async def test_notes_are_bounded_in_fields_and_labels(hot: MemoryHotState) -> None:
+async def test_notes_are_bounded_in_fields_and_labels(hot: HotState) -> None:
     from ztgate.store.hot import MAX_LABELS
 
     await hot.note("map", {f"f{i}": "t" for i in range(10)}, 60, 4)
@@ -448,7 +450,7 @@ async def test_notes_are_bounded_in_fields_and_labels(hot: MemoryHotState) -> No
     assert len((await hot.notes("map", ["f0"]))[0]) == MAX_LABELS
 
 
-async def test_forget_drops_notes(hot: MemoryHotState) -> None:
+async def test_forget_drops_notes(hot: HotState) -> None:
     await hot.note("map", {"a": "t"}, 60, 10)
     await hot.forget("map")
     assert await hot.notes("map", ["a"]) == [frozenset()]
