@@ -29,8 +29,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ztgate.clock import Clock
 from ztgate.errors import ConfigError, InvalidInputError
 from ztgate.store.database import Database
+from ztgate.store.hot import HotState, MemoryHotState
 from ztgate.tools.flow import ToolFlow
 from ztgate.tools.model import Tool, ToolLimits, parse_risk
 
@@ -78,15 +80,61 @@ class GatewaySettings(_Section):
 
 
 class StoreSettings(_Section):
-    """The durable store."""
+    """The durable store, and where the hot state lives."""
 
     url: str = ""
     synchronous: Literal["normal", "full"] = "normal"
     busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
+    # Hot state (proofs already used, rate-limit buckets, budgets, loop and
+    # burst counters, marks): "" keeps it in this process; a redis://,
+    # rediss:// or unix:// URL keeps it in Redis, shared by every gateway
+    # naming the same server and prefix. While Redis does not answer within
+    # the timeout, calls are denied.
+    hot_state_url: str = ""
+    hot_state_prefix: str = Field("ztgate:", min_length=1, max_length=128)
+    hot_state_timeout_seconds: float = Field(0.5, gt=0, le=30)
+
+    @field_validator("hot_state_url")
+    @classmethod
+    def _hot_state_url(cls, url: str) -> str:
+        _check_hot_state_url(url)
+        return url
 
     def open(self, url: str) -> Database:
         """A `Database` for `url` with these settings."""
         return Database(url, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms)
+
+    def hot_state(self, clock: Clock) -> HotState:
+        """The hot state these settings name: in this process on `clock`, or Redis."""
+        if not self.hot_state_url:
+            return MemoryHotState(clock)
+        from ztgate.store.hot_redis import RedisHotState  # redis is imported only when used
+
+        return RedisHotState.from_url(
+            self.hot_state_url,
+            prefix=self.hot_state_prefix,
+            timeout=self.hot_state_timeout_seconds,
+        )
+
+
+def _check_hot_state_url(url: str) -> None:
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        if not parts.hostname:
+            raise ValueError("hot_state_url must name a host: redis://HOST[:PORT][/DB]")
+        _ = parts.port  # ValueError for a port that is not a number in range
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError("hot_state_url: the database after the host must be a number")
+    elif parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("hot_state_url must name a socket: unix:///PATH")
+    else:
+        raise ValueError(
+            "hot_state_url must be a redis://, rediss:// or unix:// URL (empty: in this process)"
+        )
 
 
 class AuditSettings(_Section):

@@ -55,7 +55,7 @@ from ztgate.policy.check import PolicyCheck
 from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
 from ztgate.store.database import Database
 from ztgate.store.generations import GenerationWatcher
-from ztgate.store.hot import HotState, MemoryHotState
+from ztgate.store.hot import HotState
 from ztgate.tasks.registry import GENERATION as TASKS_GENERATION
 from ztgate.tasks.registry import TaskRegistry
 from ztgate.tools.catalog import Catalog, CatalogEntry
@@ -252,7 +252,7 @@ class Gateway:
             max_result_bytes=gw.max_result_bytes,
             connections=gw.upstream_connections,
         )
-        hot = MemoryHotState(clock)
+        hot = settings.store.hot_state(clock)
         guards = Guards(settings, hot)
         chosen = default_checks(settings, guards) if checks is None else list(checks)
         identity = None
@@ -316,7 +316,12 @@ class Gateway:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Migrate, load the tools, and start the audit writer and the forwarder."""
+        """Migrate, load the tools, and start the audit writer and the forwarder.
+
+        Raises:
+            StoreUnavailableError: the database, or a shared hot state, does not answer.
+        """
+        await self._start_hot_state()
         self.database.migrate()
         self.registry.sync(self.settings.declared_tools(), pin=self._pin_new, also=self._unpinned)
         self.catalog = Catalog(self.registry.all())
@@ -334,6 +339,20 @@ class Gateway:
         await self.forwarder.start()
         await self._follow_mcp_servers()
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
+
+    async def _start_hot_state(self) -> None:
+        """Say which hot state serves; a shared one must answer before the gateway starts."""
+        from ztgate.store.hot_redis import RedisHotState
+
+        if isinstance(self.hot, RedisHotState):
+            await self.hot.ping()
+            logger.info(
+                "hot state: %s, keys prefixed %r (shared by every gateway naming it)",
+                self.hot.name,
+                self.settings.store.hot_state_prefix,
+            )
+        elif self.hot is not None:
+            logger.info("hot state: in this process (not shared with other gateways)")
 
     async def _enclave_command(self, server: Any, stack: contextlib.AsyncExitStack) -> Any:
         """Start `server`'s enclave (kept until `stack` closes); the command to run in it."""
@@ -385,6 +404,10 @@ class Gateway:
         if self.identity is not None:
             await self.identity.federation.stop()
             self.identity.stop()
+        from ztgate.store.hot_redis import RedisHotState
+
+        if isinstance(self.hot, RedisHotState):
+            await self.hot.close()
         self.database.dispose()
 
     def _pin_new(self, tool: Tool) -> bool:
