@@ -77,14 +77,14 @@ redis:
 demo: $(STAMP)
 	$(BIN)/ztgate demo
 
-## Benchmarks (not timed tests): figures go to docs/performance.md. Needs wrk
-## (Debian's package; installed here when missing and we are root).
+## Benchmarks (not timed tests), in one run with progress bars (under 15 minutes
+## on 2 cores): the summary goes to docs/performance.md and
+## docs/performance-summary.svg, every figure to benchmarks/results/. Needs wrk
+## (Debian's package; installed here when missing and we are root); the peer
+## MCP bridge's venv is made from benchmarks/peer-requirements.txt.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(BIN)/python benchmarks/overhead.py
-	$(BIN)/python benchmarks/forwarding_clients.py
-	$(BIN)/python benchmarks/identity.py
-	$(BIN)/python benchmarks/enclave.py
+	$(BIN)/python benchmarks/run_all.py
 
 ## Re-pin the dependencies after changing pyproject.toml.
 lock: $(STAMP)

@@ -102,20 +102,29 @@ def wrk(
     seconds: int,
     cpus: set[int],
     headers: dict[str, str] | None = None,
+    script: Path | None = None,
 ) -> WrkResult:
-    """Run wrk with a POST body (and extra headers); latencies in seconds."""
+    """Run wrk with a POST body (and extra headers), or a Lua `script`; latencies in seconds."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: run `apt-get install -y wrk` (make bench does)")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+    if script is not None:
+        return _parse_wrk(_run_wrk(url, str(script), connections, seconds, cpus))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as generated:
         escaped = body.replace("\\", "\\\\").replace("'", "\\'")
-        script.write(
+        generated.write(
             "wrk.method = 'POST'\n"
             f"wrk.body = '{escaped}'\n"
             "wrk.headers['Content-Type'] = 'application/json'\n"
             + "".join(f"wrk.headers['{k}'] = '{v}'\n" for k, v in (headers or {}).items())
         )
+    out = _run_wrk(url, generated.name, connections, seconds, cpus)
+    os.unlink(generated.name)
+    return _parse_wrk(out)
+
+
+def _run_wrk(url: str, script: str, connections: int, seconds: int, cpus: set[int]) -> str:
     cpu_list = ",".join(str(c) for c in sorted(cpus))
-    out = subprocess.run(
+    return subprocess.run(
         [
             "taskset",
             "-c",
@@ -126,15 +135,13 @@ def wrk(
             f"-d{seconds}s",
             "--latency",
             "-s",
-            script.name,
+            script,
             url,
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    os.unlink(script.name)
-    return _parse_wrk(out)
 
 
 def _parse_wrk(out: str) -> WrkResult:
@@ -165,3 +172,70 @@ def machine() -> str:
         f"{model}, {os.cpu_count()} cores, {int(mem) / 1048576:.0f} GiB, "
         f"Python {sys.version.split()[0]}, Linux {os.uname().release}"
     )
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS (private pages) of a process, in MiB, from /proc/PID/smaps_rollup."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            fields[name] = int(parts[0])
+    uss = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return {
+        "rss": fields.get("Rss", 0) / 1024,
+        "pss": fields.get("Pss", 0) / 1024,
+        "uss": uss / 1024,
+    }
+
+
+def descendants(pid: int) -> list[int]:
+    """The process ids below `pid` (children, grandchildren ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def load_average() -> tuple[float, float, float]:
+    one, five, fifteen = os.getloadavg()
+    return (round(one, 2), round(five, 2), round(fifteen, 2))
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a result came from, as data: CPU, cores, memory, Python, kernel, time, load."""
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().splitlines()[0].split()[1])
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 1048576),
+        "python": sys.version.split()[0],
+        "kernel": os.uname().release,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": load_average(),
+    }
+
+
+def report_progress(done: int, total: int, what: str = "") -> None:
+    """One progress line for `benchmarks/run_all.py` (which reads the stage's output)."""
+    if os.environ.get("ZTGATE_BENCH_PROGRESS"):
+        print(f"@@progress {done} {total} {what}", flush=True)
