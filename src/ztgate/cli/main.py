@@ -17,6 +17,7 @@ from ztgate.cli import ca as ca_cli
 from ztgate.cli import call as call_cli
 from ztgate.cli import containment as containment_cli
 from ztgate.cli import enclave as enclave_cli
+from ztgate.cli import eval as eval_cli
 from ztgate.cli import federation as federation_cli
 from ztgate.cli import mcp as mcp_cli
 from ztgate.cli import policy as policy_cli
@@ -52,6 +53,7 @@ app.add_typer(policy_cli.app, name="policy")
 app.add_typer(approvals_cli.app, name="approvals")
 app.add_typer(mcp_cli.app, name="mcp")
 app.add_typer(enclave_cli.app, name="enclave")
+app.add_typer(eval_cli.app, name="eval")
 
 
 @app.callback()

@@ -146,10 +146,12 @@ class EvalGateway:
         return self
 
     def _wait_ready(self) -> None:
-        assert self._process is not None
+        process = self._process
+        if process is None:
+            raise RuntimeError("the gateway was not started")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise RuntimeError(
                     "the gateway exited: " + self._log.read_text(errors="replace")[-1500:]
                 )

@@ -1,0 +1,69 @@
+"""`ztgate eval agentdojo`: the AgentDojo benchmark with ztgate in every tool call."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ztgate.cli.common import console, err_console
+
+app = typer.Typer(help="Evaluate ztgate against public benchmarks.", no_args_is_help=True)
+
+SUITES = ("workspace", "travel", "banking", "slack")
+
+
+@app.command("agentdojo")
+def agentdojo(
+    suite: Annotated[
+        list[str] | None,
+        typer.Option("--suite", help="A suite to run (repeat; default: all four)."),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Benchmark version (default: the newest agentdojo has).")
+    ] = None,
+    attack: Annotated[
+        str, typer.Option(help="AgentDojo attack that writes the injections.")
+    ] = "important_instructions_no_model_name",
+    user_task: Annotated[
+        list[str] | None, typer.Option("--user-task", help="Only these user tasks (repeat).")
+    ] = None,
+    injection_task: Annotated[
+        list[str] | None,
+        typer.Option("--injection-task", help="Only these injection tasks (repeat)."),
+    ] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="Write every run's result here (JSON).")
+    ] = None,
+    document: Annotated[
+        Path | None,
+        typer.Option(help="Write the tables into this Markdown file, between its markers."),
+    ] = None,
+    chart: Annotated[Path | None, typer.Option(help="Write the chart here (SVG).")] = None,
+) -> None:
+    """Run AgentDojo's suites through a real gateway, and without one; report both."""
+    from ztgate.evaluation.agentdojo import INSTALL_HINT, agentdojo_available
+
+    if not agentdojo_available():
+        print(INSTALL_HINT, file=sys.stderr)
+        raise typer.Exit(2)
+    from ztgate.evaluation.agentdojo.evaluate import evaluate
+
+    chosen = tuple(suite) if suite else SUITES
+    unknown = [name for name in chosen if name not in SUITES]
+    if unknown:
+        err_console.print(f"unknown suite {unknown[0]!r} (known: {', '.join(SUITES)})")
+        raise typer.Exit(2)
+    evaluate(
+        console,
+        suites=chosen,
+        version=version,
+        attack=attack,
+        user_tasks=user_task or None,
+        injection_tasks=injection_task or None,
+        results_path=results,
+        document=document,
+        chart_path=chart,
+    )
