@@ -86,9 +86,24 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/run_all.py
 
+## The AgentDojo evaluation (docs/security-evaluation.md) in a venv of its own,
+## .venv-eval: agentdojo pulls in LLM SDKs and langchain (pinned by
+## requirements/eval-constraints.txt beside requirements/constraints.txt).
+EVAL_VENV := .venv-eval
+EVAL_STAMP := $(EVAL_VENV)/.installed
+
+$(EVAL_STAMP): pyproject.toml requirements/constraints.txt requirements/eval-constraints.txt
+	@test -x $(EVAL_VENV)/bin/python || $(PYTHON) -m venv $(EVAL_VENV)
+	$(EVAL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(EVAL_VENV)/bin/python -m pip install --quiet -c requirements/constraints.txt -c requirements/eval-constraints.txt -e . agentdojo
+	@touch $(EVAL_STAMP)
+
+eval: $(EVAL_STAMP)
+	$(EVAL_VENV)/bin/ztgate eval agentdojo --results benchmarks/results/agentdojo.json --chart docs/agentdojo.svg --document docs/security-evaluation.md
+
 ## Re-pin the dependencies after changing pyproject.toml.
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^ztgate' > requirements/constraints.txt
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage
+	rm -rf $(VENV) $(EVAL_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .coverage
