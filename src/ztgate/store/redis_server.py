@@ -76,7 +76,8 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                path = self.directory / "redis.log"
+                log = path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
                 self._process = None
                 raise RuntimeError(f"redis-server exited at start: {log}")
             try:
