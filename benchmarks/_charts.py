@@ -10,7 +10,7 @@ LABEL_WIDTH = 300
 BAR_HEIGHT = 18
 GAP = 6
 FONT = "font-family='DejaVu Sans, Helvetica, Arial, sans-serif'"
-COLOURS = ("#3b6fb6", "#d9822b", "#5a9e4b", "#a33b3b")
+COLOURS = ("#3b6fb6", "#d9822b", "#5a9e4b", "#a33b3b", "#8c8c8c")
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Panel:
 def render(title: str, subtitle: str, panels: list[Panel], legend: tuple[str, ...] = ()) -> str:
     """One SVG with the panels stacked, each bar labelled with its value."""
     parts: list[str] = []
-    y = 56
+    y = 74
     for panel in panels:
         parts.append(
             f"<text x='12' y='{y}' font-size='15' font-weight='bold' {FONT}>"
@@ -49,7 +49,7 @@ def render(title: str, subtitle: str, panels: list[Panel], legend: tuple[str, ..
         y += 8
         top = y
         span = max([bar.value for bar in panel.bars] + [panel.reference or 0.0]) or 1.0
-        scale = (WIDTH - LABEL_WIDTH - 90) / span
+        scale = (WIDTH - LABEL_WIDTH - 170) / span
         for bar in panel.bars:
             length = max(bar.value * scale, 1.0)
             parts.append(
@@ -77,7 +77,7 @@ def render(title: str, subtitle: str, panels: list[Panel], legend: tuple[str, ..
             f"<rect x='{x}' y='{y - 10}' width='12' height='12' fill='{COLOURS[i]}'/>"
             f"<text x='{x + 16}' y='{y}' font-size='12' {FONT}>{escape(name)}</text>"
         )
-        x += 24 + 7 * len(name)
+        x += 34 + 7 * len(name)
     height = y + (16 if legend else 0)
     header = (
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{height}' "
