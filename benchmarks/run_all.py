@@ -213,8 +213,8 @@ def main() -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     if options.summary_only:
         last = json.loads((RESULTS / "summary.json").read_text())
-        run = {k: last[k] for k in ("machine", "load_average_end", "wall_seconds", "quick",
-                                    "setup", "stages")}  # fmt: skip
+        run = {k: last.get(k) for k in ("machine", "commit", "load_average_end",
+                                        "wall_seconds", "quick", "setup", "stages")}  # fmt: skip
         write(console, summarise(run), options)
         return
     chosen = stages()
@@ -247,6 +247,7 @@ def main() -> None:
     wall = time.monotonic() - started
     run = {
         "machine": machine,
+        "commit": commit(),
         "load_average_end": load_average(),
         "wall_seconds": wall,
         "quick": options.quick,
@@ -257,6 +258,19 @@ def main() -> None:
     console.print(f"[bold]make bench took {wall / 60:.1f} minutes[/]")
     if any(s.status != "ok" for s in chosen):
         raise SystemExit(1)
+
+
+def commit() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", "src"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{head or 'unknown'}{' (with uncommitted changes in src/)' if dirty else ''}"
 
 
 def write(console: Console, summary: dict[str, Any], options: argparse.Namespace) -> None:
@@ -409,6 +423,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
         f"Linux {m['kernel']}; {m['date']}; load average at the start {load} (1, 5, 15 min), "
         f"at the end {', '.join(str(x) for x in summary['load_average_end'])}. "
+        f"Commit {summary.get('commit') or 'unknown'}. "
         f"`make bench` took {summary['wall_seconds'] / 60:.1f} minutes.",
         "",
     ]
