@@ -133,6 +133,7 @@ async def per_operation(url: str, n: int, rounds: int) -> dict[str, dict[str, tu
     memory = MemoryHotState(clock)
     redis = RedisHotState.from_url(url, prefix=f"bench:{uuid.uuid4().hex}:", timeout=2.0)
     try:
+        await redis.begin()
         steps = {"memory": operations(memory), "redis": operations(redis)}
         collected: dict[str, dict[str, list[Samples]]] = {
             kind: collections.defaultdict(list) for kind in steps

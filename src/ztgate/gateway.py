@@ -346,6 +346,7 @@ class Gateway:
 
         if isinstance(self.hot, RedisHotState):
             await self.hot.ping()
+            await self.hot.begin(recover=self._recover_hot_state)
             logger.info(
                 "hot state: %s, keys prefixed %r (shared by every gateway naming it)",
                 self.hot.name,
@@ -353,6 +354,11 @@ class Gateway:
             )
         elif self.hot is not None:
             logger.info("hot state: in this process (not shared with other gateways)")
+
+    async def _recover_hot_state(self) -> None:
+        """What a shared hot state that lost its data gets back: the budgets' use, from the DB."""
+        if self.containment is not None:
+            await self.containment.reseed()
 
     async def _enclave_command(self, server: Any, stack: contextlib.AsyncExitStack) -> Any:
         """Start `server`'s enclave (kept until `stack` closes); the command to run in it."""

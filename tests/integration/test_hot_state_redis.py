@@ -4,7 +4,7 @@ Both replicas serve the same directory (one SQLite store, one CA) with
 `[store] hot_state_url` naming this module's own redis-server. A proof used
 on one is refused on the other, a tool's rate limit is spent by calls on
 both, and while Redis is down every call is denied (nothing reaches a tool
-unchecked) until it is back.
+unchecked) until it is back and the gateways have recovered what it lost.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Ite
         toml = "[limits]\nburst_calls_per_second = 0\n\n" + gateway_toml(
             tools,
             gateway={"authentication": "required"},
+            # Proofs live 4 s in hot state: after Redis comes back empty, the
+            # ones that may have been used before are refused that long.
+            warrants={"proof_window_seconds": 2},
             store={
                 "hot_state_url": redis.url,
                 "hot_state_prefix": f"it:{uuid.uuid4().hex}:",
@@ -168,7 +171,8 @@ def test_calls_fail_closed_while_redis_is_down_and_recover_after(
         time.sleep(1.5)
         down_until = time.monotonic()
         cluster.redis.start()
-        time.sleep(1.0)
+        back_at = time.monotonic()
+        time.sleep(5.5)
     finally:
         stop.set()
         for worker in workers:
@@ -181,15 +185,19 @@ def test_calls_fail_closed_while_redis_is_down_and_recover_after(
     withheld = [o for o in outcomes if o[2] == 502]
     assert len(allowed) + len(refused) + len(withheld) == len(outcomes), outcomes
     for _, _, _, text in refused + withheld:
-        assert "HotStateUnavailableError" in text
+        # (On a loaded machine a proof may also arrive outside its short window.)
+        assert "HotStateUnavailableError" in text or "outside the" in text, text
     assert all("result-withheld" in text for _, _, _, text in withheld)
     # Calls sent and answered while Redis was down were all denied ...
     during = [o for o in outcomes if o[0] >= down_from and o[1] <= down_until]
     assert during and all(status == 403 for _, _, status, _ in during)
     # ... and promptly (the timeout is 0.3 s, the check timeout 2 s).
     assert max(end - start for start, end, _, _ in during) < 2.0
+    # Back, but empty: refused until recovered and the proof TTL (4 s) has passed
+    # (a proof used before the loss is not accepted again).
+    assert not any(back_at <= o[0] and o[1] <= back_at + 3.5 for o in allowed)
     # Before and after, calls went through.
     assert any(o[1] < down_from for o in allowed)
-    assert any(o[0] > down_until + 0.3 for o in allowed)
+    assert any(o[0] > back_at + 4.2 for o in allowed)
     # Only what was allowed before the call ran reached the tool.
     assert len(upstream.received(path)) == before + len(allowed) + len(withheld)

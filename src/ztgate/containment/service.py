@@ -173,11 +173,32 @@ class Containment:
         self.reload_holds()
         if self.budget is not None:
             self.budgets.reload()
-            now = self._clock.now()
-            for used in self.usage.load():
-                ttl = max(used.expires_at - now, 0.0) + 3600.0
-                await self._hot.seed(usage_key(used.task_id), (used.calls, used.spend), ttl)
+            await self._seed_usage()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def reseed(self) -> None:
+        """Give a hot state that lost its data the budget use back: what is pending, then stored.
+
+        Raises:
+            StoreUnavailableError: the database cannot be written or read.
+            HotStateUnavailableError: the hot state does not answer.
+        """
+        if self.budget is None:
+            return
+        batch = self.usage.take()
+        if batch:
+            try:
+                await asyncio.to_thread(self.usage.write, batch)
+            except GatewayError:
+                self.usage.restore(batch)
+                raise
+        await self._seed_usage()
+
+    async def _seed_usage(self) -> None:
+        now = self._clock.now()
+        for used in self.usage.load():
+            ttl = max(used.expires_at - now, 0.0) + 3600.0
+            await self._hot.seed(usage_key(used.task_id), (used.calls, used.spend), ttl)
 
     async def stop(self) -> None:
         """Write what is pending, wait for suspensions being stored, close the alerter."""

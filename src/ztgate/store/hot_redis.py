@@ -32,10 +32,21 @@ Failing closed: an unreachable server, a timeout or an error reply raises
 `HotStateUnavailableError` (a `StoreUnavailableError`); the pipeline turns
 a check that raises into a deny, so a replay check that cannot ask Redis
 refuses the call.
+
+A server that lost its data (restarted without persistence, flushed) is
+noticed: `begin` leaves a key, `<prefix>epoch`, that every script but
+`seed` looks for (and keeps alive). Without it an operation raises, and the
+hot state recovers in the background: the `recover` callback given to
+`begin` puts back what can be (the gateway seeds the budgets' use again
+from the database), then the epoch is set to the time of the recovery.
+Until then every operation is refused; after it, `remember_once` refuses
+for its TTL any key that might have been remembered before the loss (a
+proof used just before could otherwise be replayed once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,10 +56,10 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ztgate.clock import Clock
-from ztgate.errors import StoreUnavailableError
+from ztgate.errors import GatewayError, StoreUnavailableError
 from ztgate.store.hot import MAX_LABELS, Bucket
 
 logger = logging.getLogger(__name__)
@@ -58,8 +69,14 @@ T = TypeVar("T")
 # Redis keeps a key this much longer than it is alive: the scripts decide
 # liveness, the server's expiry only reclaims memory.
 _SLACK_MS = 1000
+# The epoch key lives this long after the last operation that looked at it.
+_EPOCH_MS = 30 * 86400 * 1000
+# Error replies of the scripts (the first word is the error's code).
+_LOST = "ZTGATELOST"
+_RECOVERING = "ZTGATERECOVERING"
 
-# Shared by the scripts: the time, and the expiring entries.
+# Shared by the scripts: the time, the expiring entries, the epoch. The last
+# of KEYS is always the epoch key.
 _PRELUDE = (
     """
 local function clock(given)
@@ -71,9 +88,7 @@ local function fmt(x) return string.format('%.17g', x) end
 local function ms(seconds)
   if seconds ~= seconds or seconds > 1e12 then seconds = 1e12 end
   if seconds < 0 then seconds = 0 end
-  return math.ceil(seconds * 1000) + """
-    + str(_SLACK_MS)
-    + """
+  return math.ceil(seconds * 1000) + SLACK_MS
 end
 local function alive(key, now)
   local e = redis.call('HGET', key, '@e')
@@ -85,6 +100,12 @@ local function renew(key, now, ttl)
   redis.call('HSET', key, '@e', fmt(now + ttl))
   redis.call('PEXPIRE', key, ms(ttl))
 end
+local function intact()
+  return redis.call('PEXPIRE', KEYS[#KEYS], EPOCH_MS) == 1
+end
+local function lost()
+  return redis.error_reply('LOST_CODE the hot state lost its data')
+end
 local function join(values)
   local out = {}
   for i, v in ipairs(values) do out[i] = fmt(v) end
@@ -95,19 +116,38 @@ local function split(raw)
   for v in string.gmatch(raw, '[^,]+') do out[#out + 1] = tonumber(v) end
   return out
 end
-"""
+""".replace("SLACK_MS", str(_SLACK_MS))
+    .replace("EPOCH_MS", str(_EPOCH_MS))
+    .replace("LOST_CODE", _LOST)
 )
+
+# KEYS[1] epoch; ARGV 'clean', or the time ('' for the server's) -> 1 if set
+_BEGIN = """
+local value = 0
+if ARGV[1] ~= 'clean' then value = clock(ARGV[1]) end
+if redis.call('SET', KEYS[1], fmt(value), 'NX', 'PX', EPOCH_MS) then return 1 end
+return 0
+""".replace("EPOCH_MS", str(_EPOCH_MS))
 
 # KEYS[1] entry; ARGV now, ttl -> 1 if new
 _REMEMBER_ONCE = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then return lost() end
+intact()
 local now = clock(ARGV[1])
+local ttl = tonumber(ARGV[2])
 if alive(KEYS[1], now) then return 0 end
-renew(KEYS[1], now, tonumber(ARGV[2]))
+if now < tonumber(epoch) + ttl then
+  local upto = fmt(tonumber(epoch) + ttl)
+  return redis.error_reply('RECOVERING_CODE maybe seen before the loss: refused until ' .. upto)
+end
+renew(KEYS[1], now, ttl)
 return 1
-"""
+""".replace("RECOVERING_CODE", _RECOVERING)
 
 # KEYS[1] entry; ARGV now, amount, ttl -> the counter
 _INCR = """
+if not intact() then return lost() end
 local now = clock(ARGV[1])
 if not alive(KEYS[1], now) then renew(KEYS[1], now, tonumber(ARGV[3])) end
 return redis.call('HINCRBY', KEYS[1], '@n', ARGV[2])
@@ -115,6 +155,7 @@ return redis.call('HINCRBY', KEYS[1], '@n', ARGV[2])
 
 # KEYS[1] entry; ARGV now, ttl
 _MARK = """
+if not intact() then return lost() end
 local now = clock(ARGV[1])
 alive(KEYS[1], now)
 renew(KEYS[1], now, tonumber(ARGV[2]))
@@ -123,18 +164,21 @@ return 1
 
 # KEYS[1] entry; ARGV now -> 1 while alive
 _IS_MARKED = """
+if not intact() then return lost() end
 if alive(KEYS[1], clock(ARGV[1])) then return 1 end
 return 0
 """
 
 # KEYS buckets; ARGV now, cost, then rate and burst of each -> {wait, index} or {}
 _TAKE = """
+if not intact() then return lost() end
 local now = clock(ARGV[1])
 local cost = tonumber(ARGV[2])
 local levels = {}
 local wait = 0
 local slowest = nil
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
   local rate = tonumber(ARGV[1 + 2 * i])
   local burst = tonumber(ARGV[2 + 2 * i])
   local state = redis.call('HMGET', key, 't', 'at')
@@ -153,7 +197,8 @@ for i, key in ipairs(KEYS) do
   end
 end
 if slowest then return {fmt(wait), slowest} end
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
   local rate = tonumber(ARGV[1 + 2 * i])
   local burst = tonumber(ARGV[2 + 2 * i])
   local left = levels[i] - cost
@@ -165,6 +210,7 @@ return {}
 
 # KEYS[1] window; ARGV now, window, cap -> the events in the window
 _HIT = """
+if not intact() then return lost() end
 local now = clock(ARGV[1])
 local window = tonumber(ARGV[2])
 local key = KEYS[1]
@@ -182,6 +228,7 @@ return redis.call('LLEN', key)
 
 # KEYS[1] entry; ARGV now, ttl, n, n amounts, n limits ('' for none) -> {added, totals}
 _CHARGE = """
+if not intact() then return lost() end
 local now = clock(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
@@ -220,6 +267,7 @@ return 1
 
 # KEYS[1] entry; ARGV now, ttl, cap, max labels, then field and label pairs
 _NOTE = """
+if not intact() then return lost() end
 local now = clock(ARGV[1])
 local key = KEYS[1]
 local cap = tonumber(ARGV[3])
@@ -257,6 +305,7 @@ return 1
 # KEYS[1] entry; ARGV now, fields -> each field's labels (JSON) or false
 _NOTES = """
 local key = KEYS[1]
+if not intact() then return lost() end
 if not alive(key, clock(ARGV[1])) then return {} end
 local fields = {}
 for i = 2, #ARGV do fields[i - 1] = '.' .. ARGV[i] end
@@ -295,7 +344,11 @@ class RedisHotState:
         self._prefix = prefix
         self._clock = clock
         self.name = name
+        self._epoch = prefix + "epoch"
+        self._recover: Callable[[], Awaitable[None]] | None = None
+        self._recovering: asyncio.Task[None] | None = None
         register = client.register_script
+        self._begin = register(_PRELUDE + _BEGIN)
         self._remember_once = register(_PRELUDE + _REMEMBER_ONCE)
         self._incr = register(_PRELUDE + _INCR)
         self._mark = register(_PRELUDE + _MARK)
@@ -334,8 +387,20 @@ class RedisHotState:
         """Raise `HotStateUnavailableError` unless the server answers."""
         await self._run(self._client.ping)
 
+    async def begin(self, recover: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Start using the server: its state counts as whole; `recover` is awaited if it is lost.
+
+        Operations raise until `begin` was called once by some client of the
+        same server and prefix (a gateway calls it at start).
+        """
+        self._recover = recover
+        await self._script(self._begin, [], "clean")
+
     async def close(self) -> None:
-        """Close the connections."""
+        """Stop a recovery under way and close the connections."""
+        if self._recovering is not None:
+            self._recovering.cancel()
+            await asyncio.gather(self._recovering, return_exceptions=True)
         await self._client.aclose()
 
     async def remember_once(self, key: str, ttl: float) -> bool:
@@ -431,15 +496,45 @@ class RedisHotState:
         return "" if self._clock is None else _num(self._clock.monotonic())
 
     async def _script(self, script: Any, keys: list[str], *args: Any) -> Any:
+        keys = [*keys, self._epoch]
         return await self._run(lambda: script(keys=keys, args=list(args)))
 
     async def _run(self, command: Callable[[], Awaitable[T]]) -> T:
         try:
             return await command()
+        except ResponseError as exc:
+            if str(exc).startswith(_LOST):
+                self._start_recovery()
+                raise HotStateUnavailableError(
+                    f"hot state ({self.name}) lost its data (a restart without persistence?): "
+                    "refused until it is recovered"
+                ) from exc
+            if str(exc).startswith(_RECOVERING):
+                detail = str(exc).partition(" ")[2]
+                raise HotStateUnavailableError(
+                    f"hot state ({self.name}) recovered from a loss: {detail}"
+                ) from exc
+            raise HotStateUnavailableError(f"hot state ({self.name}) failed: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise HotStateUnavailableError(
                 f"hot state ({self.name}) unavailable: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _start_recovery(self) -> None:
+        if self._recovering is None or self._recovering.done():
+            self._recovering = asyncio.get_running_loop().create_task(self._recovery())
+
+    async def _recovery(self) -> None:
+        """Put back what can be, then mark the state whole again as of now."""
+        logger.warning("hot state (%s) lost its data: recovering", self.name)
+        try:
+            if self._recover is not None:
+                await self._recover()
+            await self._script(self._begin, [], self._now())
+        except GatewayError as exc:
+            logger.error("hot state (%s) not recovered yet (tried again): %s", self.name, exc)
+            return
+        logger.warning("hot state (%s) recovered", self.name)
 
 
 def _num(value: float) -> str:

@@ -291,3 +291,22 @@ async def test_the_flush_loop_writes_periodically(
         assert found.usage.read("t1") == (1, 0.0)
     finally:
         await found.stop()
+
+
+async def test_a_hot_state_that_lost_its_data_gets_the_budget_use_back(
+    database: Database, clock: FrozenClock, containment: Containment, hot: MemoryHotState
+) -> None:
+    add_task(database, "t1", calls=2)
+    containment.changed({TASKS_GENERATION})
+    assert containment.budget is not None
+    context = ctx(clock)
+    assert (await containment.budget(make_call(), context)).outcome is Outcome.ALLOW
+    await context.settle(Outcome.ALLOW)  # pending: not written yet (flushed every 60 s)
+    await hot.forget(usage_key("t1"))  # what a Redis restarted empty has
+    await containment.reseed()
+    assert containment.usage.read("t1") == (1, 0.0)  # the pending use was written first
+    assert await hot.charge(usage_key("t1"), (0, 0), (None, None), 60) == (True, (1.0, 0.0))
+    context = ctx(clock)
+    assert (await containment.budget(make_call(), context)).outcome is Outcome.ALLOW
+    await context.settle(Outcome.ALLOW)
+    assert (await containment.budget(make_call(), ctx(clock))).outcome is Outcome.DENY

@@ -38,6 +38,7 @@ class HotStates:
         server: RedisServer = self._request.getfixturevalue("redis_server")
         hot = RedisHotState.from_url(server.url, prefix=self.prefix, clock=clock, timeout=2.0)
         self._opened.append(hot)
+        await hot.begin()
         return hot
 
     async def close(self) -> None:

@@ -29,6 +29,8 @@ AGENT = "spiffe://ztgate.local/agents/a"
 async def replicas(redis_server: RedisServer) -> AsyncIterator[tuple[RedisHotState, ...]]:
     prefix = f"test:{uuid.uuid4().hex}:"
     states = tuple(RedisHotState.from_url(redis_server.url, prefix=prefix) for _ in range(2))
+    for state in states:
+        await state.begin()
     yield states
     for state in states:
         await state.close()
