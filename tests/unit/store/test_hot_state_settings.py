@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from ztgate.config import load_settings
 from ztgate.errors import ConfigError, StoreUnavailableError
@@ -72,3 +75,37 @@ async def test_the_gateway_does_not_start_without_its_redis(tmp_path: Path) -> N
     assert isinstance(gateway.hot, RedisHotState)
     await gateway.hot.close()
     gateway.database.dispose()
+
+
+async def test_the_gateway_reseeds_budgets_when_its_redis_lost_its_data(
+    tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"test:{uuid.uuid4().hex}:"
+    toml = (
+        f'[gateway]\nauthentication = "off"\n[store]\nhot_state_url = "{redis_server.url}"\n'
+        f'hot_state_prefix = "{prefix}"\n'
+    )
+    gateway = Gateway.from_settings(make_settings(tmp_path, toml))
+    assert isinstance(gateway.hot, RedisHotState) and gateway.containment is not None
+    reseeded: list[bool] = []
+
+    async def reseed() -> None:
+        reseeded.append(True)
+
+    monkeypatch.setattr(gateway.containment, "reseed", reseed)
+    await gateway.start()
+    try:
+        raw = aioredis.Redis.from_url(redis_server.url)
+        await raw.delete(prefix + "epoch")  # as after a restart without persistence
+        await raw.aclose()
+        with pytest.raises(StoreUnavailableError, match="lost its data"):
+            await gateway.hot.is_marked("anything")
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if reseeded:
+                break
+        assert reseeded == [True]
+        await asyncio.sleep(0.05)
+        assert not await gateway.hot.is_marked("anything")
+    finally:
+        await gateway.stop()
