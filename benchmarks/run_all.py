@@ -489,35 +489,37 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def check_table(checks: dict[str, Any]) -> list[str]:
-    tiers = list(checks)
+    # The write tool first, and its order, as in the chart: it meets every check
+    # (some do less for a read: no justification is required of one).
+    tiers = sorted(checks, key=lambda t: t != "write")
+    first = tiers[0]
     names = {k for tier in tiers for k in checks[tier]["entries"] if k.startswith("check:")}
-    # Ordered by the write tool, as in the chart: some checks do less for a read
-    # (no justification is required of one, for instance).
-    rank = ["write"] if "write" in tiers else tiers
-    order = sorted(names, key=lambda k: -sum(_per_call(checks[t], k) for t in rank))
+    order = sorted(names, key=lambda k: -_median(checks[first], k))
     handle = {t: _per_call(checks[t], "stage:Gateway.handle") for t in tiers}
-    heads = " | ".join(f"{t} tool µs/call | share" for t in tiers)
+    heads = " | ".join(f"{t}: median µs | mean µs | share" for t in tiers)
     lines = [
         "**Where a call's time goes, check by check** — inside one real gateway (`ztgate "
         "serve` with the default pipeline, timers around each entry: "
-        "`benchmarks/_timed_serve.py`), HTTP, concurrency 1, mean per call; the share is of "
-        "`Gateway.handle` (everything but the HTTP front door). Most expensive first "
-        "(write tool):",
+        "`benchmarks/_timed_serve.py`), HTTP, concurrency 1, per call; the share is the "
+        "mean's share of `Gateway.handle` (everything but the HTTP front door). Most "
+        f"expensive first ({first} tool, by median):",
         "",
         f"| entry | {heads} |",
-        "|---|" + "---|---|" * len(tiers),
+        "|---|" + "---|---|---|" * len(tiers),
     ]
-    for key in order:
-        cells = " | ".join(
-            f"{_per_call(checks[t], key):.0f} | {100 * _per_call(checks[t], key) / handle[t]:.0f}%"
-            if handle[t]
-            else ""
+
+    def cells(key: str) -> str:
+        return " | ".join(
+            f"{_median(checks[t], key):.0f} | {_per_call(checks[t], key):.0f} | "
+            + (f"{100 * _per_call(checks[t], key) / handle[t]:.0f}%" if handle[t] else "")
             for t in tiers
         )
+
+    for key in order:
         label = f"check `{key.removeprefix('check:')}`"
         if key == order[0]:
             label = f"**{label}**"
-        lines.append(f"| {label} | {cells} |")
+        lines.append(f"| {label} | {cells(key)} |")
     for key, label in (
         ("stage:pre-call checks", "all pre-call checks (the chain)"),
         ("stage:result checks", "all result checks"),
@@ -525,19 +527,24 @@ def check_table(checks: dict[str, Any]) -> list[str]:
         ("stage:forward to the tool", "forwarding to the tool (and the tool's own time)"),
         ("stage:Gateway.handle", "`Gateway.handle` in all"),
     ):
-        cells = " | ".join(
-            f"{_per_call(checks[t], key):.0f} | {100 * _per_call(checks[t], key) / handle[t]:.0f}%"
-            for t in tiers
-        )
-        lines.append(f"| {label} | {cells} |")
-    cpu = " | ".join(f"{checks[t]['cpu_us_per_call']:.0f} | " for t in tiers)
+        lines.append(f"| {label} | {cells(key)} |")
+    cpu = " | ".join(f" | {checks[t]['cpu_us_per_call']:.0f} | " for t in tiers)
     lines += [f"| gateway CPU per call (whole process) | {cpu}|", ""]
     return lines
 
 
 def _per_call(tier: dict[str, Any], key: str) -> float:
+    """The mean time per call (an entry met twice a call counts twice)."""
     entry = tier["entries"].get(key)
     return float(entry["per_call_us"]) if entry else 0.0
+
+
+def _median(tier: dict[str, Any], key: str) -> float:
+    """The median time per call (an entry met twice a call counts twice)."""
+    entry = tier["entries"].get(key)
+    if not entry:
+        return 0.0
+    return float(entry["median_us"]) * entry["count"] / max(tier["calls"], 1)
 
 
 def scaling_lines(scaling: dict[str, Any]) -> list[str]:
@@ -630,8 +637,8 @@ def chart(summary: dict[str, Any]) -> str:
         entries = checks[tier]["entries"]
         items = sorted(
             (
-                (k.removeprefix("check:"), v["per_call_us"])
-                for k, v in entries.items()
+                (k.removeprefix("check:"), _median(checks[tier], k))
+                for k in entries
                 if k.startswith("check:")
             ),
             key=lambda kv: -kv[1],
@@ -643,11 +650,11 @@ def chart(summary: dict[str, Any]) -> str:
             ("stage:forward to the tool", "forwarding (and the tool's time)"),
         ):
             if key in entries:
-                bars.append(Bar(name, entries[key]["per_call_us"],
-                                f"{entries[key]['per_call_us']:.0f} µs", 4))  # fmt: skip
+                value = _median(checks[tier], key)
+                bars.append(Bar(name, value, f"{value:.0f} µs", 4))
         panels.append(
             Panel(
-                f"each check on the real pipeline, {tier} tool, µs per call (HTTP, c=1)",
+                f"each check on the real pipeline, {tier} tool, median µs per call (HTTP, c=1)",
                 bars,
                 note="timed inside one `ztgate serve` with the default pipeline",
             )
