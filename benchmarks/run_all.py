@@ -347,6 +347,7 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
                     }
                 )
         summary["mcp_peer"] = mcp.get("peer")
+        summary["mcp_memory_mib"] = mcp.get("memory_mib")
     for row in rows:
         row["p50_ratio"] = _ratio(row["p50_ms"], row["direct_p50_ms"])
         row["p99_ratio"] = _ratio(row["p99_ms"], row["direct_p99_ms"])
@@ -475,11 +476,17 @@ def markdown(summary: dict[str, Any]) -> str:
             "**Memory per gateway process** (`ztgate serve`, one process, from "
             "`/proc/PID/smaps_rollup`):",
             "",
-            "| when | RSS MiB | PSS MiB | USS MiB |",
+            "| process, when | RSS MiB | PSS MiB | USS MiB |",
             "|---|---|---|---|",
         ]
-        for when, label in (("idle", "idle, after start"), ("after_load", "after the HTTP runs")):
+        for when, label in (
+            ("idle", "ztgate, idle after start"),
+            ("after_load", "ztgate, after the HTTP runs"),
+        ):
             mem = memory[when]
+            lines.append(f"| {label} | {mem['rss']:.0f} | {mem['pss']:.0f} | {mem['uss']:.0f} |")
+        for name, mem in (summary.get("mcp_memory_mib") or {}).items():
+            label = f"{name}, after the MCP runs (the bridge process alone)"
             lines.append(f"| {label} | {mem['rss']:.0f} | {mem['pss']:.0f} | {mem['uss']:.0f} |")
         lines.append("")
     scaling = summary.get("scaling")
