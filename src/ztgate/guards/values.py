@@ -553,7 +553,9 @@ class TextScan:
             if shape.count(b"0", start, end) < min_digits:
                 continue
             piece = self.text[start:end]
-            if _DATE_OR_TIME.fullmatch(piece):
+            # A date or a date-time ("2024-05-19 12:00": the run stops at the colon).
+            date = _DATE_OR_TIME.match(self.text, start)
+            if date is not None and date.end() >= end:
                 continue
             value = digits_value(piece)
             if value is not None:

@@ -170,6 +170,18 @@ def test_addresses_only_in_argument_text() -> None:
     assert [f.value.kind for f in scan.addresses()] == ["email"]
 
 
+@pytest.mark.parametrize(
+    "text", ["2024-05-19 12:00", "on 2024-05-19 12:00:30 sharp", "2024-05-19T12:00"]
+)
+def test_a_date_time_is_not_a_phone_number(text: str) -> None:
+    assert TextScan(text).addresses() == []
+
+
+def test_a_phone_number_beside_a_date_time_is_still_found() -> None:
+    found = [f.value.strict for f in TextScan("at 2024-05-19 12:00 call 0791234567").addresses()]
+    assert found == ["0791234567"]
+
+
 def test_an_email_local_part_longer_than_64_is_not_an_address() -> None:
     assert [f for f in TextScan("a" * 70 + "@evil.example").emails_and_handles()] == []
 
