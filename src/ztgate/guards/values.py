@@ -110,6 +110,7 @@ _TRAILING = ".,;:!?)]}'\""
 
 _WHOLE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}://\S{1,2040}")
 _WHOLE_EMAIL = re.compile(r"(?:mailto:)?([^\s@]{1,64})@([\w-]{1,63}(?:\.[\w-]{1,63}){0,8})", re.I)
+_WWW_HOST = re.compile(r"www\.[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}", re.I)
 _WHOLE_HOST = re.compile(r"[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _WHOLE_IBAN = re.compile(r"[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,30}")
 _WHOLE_DIGITS = re.compile(r"\+?\(?\d(?:[ ().-]{0,2}\d){5,18}")
@@ -454,7 +455,7 @@ class TextScan:
         yield from self.identifiers()
 
     def urls(self) -> list[Found]:
-        """URLs: a scheme, `://` and what follows up to a space or quote; cached."""
+        """URLs: a scheme, `://` and what follows up to a space or quote; `www.` hosts; cached."""
         return self._cached("urls", self._find_urls)
 
     def _cached(self, name: str, find: Callable[[], Iterable[Found]]) -> list[Found]:
@@ -477,6 +478,23 @@ class TextScan:
                 if value is not None:
                     yield Found(scheme.start(), end, value)
             at = text.find("://", max(end, at + 3))
+        yield from self._find_www_hosts()
+
+    def _find_www_hosts(self) -> Iterator[Found]:
+        """Hosts written without a scheme but with `www.` ("visit www.acme.example")."""
+        text = self.text
+        lowered = self.ascii.lower()
+        at = lowered.find(b"www.")
+        while at >= 0 and self.spend():
+            before = text[at - 1] if at else " "
+            match = _WWW_HOST.match(text, at)
+            end = at + 4
+            if match is not None and not (before.isalnum() or before in "./-@_"):
+                host = match.group().rstrip(".")
+                end = at + len(host)
+                if end == len(text) or text[end] not in "@":
+                    yield Found(at, end, host_value(host))
+            at = lowered.find(b"www.", end)
 
     def emails_and_handles(self) -> list[Found]:
         """`local@domain` addresses, and `@name` handles (an `@` after no word); cached."""

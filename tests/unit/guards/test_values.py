@@ -182,6 +182,24 @@ def test_a_phone_number_beside_a_date_time_is_still_found() -> None:
     assert found == ["0791234567"]
 
 
+@pytest.mark.parametrize(
+    ("text", "host"),
+    [
+        ("Check out this link: www.secure-systems-252.com.", "www.secure-systems-252.com"),
+        ("Visit WWW.True-Informations.com now", "www.true-informations.com"),
+    ],
+)
+def test_a_www_host_in_prose_is_an_address(text: str, host: str) -> None:
+    assert [(f.value.kind, f.value.strict) for f in TextScan(text).addresses()] == [("host", host)]
+
+
+@pytest.mark.parametrize(
+    "text", ["see https://www.acme.example/x", "a.www.b@x.com", "www.x", "awww.b.c"]
+)
+def test_www_inside_a_url_an_address_or_a_word_is_not_found_again(text: str) -> None:
+    assert [f.value.kind for f in TextScan(text).addresses()] in ([], ["url"], ["email"])
+
+
 def test_an_email_local_part_longer_than_64_is_not_an_address() -> None:
     assert [f for f in TextScan("a" * 70 + "@evil.example").emails_and_handles()] == []
 
