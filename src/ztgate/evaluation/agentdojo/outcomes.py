@@ -80,7 +80,9 @@ class PairResult:
     attack_asked: int = 0
     attack_denied: int = 0  # refused outright, no person asked
     attack_ran: int = 0
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)  # why calls did not run
+    asks: list[str] = field(default_factory=list)  # each asked call: tool, whose, why
+    attack_ran_tools: list[str] = field(default_factory=list)  # the attacker's calls that ran
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -180,6 +180,11 @@ def text_only(injection_task: Any, environment: Environment) -> bool:
     return not attacker_calls(environment.suite.name, injection_task, start, start)
 
 
+def _ask(outcome: CallOutcome, whose: str) -> str:
+    verdict = "approved" if outcome.approved else "rejected"
+    return f"{outcome.tool} ({whose}'s call, {verdict}): " + "; ".join(outcome.reasons)[:300]
+
+
 def run_pair(
     suite: Any,
     pair: Pair,
@@ -210,6 +215,8 @@ def run_pair(
             outcome = executor.call(call.function, _jsonable(call.args), human)
             result.user_calls += 1
             result.user_asked += outcome.asked
+            if outcome.asked:
+                result.asks.append(_ask(outcome, "user"))
             if outcome.ran:
                 trace.append(call)
             else:
@@ -221,10 +228,13 @@ def run_pair(
                     done = executor.call(attack.function, _jsonable(attack.args), human)
                     result.attack_calls += 1
                     result.attack_asked += done.asked
+                    if done.asked:
+                        result.asks.append(_ask(done, "attacker"))
                     result.attack_denied += done.denied
                     result.attack_ran += done.ran
                     if done.ran:
                         trace.append(attack)
+                        result.attack_ran_tools.append(attack.function)
                     else:
                         result.reasons += done.reasons
     finally:
