@@ -42,6 +42,14 @@ def agentdojo(
         typer.Option(help="Write the tables into this Markdown file, between its markers."),
     ] = None,
     chart: Annotated[Path | None, typer.Option(help="Write the chart here (SVG).")] = None,
+    model_url: Annotated[
+        str | None,
+        typer.Option(
+            help="An OpenAI-compatible base URL: run AgentDojo's LLM pipeline instead of the "
+            "scripted agent (API key in ZTGATE_EVAL_API_KEY or OPENAI_API_KEY)."
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="The model to ask at --model-url.")] = None,
 ) -> None:
     """Run AgentDojo's suites through a real gateway, and without one; report both."""
     from ztgate.evaluation.agentdojo import INSTALL_HINT, agentdojo_available
@@ -51,6 +59,9 @@ def agentdojo(
         raise typer.Exit(2)
     from ztgate.evaluation.agentdojo.evaluate import evaluate
 
+    if (model_url is None) != (model is None):
+        err_console.print("--model-url and --model go together")
+        raise typer.Exit(2)
     chosen = tuple(suite) if suite else SUITES
     unknown = [name for name in chosen if name not in SUITES]
     if unknown:
@@ -66,4 +77,5 @@ def agentdojo(
         results_path=results,
         document=document,
         chart_path=chart,
+        model=(model_url, model) if model_url is not None and model is not None else None,
     )

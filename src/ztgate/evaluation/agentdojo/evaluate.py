@@ -40,6 +40,7 @@ def evaluate(
     results_path: Path | None = None,
     document: Path | None = None,
     chart_path: Path | None = None,
+    model: tuple[str, str] | None = None,
 ) -> tuple[list[PairResult], list[PairResult], dict[str, Any]]:
     """Run the benchmark; print the tables; write what was asked for."""
     import agentdojo
@@ -79,6 +80,7 @@ def evaluate(
                     progress=advance,
                     defended=mode == "defended",
                     undefended=mode == "undefended",
+                    model=model,
                 )
                 defended += run.defended
                 undefended += run.undefended
@@ -88,7 +90,7 @@ def evaluate(
         "version": version,
         "agentdojo": getattr(agentdojo, "__version__", None) or _installed("agentdojo"),
         "attack": attack,
-        "agent": "scripted worst case",
+        "agent": "scripted worst case" if model is None else f"AgentDojo pipeline, {model[1]}",
         "suites": list(suites),
         "runs": len(defended),
         "seconds_defended": seconds["defended"],

@@ -257,12 +257,13 @@ def pairs_of(
     *,
     user_tasks: Sequence[str] | None = None,
     injection_tasks: Sequence[str] | None = None,
+    target: str = "local",
 ) -> list[Pair]:
     """The benign runs and every (user task, injection task) pair of the suite."""
-    # The attacks read the target's model from the pipeline's name; the
-    # scripted agent is a local one ("important_instructions_no_model_name"
+    # The attacks read the target's model from the pipeline's name (`target`);
+    # the scripted agent is a local one ("important_instructions_no_model_name"
     # then names no model at all).
-    attack = load_attack(attack_name, suite, _Pipeline("local"))
+    attack = load_attack(attack_name, suite, _Pipeline(target))
     attack.get_injection_candidates = functools.cache(attack.get_injection_candidates)
     users = [t for i, t in suite.user_tasks.items() if user_tasks is None or i in user_tasks]
     injections = [
@@ -313,11 +314,27 @@ def run_suite(
     progress: Progress | None = None,
     defended: bool = True,
     undefended: bool = True,
+    model: tuple[str, str] | None = None,
 ) -> SuiteRun:
-    """Run one suite's benign runs and pairs, with the gateway and without."""
+    """Run one suite's benign runs and pairs, with the gateway and without.
+
+    `model`: (OpenAI-compatible base URL, model name) runs AgentDojo's LLM
+    pipeline as the agent instead of the scripted one.
+    """
     suite = get_suites(version)[name]
     environment = Environment(suite)
-    pairs = pairs_of(suite, attack, user_tasks=user_tasks, injection_tasks=injection_tasks)
+    pairs = pairs_of(
+        suite,
+        attack,
+        user_tasks=user_tasks,
+        injection_tasks=injection_tasks,
+        target=model[1] if model is not None else "local",
+    )
+    agent = None
+    if model is not None:
+        from ztgate.evaluation.agentdojo.llm import pipeline
+
+        agent = pipeline(*model)
     text_goals = frozenset(
         task.ID for task in suite.injection_tasks.values() if text_only(task, environment)
     )
@@ -328,7 +345,7 @@ def run_suite(
         started = time.monotonic()
         direct = Direct(environment)
         for pair in pairs:
-            results["undefended"].append(_safe(suite, pair, environment, direct, text_goals))
+            results["undefended"].append(_safe(suite, pair, environment, direct, text_goals, agent))
             report(name, 1)
         timings["undefended"] = time.monotonic() - started
     if defended:
@@ -338,7 +355,9 @@ def run_suite(
             gateway_for(suite, environment, Path(scratch)) as executor,
         ):
             for pair in pairs:
-                results["defended"].append(_safe(suite, pair, environment, executor, text_goals))
+                results["defended"].append(
+                    _safe(suite, pair, environment, executor, text_goals, agent)
+                )
                 report(name, 1)
         timings["defended"] = time.monotonic() - started
     return SuiteRun(
@@ -351,10 +370,19 @@ def run_suite(
 
 
 def _safe(
-    suite: Any, pair: Pair, environment: Environment, executor: Executor, text_goals: frozenset[str]
+    suite: Any,
+    pair: Pair,
+    environment: Environment,
+    executor: Executor,
+    text_goals: frozenset[str],
+    agent: Any = None,
 ) -> PairResult:
-    """`run_pair`, with a failure recorded as a failed run (never silently dropped)."""
+    """`run_pair` (or the LLM pipeline's), a failure recorded as a failed run (never dropped)."""
     try:
+        if agent is not None:
+            from ztgate.evaluation.agentdojo.llm import run_pair_with_model
+
+            return run_pair_with_model(suite, pair, environment, executor, agent, text_goals)
         return run_pair(suite, pair, environment, executor, text_goals)
     except Exception as exc:
         injection = pair.injection_task
