@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -538,8 +539,13 @@ class RedisHotState:
 
 
 def _num(value: float) -> str:
-    """A number as the scripts read it back exactly."""
-    return repr(float(value))
+    """A number as the scripts read it back exactly (Lua reads no "inf": the largest double)."""
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError("not a number")
+    if math.isinf(number):
+        return "1.7976931348623157e308" if number > 0 else "-1.7976931348623157e308"
+    return repr(number)
 
 
 def _totals(raw: str, count: int) -> tuple[float, ...]:

@@ -378,6 +378,13 @@ async def test_charge_without_limits_and_giving_back(hot: HotState) -> None:
     assert await hot.charge("t", (-1, -5.0), (1, 0.0), 60) == (True, (0.0, 0.0))
 
 
+async def test_an_infinite_limit_is_no_limit(hot: HotState) -> None:
+    assert await hot.charge("t", (1, 1e300), (float("inf"), float("inf")), 60) == (
+        True,
+        (1.0, 1e300),
+    )
+
+
 async def test_a_zero_amount_passes_a_limit_already_reached(hot: HotState) -> None:
     await hot.charge("t", (1, 10.0), (None, 10.0), 60)
     assert await hot.charge("t", (1, 0.0), (None, 10.0), 60) == (True, (2.0, 10.0))
