@@ -82,7 +82,7 @@ demo: $(STAMP)
 ## docs/performance-summary.svg, every figure to benchmarks/results/. Needs wrk
 ## (Debian's package; installed here when missing and we are root); the peer
 ## MCP bridge's venv is made from benchmarks/peer-requirements.txt.
-bench: $(STAMP)
+bench: $(STAMP) redis
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/run_all.py
 

@@ -114,14 +114,20 @@ def stages() -> list[Stage]:
         ),
         Stage(
             "other",
-            "identity, forwarding clients, enclaves",
-            [["identity.py"], ["forwarding_clients.py", "--seconds", "4"], ["enclave.py"]],
+            "identity, forwarding clients, enclaves, hot state in Redis",
+            [
+                ["identity.py"],
+                ["forwarding_clients.py", "--seconds", "4"],
+                ["enclave.py"],
+                ["hot_state.py", "--rounds", "5", "--n", "2000"],
+            ],
             [
                 ["identity.py", "--rounds", "1", "--n", "50"],
                 ["forwarding_clients.py", "--seconds", "1"],
                 ["enclave.py", "--n", "3", "--requests", "30"],
+                ["hot_state.py", "--rounds", "1", "--n", "200"],
             ],
-            expected_seconds=120,
+            expected_seconds=180,
         ),
     ]
 
