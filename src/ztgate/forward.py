@@ -112,6 +112,36 @@ class Forwarder:
             elapsed_seconds=time.perf_counter() - started,
         )
 
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str, bytes]:
+        """POST `body` on the pooled session: the status, content type and body of the answer.
+
+        The answer is held to the result size limit like a tool's. For
+        callers that speak another protocol over HTTP (`ztgate.mcp.http_calls`).
+
+        Raises:
+            UpstreamError: connection failure, timeout (`timeout=True`), or
+                an answer over the size limit.
+        """
+        if self._session is None:
+            raise UpstreamError("the forwarder is not running")
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = URL(url)
+        limit = self._timeouts.get(timeout)
+        if limit is None:
+            limit = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
+        try:
+            async with self._session.post(
+                parsed, data=body, headers=headers, timeout=limit, allow_redirects=False
+            ) as response:
+                return response.status, response.content_type, await self._read(response)
+        except TimeoutError as exc:
+            raise UpstreamError(f"{url} did not answer within {timeout:g}s", timeout=True) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"{url} is unreachable: {type(exc).__name__}") from exc
+
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         declared = response.content_length
         if declared is not None:

@@ -498,6 +498,7 @@ class Gateway:
                     sync=lambda _server, tools: self.registry.sync(
                         tools, pin=self._pin_new, also=self._unpinned
                     ),
+                    post=self.forwarder.post,
                     timeout=self.settings.gateway.upstream_timeout_seconds,
                 )
                 self.forwarder.mcp = self.mcp_upstreams

@@ -255,8 +255,13 @@ class CallsFastPath:
         self.app = app
         self.gateway = gateway
         front = getattr(app.state, "mcp", None)
-        # The MCP front door (`ztgate.mcp.front`), served at /mcp beside the API.
-        self.mcp = front.app if front is not None else None
+        # The MCP front door (`ztgate.mcp.front`), served at /mcp beside the
+        # API, its common tools/call answered by `ztgate.mcp.fastpath`.
+        self.mcp: Any = None
+        if front is not None:
+            from ztgate.mcp.fastpath import McpCallFastPath
+
+            self.mcp = McpCallFastPath(front)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Dispatch one ASGI event."""

@@ -89,16 +89,17 @@ class McpFrontDoor:
             "[::1]:*",
             *gateway.settings.mcp.allowed_hosts,
         ]
+        self.transport_security = TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=hosts,
+            allowed_origins=[f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts],
+        )
         self.app: Starlette = self.server.streamable_http_app(
             streamable_http_path=PATH,
             json_response=True,
             max_request_body_size=settings.max_body_bytes,
             host=settings.host,
-            transport_security=TransportSecuritySettings(
-                enable_dns_rebinding_protection=True,
-                allowed_hosts=hosts,
-                allowed_origins=[f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts],
-            ),
+            transport_security=self.transport_security,
         )
 
     @contextlib.asynccontextmanager
@@ -266,18 +267,35 @@ class McpFrontDoor:
     # -- the shared call path ---------------------------------------------------------
 
     async def _run(self, ctx: Any, params: Any, tool: str, arguments: dict[str, Any]) -> CallReport:
-        """One call through `Gateway.handle`, as `POST /v1/calls` makes it."""
+        return await self.run_call(_request_of(ctx), _meta_of(params), tool, arguments)
+
+    async def run_call(
+        self,
+        request: Request | None,
+        meta_values: dict[str, Any] | None,
+        tool: str,
+        arguments: dict[str, Any],
+    ) -> CallReport:
+        """One call through `Gateway.handle`, as `POST /v1/calls` makes it.
+
+        `request` is the HTTP request the MCP request came in (its identity,
+        its `Ztgate-Warrant` header); `meta_values` the params' `_meta`.
+
+        Raises:
+            MCPError: the `_meta` or the arguments are malformed, or the
+                caller is not authenticated (nothing was run or recorded).
+        """
         gateway = self.gateway
         try:
-            meta = read_meta(_meta_of(params))
+            meta = read_meta(meta_values)
         except MetaError as exc:
             raise MCPError(_INVALID_PARAMS, str(exc)) from exc
         if json_depth_exceeds(arguments, gateway.settings.gateway.max_json_depth):
             raise MCPError(_INVALID_PARAMS, "arguments nest too deep")
         credentials = None
         if gateway.settings.gateway.authentication == "required":
-            warrant = meta.warrant or _header(ctx, "ztgate-warrant")
-            credentials = self._credentials(ctx, warrant, meta.proof)
+            warrant = meta.warrant or _header(request, "ztgate-warrant")
+            credentials = self._credentials(request, warrant, meta.proof)
         try:
             call = gateway.new_call(
                 tool,
@@ -311,12 +329,13 @@ class McpFrontDoor:
             meta = read_meta(_meta_of(params))
         except MetaError as exc:
             raise MCPError(_INVALID_PARAMS, str(exc)) from exc
-        warrant_token = meta.warrant or _header(ctx, "ztgate-warrant")
+        request = _request_of(ctx)
+        warrant_token = meta.warrant or _header(request, "ztgate-warrant")
         if warrant_token is None:
             # Nothing to show without a warrant (an MCP client may re-list on
             # its own, without the _meta: it gets an empty list, not an error).
             return None
-        credentials = self._credentials(ctx, warrant_token, None)
+        credentials = self._credentials(request, warrant_token, None)
         try:
             self.gateway.refresh()
             warrant = await warrants.warrant_of(identity.check, credentials)
@@ -328,9 +347,10 @@ class McpFrontDoor:
         return warrant.scope
 
     @staticmethod
-    def _credentials(ctx: Any, warrant: str | None, proof: str | None) -> Credentials:
-        request = getattr(ctx, "request", None)
-        if not isinstance(request, Request):
+    def _credentials(
+        request: Request | None, warrant: str | None, proof: str | None
+    ) -> Credentials:
+        if request is None:
             # No HTTP request to read an identity from: nobody is authenticated.
             return Credentials(warrant=warrant, proof=proof)
         try:
@@ -346,6 +366,11 @@ class McpFrontDoor:
 
 def tool_result(report: CallReport) -> types.CallToolResult:
     """An MCP tool result for what happened to a call (allowed, denied, asked or failed)."""
+    return types.CallToolResult.model_validate(tool_result_wire(report))
+
+
+def tool_result_wire(report: CallReport) -> dict[str, Any]:
+    """`tool_result` as it goes on the wire (a `CallToolResult`'s JSON)."""
     call_id = report.call.call_id
     decision = report.decision
     if report.failure is not None:
@@ -385,12 +410,12 @@ def tool_result(report: CallReport) -> types.CallToolResult:
         return _error(f"ztgate denied the call: {detail}", extra)
     body = report.result.body
     text = orjson.dumps(body).decode() if not isinstance(body, str) else body
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)],
-        structured_content=body if isinstance(body, dict) else {"result": body},
-        is_error=False,
-        meta={"ztgate/call_id": call_id},
-    )
+    return {
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": body if isinstance(body, dict) else {"result": body},
+        "isError": False,
+        "_meta": {"ztgate/call_id": call_id},
+    }
 
 
 def _plain(description: str | None) -> dict[str, Any]:
@@ -408,23 +433,27 @@ def _allowed_body(report: CallReport) -> Any:
     """The result of an allowed call; an MCP error naming why for any other outcome."""
     if report.failure is None and report.result is not None and report.decision is not None:
         return report.result.body
-    answer = tool_result(report)
-    text = answer.content[0].text if answer.content else "refused"  # type: ignore[union-attr]
-    raise MCPError(_FORBIDDEN, str(text), answer.structured_content)
+    answer = tool_result_wire(report)
+    raise MCPError(_FORBIDDEN, answer["content"][0]["text"], answer["structuredContent"])
 
 
-def _error(text: str, detail: dict[str, Any]) -> types.CallToolResult:
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=text)],
-        structured_content={"ztgate": detail},
-        is_error=True,
-    )
+def _error(text: str, detail: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "content": [{"type": "text", "text": text}],
+        "structuredContent": {"ztgate": detail},
+        "isError": True,
+    }
 
 
-def _header(ctx: Any, name: str) -> str | None:
-    """A header of the HTTP request behind an MCP request, if any."""
+def _request_of(ctx: Any) -> Request | None:
+    """The HTTP request behind an MCP request (None over another transport)."""
     request = getattr(ctx, "request", None)
-    value = request.headers.get(name) if isinstance(request, Request) else None
+    return request if isinstance(request, Request) else None
+
+
+def _header(request: Request | None, name: str) -> str | None:
+    """A header of the HTTP request behind an MCP request, if any."""
+    value = request.headers.get(name) if request is not None else None
     return value if value else None
 
 

@@ -30,6 +30,7 @@ JUSTIFICATION = "ztgate/justification"
 APPROVAL = "ztgate/approval"
 # Longest value read for each key: a warrant or a proof is a compact JWS.
 _MAX_CHARS = {WARRANT: 16384, PROOF: 8192, JUSTIFICATION: 2000, APPROVAL: 64}
+KEYS = frozenset(_MAX_CHARS)
 
 
 class MetaError(ValueError):

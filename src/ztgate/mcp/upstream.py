@@ -36,6 +36,7 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 
 from ztgate.errors import InvalidInputError, UpstreamError
+from ztgate.mcp.http_calls import HeaderMismatch, HttpToolCaller, Post, served, tool_result_of
 from ztgate.mcp.servers import McpServer
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.flow import UNTRACKED, ToolFlow
@@ -157,17 +158,8 @@ def _dump(items: Sequence[Any]) -> list[Any]:
 
 def result_of(result: types.CallToolResult, elapsed: float) -> ToolResult:
     """A tool result for an MCP `tools/call` result (its tool errors included, flagged)."""
-    if result.structured_content is not None:
-        body: Any = dict(result.structured_content)
-    else:
-        body = {
-            "content": [
-                block.model_dump(mode="json", exclude_none=True) for block in result.content
-            ]
-        }
-    if result.is_error:
-        body = {"is_error": True, **body}
-    return ToolResult(200, body, elapsed_seconds=elapsed)
+    wire = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return tool_result_of("", wire, elapsed)
 
 
 async def _every(seconds: float, action: Callable[[], Any]) -> None:
@@ -183,6 +175,8 @@ class _Connection:
         self.server = server
         self._opener = opener
         self.client: Client | None = None
+        # Calls to a Streamable HTTP server at 2026-07-28 (ztgate.mcp.http_calls).
+        self.caller: HttpToolCaller | None = None
         self.ready = asyncio.Event()
         self.error: BaseException | None = None
         self._stop = asyncio.Event()
@@ -208,6 +202,7 @@ class _Connection:
             logger.error("MCP server %s: %s", self.server.name, exc)
         finally:
             self.client = None
+            self.caller = None
             self.ready.set()
 
     async def _watch(self, client: Client, on_change: Callable[[], Any], relist: float) -> None:
@@ -246,14 +241,17 @@ class McpUpstreams:
         *,
         sync: Callable[[McpServer, list[Tool]], None],
         enclave: Callable[[McpServer, contextlib.AsyncExitStack], Any] | None = None,
+        post: Post | None = None,
         timeout: float = 30.0,
         relist_seconds: float = 60.0,
     ) -> None:
         """Connect to `servers`; `sync(server, tools)` stores imported tools (in a thread);
-        `enclave(server, stack)` gives a stdio server's wrapped command (None: refuse stdio)."""
+        `enclave(server, stack)` gives a stdio server's wrapped command (None: refuse stdio);
+        `post` makes the HTTP requests of calls to Streamable HTTP servers (None: the SDK's)."""
         self.servers = {server.name: server for server in servers}
         self._sync = sync
         self._enclave = enclave
+        self._post = post
         self._timeout = timeout
         self._relist = relist_seconds
         self.connections: dict[str, _Connection] = {}
@@ -292,6 +290,9 @@ class McpUpstreams:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
             if connection.client is not None:
+                version = connection.client.protocol_version
+                if server.transport == "http" and self._post is not None and served(version):
+                    connection.caller = HttpToolCaller(server.url, version, self._post)
                 try:
                     await self.refresh(server.name)
                 except UpstreamError as exc:
@@ -324,6 +325,9 @@ class McpUpstreams:
             prompts=capabilities.prompts is not None,
         )
         await asyncio.to_thread(self._sync, server, tools)
+        caller = self.connections[name].caller
+        if caller is not None:
+            caller.forget()
         return tools
 
     async def listing(self, name: str, what: str) -> list[Any]:
@@ -350,8 +354,14 @@ class McpUpstreams:
         server, name = parts.hostname or "", parts.path.lstrip("/")
         client = self._client(server)
         timeout = tool.timeout_seconds or self._timeout
-        started = time.perf_counter()
         arguments = dict(call.arguments)
+        caller = self.connections[server].caller
+        if caller is not None and name not in _RESERVED:
+            try:
+                return await caller.call(name, arguments, tool.input_schema, timeout)
+            except HeaderMismatch as exc:  # it did not run: once more by the SDK, which re-lists
+                logger.info("%s; retrying through the SDK's client", exc)
+        started = time.perf_counter()
         try:
             if name == READ_RESOURCE:
                 read = await asyncio.wait_for(client.read_resource(str(arguments["uri"])), timeout)

@@ -1,0 +1,204 @@
+"""`tools/call` to a Streamable HTTP upstream at 2026-07-28, on the gateway's pooled HTTP client.
+
+At the 2026-07-28 revision a call over Streamable HTTP is one
+self-contained POST: the JSON-RPC request with the per-request envelope in
+`_meta`, the routing headers (`MCP-Protocol-Version`, `Mcp-Method`,
+`Mcp-Name`, the tool's `Mcp-Param-*`), one JSON-RPC response back, as JSON
+or as a short event stream. The SDK's client spends more CPU on that
+exchange (its httpx transport, task hand-offs, pydantic models both ways)
+than the gateway spends on all its checks, so calls take this path: the
+forwarder's pooled aiohttp session, which also holds the answer to the
+result size limit (the SDK's client reads any size).
+
+Only the call itself is done here. The session, `tools/list`, change
+notifications, resources and prompts stay with the SDK's `Client`
+(`ztgate.mcp.upstream`), whose negotiated version decides whether this path
+is used at all. The SDK's own helpers build the headers
+(`encode_header_value`, `mcp_param_headers`). An upstream that refuses the
+headers (`HEADER_MISMATCH`: the call did not run) is retried once through
+the SDK's client, which re-lists the tool first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+import orjson
+from mcp.shared.inbound import (
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
+    encode_header_value,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    HEADER_MISMATCH,
+    PROTOCOL_VERSION_META_KEY,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from ztgate import __version__
+from ztgate.errors import UpstreamError
+from ztgate.models import ToolResult
+
+Post = Callable[[str, bytes, dict[str, str], float], Awaitable[tuple[int, str, bytes]]]
+
+_CLIENT_INFO: Final = {"name": "ztgate", "version": __version__}
+_ACCEPT: Final = "application/json, text/event-stream"
+
+
+class HeaderMismatch(UpstreamError):
+    """The upstream refused the call's routing headers: the call did not run."""
+
+
+def served(protocol_version: str | None) -> bool:
+    """Whether calls at this negotiated version can take this path."""
+    return protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+class HttpToolCaller:
+    """Calls the tools of one Streamable HTTP upstream, one POST each."""
+
+    def __init__(self, url: str, protocol_version: str, post: Post) -> None:
+        """Call the server at `url`, which negotiated `protocol_version`, with `post`."""
+        self.url = url
+        self.protocol_version = protocol_version
+        self._post = post
+        self._ids = itertools.count(1)
+        self._header_maps: dict[str, dict[tuple[str, ...], str]] = {}
+
+    async def call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        input_schema: Mapping[str, Any],
+        timeout: float,
+    ) -> ToolResult:
+        """Run tool `name` of the server with `arguments`.
+
+        Raises:
+            HeaderMismatch: the server refused the routing headers (nothing ran).
+            UpstreamError: unreachable, timed out, an error answer, or an
+                answer that is not a `tools/call` result.
+        """
+        request_id = next(self._ids)
+        body = orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "method": "tools/call",
+                "params": {
+                    "name": name,
+                    "arguments": arguments,
+                    "_meta": {
+                        PROTOCOL_VERSION_META_KEY: self.protocol_version,
+                        CLIENT_INFO_META_KEY: _CLIENT_INFO,
+                        CLIENT_CAPABILITIES_META_KEY: {},
+                    },
+                },
+            }
+        )
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": _ACCEPT,
+            "Accept-Encoding": "identity",
+            MCP_PROTOCOL_VERSION_HEADER: self.protocol_version,
+            MCP_METHOD_HEADER: "tools/call",
+            MCP_NAME_HEADER: encode_header_value(name),
+            **mcp_param_headers(self._header_map(name, input_schema), arguments),
+        }
+        started = time.perf_counter()
+        status, content_type, answer = await self._post(self.url, body, headers, timeout)
+        message = _response(request_id, content_type, answer, status)
+        error = message.get("error")
+        if error is not None:
+            code = error.get("code") if isinstance(error, dict) else None
+            text = error.get("message") if isinstance(error, dict) else None
+            if code == HEADER_MISMATCH:
+                raise HeaderMismatch(f"MCP tool {name}: {text}")
+            raise UpstreamError(f"MCP tool {name} failed: {text or 'an error'} ({code})")
+        return tool_result_of(name, message.get("result"), time.perf_counter() - started)
+
+    def _header_map(self, name: str, input_schema: Mapping[str, Any]) -> dict[tuple[str, ...], str]:
+        found = self._header_maps.get(name)
+        if found is None:
+            found = self._header_maps[name] = x_mcp_header_map(dict(input_schema))
+        return found
+
+    def forget(self) -> None:
+        """Drop what was derived from the tools' schemas (they were listed again)."""
+        self._header_maps.clear()
+
+
+def tool_result_of(name: str, result: Any, elapsed: float) -> ToolResult:
+    """A tool result for a `tools/call` result's JSON (its tool errors included, flagged).
+
+    Raises:
+        UpstreamError: it is not a complete `CallToolResult`.
+    """
+    if not isinstance(result, dict):
+        raise UpstreamError(f"MCP tool {name} answered no result")
+    if result.get("resultType", "complete") != "complete":
+        raise UpstreamError(f"MCP tool {name} asked for input, which ztgate does not relay")
+    content = result.get("content", [])
+    structured = result.get("structuredContent")
+    is_error = result.get("isError", False)
+    if (
+        not isinstance(content, list)
+        or not all(isinstance(block, dict) and "type" in block for block in content)
+        or not (structured is None or isinstance(structured, dict))
+        or not isinstance(is_error, bool)
+    ):
+        raise UpstreamError(f"MCP tool {name} answered a malformed result")
+    body: dict[str, Any] = dict(structured) if structured is not None else {"content": content}
+    if is_error:
+        body = {"is_error": True, **body}
+    return ToolResult(200, body, elapsed_seconds=elapsed)
+
+
+def _response(request_id: int, content_type: str, answer: bytes, status: int) -> dict[str, Any]:
+    """The JSON-RPC response to `request_id` in an answer (JSON, or an event stream)."""
+    if content_type == "text/event-stream":
+        messages = list(_events(answer))
+    elif content_type == "application/json":
+        messages = [_json(answer)]
+    else:
+        raise UpstreamError(f"MCP server answered HTTP {status} {content_type or 'without a body'}")
+    for message in messages:
+        if (
+            isinstance(message, dict)
+            and message.get("id") == request_id
+            and ("result" in message or "error" in message)
+        ):
+            return message
+    raise UpstreamError(f"MCP server answered HTTP {status} without the call's response")
+
+
+def _events(stream: bytes) -> list[Any]:
+    """The JSON data of each `message` event of a server-sent event stream."""
+    found = []
+    for block in stream.replace(b"\r\n", b"\n").split(b"\n\n"):
+        event, data = b"message", []
+        for line in block.split(b"\n"):
+            field, _, value = line.partition(b":")
+            value = value.removeprefix(b" ")
+            if field == b"event":
+                event = value
+            elif field == b"data":
+                data.append(value)
+        if data and event == b"message":
+            found.append(_json(b"\n".join(data)))
+    return found
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("MCP server answered malformed JSON") from exc

@@ -1,0 +1,351 @@
+"""The MCP front door's fast path answers exactly what the SDK's app would, or lets the SDK answer.
+
+Every request is sent twice over the same in-process gateway: to the fast
+path (what `/mcp` serves) and to the SDK's app alone. The answers must be
+the same (but for the call's id), and the fast path must take the common
+`tools/call` itself and hand everything else to the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ztgate.cli.toml import array_of_tables
+from ztgate.gateway import Gateway
+from ztgate.mcp.fastpath import McpCallFastPath
+from ztgate.mcp.front import McpFrontDoor
+from ztgate.testing import make_settings
+
+VERSION = "2026-07-28"
+BASE = "http://127.0.0.1:8470"
+MAX_BODY = 4096
+QUERY = {
+    "type": "object",
+    "properties": {"q": {"type": "string", "maxLength": 64}},
+    "required": ["q"],
+    "additionalProperties": False,
+}
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": VERSION,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+}
+
+
+class Counted:
+    """An ASGI app that counts the requests it is given (the SDK's, here)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.requests = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.requests += 1
+        await self.app(scope, receive, send)
+
+
+@contextlib.asynccontextmanager
+async def echo_upstream() -> AsyncIterator[str]:
+    """An upstream tool on loopback, served by the running event loop."""
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"echo": await request.json()})
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+Opener = Callable[[], "contextlib.AbstractAsyncContextManager[Pair]"]
+
+
+class Pair:
+    """A client of the fast path and one of the SDK's app alone, over the same gateway."""
+
+    def __init__(self, delegated: Counted, fast: httpx.AsyncClient, sdk: httpx.AsyncClient) -> None:
+        self.delegated = delegated
+        self.fast = fast
+        self.sdk = sdk
+
+    async def both(
+        self, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...], bool]:
+        """Both answers (normalised), and whether the fast path answered itself."""
+        sent = {**HEADERS, **(headers or {})}
+        before = self.delegated.requests
+        fast = await self.fast.post("/mcp", content=body, headers=sent)
+        answered_here = self.delegated.requests == before
+        sdk = await self.sdk.post("/mcp", content=body, headers=sent)
+        return normalised(fast), normalised(sdk), answered_here
+
+
+HEADERS = {
+    "content-type": "application/json",
+    "accept": "application/json, text/event-stream",
+    "mcp-protocol-version": VERSION,
+    "mcp-method": "tools/call",
+}
+
+
+@pytest.fixture
+def opened(tmp_path: Path) -> Callable[[], contextlib.AbstractAsyncContextManager[Pair]]:
+    """Opens the pair of clients over a started gateway (in the test's own task:
+    the SDK's session manager must be left in the task it was entered in)."""
+
+    @contextlib.asynccontextmanager
+    async def open_pair() -> AsyncIterator[Pair]:
+        async with echo_upstream() as upstream_base, _pair(tmp_path, upstream_base) as pair:
+            yield pair
+
+    return open_pair
+
+
+@contextlib.asynccontextmanager
+async def _pair(tmp_path: Path, upstream_base: str) -> AsyncIterator[Pair]:
+    tools = [
+        {"name": n, "url": f"{upstream_base}/echo", "risk": r, "input_schema": QUERY}
+        for n, r in (("lookup", "read"), ("send", "write"))
+    ]
+    toml = (
+        f'[gateway]\nauthentication = "off"\nmax_body_bytes = {MAX_BODY}\n\n'
+        "[mcp]\nenabled = true\n\n" + array_of_tables("tools", tools)
+    )
+    gateway = Gateway.from_settings(make_settings(tmp_path, toml))
+    await gateway.start()
+    front = McpFrontDoor(gateway)
+    fast = McpCallFastPath(front)
+    counted = Counted(fast.sdk_app)
+    fast.sdk_app = counted
+    try:
+        async with front.running(), contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(
+                        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                        base_url=BASE,
+                    )
+                )
+                for app in (fast, front.app)
+            ]
+            yield Pair(counted, *clients)
+    finally:
+        await gateway.stop()
+
+
+def call(name: str = "lookup", arguments: Any = None, **extra_meta: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {
+            "name": name,
+            "arguments": {"q": "weather"} if arguments is None else arguments,
+            "_meta": {**ENVELOPE, **extra_meta},
+        },
+    }
+
+
+def named(name: str) -> dict[str, str]:
+    return {"mcp-name": name}
+
+
+def normalised(response: httpx.Response) -> tuple[Any, ...]:
+    """Status, content type and body, with each call's own id replaced."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text
+    return response.status_code, response.headers.get("content-type"), _without_call_ids(body)
+
+
+def _without_call_ids(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "<call>" if k in {"call_id", "ztgate/call_id"} else _without_call_ids(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_without_call_ids(v) for v in value]
+    if isinstance(value, str) and "call_id" in value:
+        return "<text naming a call>"
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (call(), "allowed"),
+        (call("send", {"q": "to bob"}), "allowed, a write"),
+        (call("lookup", {"q": 5}), "denied by the schema check"),
+        (call("lookup", {}), "denied: a required argument is missing"),
+        (call("unknown"), "denied: no such tool"),
+        (call(**{"ztgate/justification": 5}), "a malformed _meta value: a JSON-RPC error"),
+        (call("lookup", {"q": {"deep": {"er": {"and": {"deeper": {"still": 1}}}}}}), "deep"),
+    ],
+)
+async def test_a_plain_call_is_answered_here_as_the_sdk_answers_it(
+    opened: Opener, body: dict[str, Any], why: str
+) -> None:
+    name = body["params"]["name"]
+    async with opened() as pair:
+        fast, sdk, answered_here = await pair.both(orjson.dumps(body), named(name))
+    assert answered_here, why
+    assert fast == sdk, why
+
+
+async def test_an_allowed_call_carries_the_result_and_the_server_stamp(opened: Opener) -> None:
+    async with opened() as pair:
+        fast, _, _ = await pair.both(orjson.dumps(call()), named("lookup"))
+    status, content_type, body = fast
+    assert (status, content_type) == (200, "application/json")
+    result = body["result"]
+    assert result["isError"] is False
+    assert result["structuredContent"] == {"echo": {"q": "weather"}}
+    assert result["resultType"] == "complete"
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "ztgate"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "why"),
+    [
+        ({**call(), "method": "tools/list"}, {"mcp-method": "tools/list"}, "another method"),
+        (call(), {"mcp-protocol-version": "2025-06-18"}, "a handshake-era request"),
+        (call(), {"mcp-protocol-version": "1999-01-01"}, "an unknown version"),
+        ([call()], named("lookup"), "a batch"),
+        ({**call(), "extra": 1}, named("lookup"), "a member a request does not have"),
+        ({**call(), "id": True}, named("lookup"), "an id that is not a string or number"),
+        ({**call(), "jsonrpc": "1.0"}, named("lookup"), "not JSON-RPC 2.0"),
+        ({k: v for k, v in call().items() if k != "id"}, named("lookup"), "a notification"),
+        (call(progressToken="p1"), named("lookup"), "a progress token: the SDK's to honour"),
+        (call(), {"mcp-name": "send"}, "Mcp-Name says another tool"),
+        (call(), {"mcp-method": "tools/list", "mcp-name": "lookup"}, "Mcp-Method disagrees"),
+        (call(), {}, "no Mcp-Name header"),
+        (call(), {**named("lookup"), "host": "evil.example"}, "a DNS-rebinding Host"),
+        (call(), {**named("lookup"), "origin": "http://evil.example"}, "a foreign Origin"),
+        (call(), {**named("lookup"), "content-type": "text/plain"}, "not JSON"),
+        (
+            call(),
+            {**named("lookup"), "accept": "text/event-stream"},
+            "a client that can't take JSON",
+        ),
+        (
+            call(arguments={"q": "x" * MAX_BODY}),
+            named("lookup"),
+            "a body over the limit",
+        ),
+    ],
+)
+async def test_anything_else_is_the_sdks_to_answer(
+    opened: Opener, body: Any, headers: dict[str, str], why: str
+) -> None:
+    async with opened() as pair:
+        fast, sdk, answered_here = await pair.both(orjson.dumps(body), headers)
+    assert not answered_here, why
+    assert fast == sdk, why
+
+
+async def test_a_malformed_body_is_the_sdks_to_answer(opened: Opener) -> None:
+    async with opened() as pair:
+        fast, sdk, answered_here = await pair.both(b'{"jsonrpc": "2.0", "id": 1,', named("lookup"))
+    assert not answered_here
+    assert fast == sdk
+    assert fast[0] == 400
+
+
+async def test_a_get_is_the_sdks_to_answer(opened: Opener) -> None:
+    async with opened() as pair:
+        fast = await pair.fast.get("/mcp", headers=HEADERS)
+        assert pair.delegated.requests == 1
+        assert normalised(fast) == normalised(await pair.sdk.get("/mcp", headers=HEADERS))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@st.composite
+def near_calls(draw: st.DrawFn) -> dict[str, Any]:
+    """A plain call with one part changed: a member replaced, dropped or added."""
+    body = call(arguments={"q": draw(st.text(max_size=12))})
+    where = draw(st.sampled_from(["top", "params", "meta"]))
+    target: dict[str, Any] = {
+        "top": body,
+        "params": body["params"],
+        "meta": body["params"]["_meta"],
+    }[where]
+    key = draw(st.sampled_from([*target.keys(), "extra"]))
+    if draw(st.booleans()):
+        target.pop(key, None)
+    else:
+        target[key] = draw(_json)
+    return body
+
+
+@contextlib.contextmanager
+def in_a_thread(opened: Opener) -> Iterator[tuple[Pair, asyncio.AbstractEventLoop]]:
+    """The pair, open on an event loop of its own thread (hypothesis drives sync tests)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    ready: concurrent.futures.Future[Pair] = concurrent.futures.Future()
+    done = asyncio.Event()
+
+    async def hold() -> None:
+        try:
+            async with opened() as pair:
+                ready.set_result(pair)
+                await done.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+
+    held = asyncio.run_coroutine_threadsafe(hold(), loop)
+    try:
+        yield ready.result(timeout=30), loop
+    finally:
+        loop.call_soon_threadsafe(done.set)
+        held.result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def test_a_changed_call_gets_the_same_answer_on_either_path(opened: Opener) -> None:
+    with in_a_thread(opened) as (pair, loop):
+
+        @settings(max_examples=100, deadline=None)
+        @given(body=near_calls())
+        def same(body: dict[str, Any]) -> None:
+            answers = asyncio.run_coroutine_threadsafe(
+                pair.both(orjson.dumps(body), named("lookup")), loop
+            ).result(timeout=30)
+            assert answers[0] == answers[1]
+
+        same()
