@@ -112,6 +112,10 @@ async def test_concurrent_takes_never_overdraw(redis_server: RedisServer, prefix
         assert sum(1 for _, key in results if key is None) == 50
         nonces = await asyncio.gather(*(s.remember_once("jti", 60) for s in states * 10))
         assert nonces.count(True) == 1
+        charged = await asyncio.gather(
+            *(states[i % 4].charge("budget", (1.0,), (30.0,), 60) for i in range(100))
+        )
+        assert sum(1 for added, _ in charged if added) == 30
     finally:
         for state in states:
             await state.close()
