@@ -26,7 +26,8 @@ def test_what_moves_money_or_destroys_data_is_critical() -> None:
 
 def test_reads_are_read_and_sends_are_writes() -> None:
     workspace = load_tiers("workspace")
-    assert workspace["get_unread_emails"] == "read"
+    assert workspace["get_received_emails"] == "read"
+    assert workspace["get_unread_emails"] == "write"  # marks the e-mails read
     assert workspace["send_email"] == "write"
     assert load_tiers("slack")["get_webpage"] == "write"  # a request to any address
 
