@@ -273,6 +273,9 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                 with Progress(console=console) as progress:
                     bar = progress.add_task("MCP paths", total=len(paths))
                     for name, open_client, call, pid in paths:
+                        if options.only not in name:
+                            progress.advance(bar)
+                            continue
                         async with open_client() as client:
                             before = cpu_seconds(pid) if pid else 0.0
                             figures = await measure(client, call, options.calls)
@@ -345,6 +348,9 @@ def report(console: Console, results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument(
+        "--only", default="", help="measure only the paths whose name contains this (profiling)"
+    )
     options = parser.parse_args()
     console = Console()
     report(console, asyncio.run(run(options, console)))

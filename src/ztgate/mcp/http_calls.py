@@ -1,22 +1,23 @@
-"""`tools/call` to a Streamable HTTP upstream at 2026-07-28, on the gateway's pooled HTTP client.
+"""`tools/call` to a Streamable HTTP upstream, on the gateway's pooled HTTP client.
 
-At the 2026-07-28 revision a call over Streamable HTTP is one
-self-contained POST: the JSON-RPC request with the per-request envelope in
-`_meta`, the routing headers (`MCP-Protocol-Version`, `Mcp-Method`,
-`Mcp-Name`, the tool's `Mcp-Param-*`), one JSON-RPC response back, as JSON
-or as a short event stream. The SDK's client spends more CPU on that
-exchange (its httpx transport, task hand-offs, pydantic models both ways)
-than the gateway spends on all its checks, so calls take this path: the
-forwarder's pooled aiohttp session, which also holds the answer to the
-result size limit (the SDK's client reads any size).
+A call over Streamable HTTP is one POST and one JSON-RPC response back, as
+JSON or as a short event stream. At the 2026-07-28 revision the request
+carries the per-request envelope in `_meta` and the routing headers
+(`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, the tool's
+`Mcp-Param-*`); on a session of an earlier revision (the handshake era) it
+carries the session's `Mcp-Session-Id` and negotiated version instead. The
+SDK's client spends more CPU on that exchange (its httpx transport, task
+hand-offs, pydantic models both ways) than the gateway spends on all its
+checks, so calls take this path: the forwarder's pooled aiohttp session,
+which also holds the answer to the result size limit (the SDK's client
+reads any size).
 
-Only the call itself is done here. The session, `tools/list`, change
-notifications, resources and prompts stay with the SDK's `Client`
-(`ztgate.mcp.upstream`), whose negotiated version decides whether this path
-is used at all. The SDK's own helpers build the headers
-(`encode_header_value`, `mcp_param_headers`). An upstream that refuses the
-headers (`HEADER_MISMATCH`: the call did not run) is retried once through
-the SDK's client, which re-lists the tool first.
+Only the call itself is done here. The session (its handshake, its id),
+`tools/list`, change notifications, resources and prompts stay with the
+SDK's `Client` (`ztgate.mcp.upstream`). The SDK's own helpers build the
+headers (`encode_header_value`, `mcp_param_headers`). An upstream that
+refuses the headers (`HEADER_MISMATCH`: the call did not run) is retried
+once through the SDK's client, which re-lists the tool first.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ztgate.models import ToolResult
 Post = Callable[[str, bytes, dict[str, str], float], Awaitable[tuple[int, str, bytes]]]
 
 _CLIENT_INFO: Final = {"name": "ztgate", "version": __version__}
+MCP_SESSION_ID_HEADER: Final = "mcp-session-id"
 _ACCEPT: Final = "application/json, text/event-stream"
 
 
@@ -57,19 +59,23 @@ class HeaderMismatch(UpstreamError):
     """The upstream refused the call's routing headers: the call did not run."""
 
 
-def served(protocol_version: str | None) -> bool:
-    """Whether calls at this negotiated version can take this path."""
-    return protocol_version in MODERN_PROTOCOL_VERSIONS
-
-
 class HttpToolCaller:
     """Calls the tools of one Streamable HTTP upstream, one POST each."""
 
-    def __init__(self, url: str, protocol_version: str, post: Post) -> None:
-        """Call the server at `url`, which negotiated `protocol_version`, with `post`."""
+    def __init__(
+        self,
+        url: str,
+        protocol_version: str,
+        post: Post,
+        session_id: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """Call the server at `url`, which negotiated `protocol_version`, with `post`;
+        `session_id()` is the id of the SDK client's session with it (handshake era)."""
         self.url = url
         self.protocol_version = protocol_version
+        self.modern = protocol_version in MODERN_PROTOCOL_VERSIONS
         self._post = post
+        self._session_id = session_id
         self._ids = itertools.count(1)
         self._header_maps: dict[str, dict[tuple[str, ...], str]] = {}
 
@@ -88,31 +94,27 @@ class HttpToolCaller:
                 answer that is not a `tools/call` result.
         """
         request_id = next(self._ids)
-        body = orjson.dumps(
-            {
-                "jsonrpc": "2.0",
-                "id": request_id,
-                "method": "tools/call",
-                "params": {
-                    "name": name,
-                    "arguments": arguments,
-                    "_meta": {
-                        PROTOCOL_VERSION_META_KEY: self.protocol_version,
-                        CLIENT_INFO_META_KEY: _CLIENT_INFO,
-                        CLIENT_CAPABILITIES_META_KEY: {},
-                    },
-                },
-            }
-        )
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
         headers = {
             "Content-Type": "application/json",
             "Accept": _ACCEPT,
             "Accept-Encoding": "identity",
             MCP_PROTOCOL_VERSION_HEADER: self.protocol_version,
-            MCP_METHOD_HEADER: "tools/call",
-            MCP_NAME_HEADER: encode_header_value(name),
-            **mcp_param_headers(self._header_map(name, input_schema), arguments),
         }
+        if self.modern:
+            params["_meta"] = {
+                PROTOCOL_VERSION_META_KEY: self.protocol_version,
+                CLIENT_INFO_META_KEY: _CLIENT_INFO,
+                CLIENT_CAPABILITIES_META_KEY: {},
+            }
+            headers[MCP_METHOD_HEADER] = "tools/call"
+            headers[MCP_NAME_HEADER] = encode_header_value(name)
+            headers.update(mcp_param_headers(self._header_map(name, input_schema), arguments))
+        elif (session := self._session_id()) is not None:
+            headers[MCP_SESSION_ID_HEADER] = session
+        body = orjson.dumps(
+            {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+        )
         started = time.perf_counter()
         status, content_type, answer = await self._post(self.url, body, headers, timeout)
         message = _response(request_id, content_type, answer, status)

@@ -36,7 +36,13 @@ from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 
 from ztgate.errors import InvalidInputError, UpstreamError
-from ztgate.mcp.http_calls import HeaderMismatch, HttpToolCaller, Post, served, tool_result_of
+from ztgate.mcp.http_calls import (
+    MCP_SESSION_ID_HEADER,
+    HeaderMismatch,
+    HttpToolCaller,
+    Post,
+    tool_result_of,
+)
 from ztgate.mcp.servers import McpServer
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.flow import UNTRACKED, ToolFlow
@@ -175,12 +181,18 @@ class _Connection:
         self.server = server
         self._opener = opener
         self.client: Client | None = None
-        # Calls to a Streamable HTTP server at 2026-07-28 (ztgate.mcp.http_calls).
+        # Calls to a Streamable HTTP server (ztgate.mcp.http_calls), and the
+        # id of the SDK client's session with it (handshake-era servers).
         self.caller: HttpToolCaller | None = None
+        self.session_id: str | None = None
         self.ready = asyncio.Event()
         self.error: BaseException | None = None
         self._stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+
+    def current_session_id(self) -> str | None:
+        """The id of the SDK client's session (a handshake-era HTTP server's), if any."""
+        return self.session_id
 
     async def run(
         self, on_message: Callable[[Any], Any], on_change: Callable[[], Any], relist: float
@@ -290,9 +302,13 @@ class McpUpstreams:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
             if connection.client is not None:
-                version = connection.client.protocol_version
-                if server.transport == "http" and self._post is not None and served(version):
-                    connection.caller = HttpToolCaller(server.url, version, self._post)
+                if server.transport == "http" and self._post is not None:
+                    connection.caller = HttpToolCaller(
+                        server.url,
+                        connection.client.protocol_version,
+                        self._post,
+                        connection.current_session_id,
+                    )
                 try:
                     await self.refresh(server.name)
                 except UpstreamError as exc:
@@ -393,7 +409,19 @@ class McpUpstreams:
     def _opener(self, server: McpServer) -> Callable[..., Any]:
         async def open_session(stack: contextlib.AsyncExitStack, on_message: Any) -> Client:
             if server.transport == "http":
-                http = await stack.enter_async_context(httpx2.AsyncClient(timeout=self._timeout))
+                connection = self.connections[server.name]
+
+                async def session_of(response: httpx2.Response) -> None:
+                    # The handshake-era session the SDK's client opened: calls
+                    # on the pooled client (ztgate.mcp.http_calls) present it.
+                    if found := response.headers.get(MCP_SESSION_ID_HEADER):
+                        connection.session_id = found
+
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(
+                        timeout=self._timeout, event_hooks={"response": [session_of]}
+                    )
+                )
                 transport: Any = streamable_http_client(server.url, http_client=http)
             else:
                 if self._enclave is None:

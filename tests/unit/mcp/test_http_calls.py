@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,11 +21,13 @@ import uvicorn
 from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
+from mcp import Client
 from mcp_types import HEADER_MISMATCH
 from multidict import CIMultiDict
 
 from ztgate.errors import UpstreamError
 from ztgate.forward import Forwarder
+from ztgate.mcp import upstream as upstream_module
 from ztgate.mcp.http_calls import HeaderMismatch, HttpToolCaller, _events, tool_result_of
 from ztgate.mcp.servers import McpServer
 from ztgate.mcp.upstream import McpUpstreams
@@ -295,3 +298,37 @@ async def test_the_gateway_calls_an_sdk_server_with_one_post_per_call(
     assert result.body == {"sent": {"to": "bob", "text": "hi"}}
     assert posts == ["send"]  # the call; a resource read stays with the SDK's client
     assert resource.body["contents"][0]["text"] == "Buy milk."
+
+
+async def test_a_handshake_era_session_is_called_with_its_session_id(
+    forwarder: Forwarder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's own client, made to open a handshake-era session as older servers need.
+    monkeypatch.setattr(upstream_module, "Client", functools.partial(Client, mode="legacy"))
+    sessions: list[str | None] = []
+
+    async def post(
+        url: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str, bytes]:
+        sessions.append(headers.get("mcp-session-id"))
+        assert "_meta" not in orjson.loads(body)["params"]  # no per-request envelope
+        return await forwarder.post(url, body, headers, timeout)
+
+    async with sdk_server() as url:
+        imported: list[Tool] = []
+        upstreams = McpUpstreams(
+            [McpServer(name="files", transport="http", url=url)],
+            sync=lambda _server, tools: imported.extend(tools),
+            post=post,
+        )
+        await upstreams.start()
+        try:
+            caller = upstreams.connections["files"].caller
+            assert caller is not None and not caller.modern
+            send = next(tool for tool in imported if tool.name == "files.send")
+            call = make_call("files.send", {"to": "bob", "text": "hi"})
+            result = await upstreams.call(send, call)
+        finally:
+            await upstreams.stop()
+    assert result.body == {"sent": {"to": "bob", "text": "hi"}}
+    assert len(sessions) == 1 and sessions[0]  # the SDK client's session, presented
