@@ -28,7 +28,6 @@ import orjson
 from mcp.server.runner import modern_error_data
 from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware
-from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     MCP_PARAM_HEADER_PREFIX,
@@ -104,7 +103,7 @@ class McpCallFastPath:
                 return
         try:
             report = await self.front.run_call(request, meta, name, arguments)
-        except MCPError as exc:
+        except Exception as exc:  # MCPError: as the SDK words it; anything else an internal error
             await _answer(send, _error(request_id, exc))
             return
         result = tool_result_wire(report)
@@ -204,7 +203,7 @@ def _replaying(body: bytes, complete: bool, receive: Receive) -> Receive:
     return replay
 
 
-def _error(request_id: str | int, exc: MCPError) -> tuple[int, dict[str, Any]]:
+def _error(request_id: str | int, exc: Exception) -> tuple[int, dict[str, Any]]:
     error = modern_error_data(exc).model_dump(mode="json", by_alias=True, exclude_none=True)
     status = ERROR_CODE_HTTP_STATUS.get(error["code"], 200)
     return status, {"jsonrpc": "2.0", "id": request_id, "error": error}
