@@ -14,9 +14,10 @@ FastMCP) on every path, with the SDK's `Client`:
 - mcp-proxy 0.13 (PyPI; the peer): its Streamable HTTP server in front of
   the same stdio server. Installed into benchmarks/results/peer-venv.
 
-Per path: latency p50/p99 of sequential calls, throughput at concurrency 1
-and 16 (one session, concurrent requests), and the bridge's own CPU time per
-call (from /proc: ztgate's or mcp-proxy's process, not the server's).
+Per path: latency p50/p99 and throughput at concurrency 1 (sequential calls)
+and at concurrency 32 (one session, 32 concurrent requests), and the bridge's
+own CPU time per call (from /proc: ztgate's or mcp-proxy's process, not the
+server's).
 
     python benchmarks/mcp_calls.py [--calls 400]
 
@@ -39,7 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from _harness import ROOT, cpu_seconds, free_port, machine, process, python, wait_http
+from _harness import (
+    ROOT,
+    cpu_seconds,
+    free_port,
+    machine,
+    machine_info,
+    memory_mib,
+    process,
+    python,
+    report_progress,
+    wait_http,
+)
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from rich.console import Console
@@ -61,6 +73,7 @@ from ztgate.warrants.jwk import key_thumbprint
 UPSTREAM = ROOT / "benchmarks" / "mcp_upstream.py"
 PEER_VENV = ROOT / "benchmarks" / "results" / "peer-venv"
 PEER = "mcp-proxy==0.13.0"
+PEER_REQUIREMENTS = ROOT / "benchmarks" / "peer-requirements.txt"  # PEER and its dependencies
 ARGUMENTS = {
     "to": "alice@example.com",
     "subject": "Quarterly report",
@@ -69,7 +82,7 @@ ARGUMENTS = {
     "priority": 2,
 }
 AGENT = "spiffe://ztgate.local/agent/mcp-bench"
-CONCURRENCY = 16
+CONCURRENCY = 32
 
 Call = Callable[[Client], Awaitable[Any]]
 
@@ -78,16 +91,19 @@ def peer_python() -> Path:
     """The peer's venv (mcp-proxy and the mcp 1.x SDK it needs), made on first use."""
     bin_dir = PEER_VENV / "bin"
     if not (bin_dir / "mcp-proxy").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+        # Never --clear: the directory may be someone else's (a symlink).
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV.resolve())], check=True)
         subprocess.run(
-            [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", PEER], check=True
-        )
+            [str(bin_dir / "python"), "-m", "pip", "install", "--quiet",
+             "-r", str(PEER_REQUIREMENTS)],
+            check=True,
+        )  # fmt: skip
     # The real paths: an enclave binds directories, not the symlinks to them.
     return PEER_VENV.resolve() / "bin" / "python"
 
 
 async def measure(client: Client, call: Call, calls: int) -> dict[str, float]:
-    """Latencies of `calls` sequential calls, and the throughput of concurrent ones."""
+    """Latencies and throughput of `calls` sequential calls, then of as many concurrent ones."""
     for _ in range(30):
         await call(client)
     times = []
@@ -99,19 +115,27 @@ async def measure(client: Client, call: Call, calls: int) -> dict[str, float]:
     sequential = time.perf_counter() - started
     times.sort()
 
+    loaded: list[float] = []
+
     async def worker(n: int) -> None:
         for _ in range(n):
+            began = time.perf_counter()
             await call(client)
+            loaded.append(time.perf_counter() - began)
 
+    each = max(calls // CONCURRENCY, 1)
     started = time.perf_counter()
-    await asyncio.gather(*(worker(calls // CONCURRENCY) for _ in range(CONCURRENCY)))
+    await asyncio.gather(*(worker(each) for _ in range(CONCURRENCY)))
     concurrent = time.perf_counter() - started
+    loaded.sort()
     return {
         "p50_ms": 1000 * statistics.median(times),
         "p99_ms": 1000 * times[int(0.99 * (len(times) - 1))],
         "calls_per_s_c1": calls / sequential,
-        f"calls_per_s_c{CONCURRENCY}": (calls // CONCURRENCY) * CONCURRENCY / concurrent,
-        "calls": 2 * calls + 30,
+        f"p50_ms_c{CONCURRENCY}": 1000 * statistics.median(loaded),
+        f"p99_ms_c{CONCURRENCY}": 1000 * loaded[int(0.99 * (len(loaded) - 1))],
+        f"calls_per_s_c{CONCURRENCY}": each * CONCURRENCY / concurrent,
+        "calls": calls + each * CONCURRENCY + 30,
     }
 
 
@@ -210,7 +234,13 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
         text=True,
         check=True,
     ).stdout
-    results: dict[str, Any] = {"machine": machine(), "calls": options.calls, "paths": {}}
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "machine_info": machine_info(),
+        "calls": options.calls,
+        "concurrency": CONCURRENCY,
+        "paths": {},
+    }
     results["peer"] = f"{PEER} (with mcp {_versions(version)['mcp']}), Streamable HTTP"
     upstream_port, gateway_port, proxy_port = free_port(), free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
@@ -284,6 +314,12 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                                 figures["bridge_cpu_ms_per_call"] = 1000 * spent / figures["calls"]
                         results["paths"][name] = figures
                         progress.advance(bar)
+                        report_progress(len(results["paths"]), len(paths), name)
+                # The bridge processes alone (not the servers they started).
+                results["memory_mib"] = {
+                    "ztgate": memory_mib(served.pid),
+                    "mcp-proxy 0.13": memory_mib(proxy.pid),
+                }
     return results
 
 
@@ -322,6 +358,7 @@ def report(console: Console, results: dict[str, Any]) -> None:
         "mcp-proxy 0.13 -> stdio upstream": paths["direct, stdio"],
     }
     columns = ("path", "p50 ms", "p99 ms", "added p50 ms", "calls/s c=1",
+               f"p50 ms c={CONCURRENCY}", f"p99 ms c={CONCURRENCY}",
                f"calls/s c={CONCURRENCY}", "bridge CPU ms/call")  # fmt: skip
     table = Table(*columns, title=f"MCP tools/call ({results['machine']})")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -333,6 +370,8 @@ def report(console: Console, results: dict[str, Any]) -> None:
             f"{figures['p99_ms']:.2f}",
             f"{figures['p50_ms'] - base['p50_ms']:.2f}" if base else "",
             f"{figures['calls_per_s_c1']:.0f}",
+            f"{figures[f'p50_ms_c{CONCURRENCY}']:.2f}",
+            f"{figures[f'p99_ms_c{CONCURRENCY}']:.2f}",
             f"{figures[f'calls_per_s_c{CONCURRENCY}']:.0f}",
             f"{figures['bridge_cpu_ms_per_call']:.2f}"
             if "bridge_cpu_ms_per_call" in figures
