@@ -50,6 +50,10 @@ def agentdojo(
         ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="The model to ask at --model-url.")] = None,
+    from_results: Annotated[
+        Path | None,
+        typer.Option(help="Run nothing: write the tables, chart and document from this file."),
+    ] = None,
 ) -> None:
     """Run AgentDojo's suites through a real gateway, and without one; report both."""
     from ztgate.evaluation.agentdojo import INSTALL_HINT, agentdojo_available
@@ -57,7 +61,11 @@ def agentdojo(
     if not agentdojo_available():
         print(INSTALL_HINT, file=sys.stderr)
         raise typer.Exit(2)
-    from ztgate.evaluation.agentdojo.evaluate import evaluate
+    from ztgate.evaluation.agentdojo.evaluate import evaluate, render
+
+    if from_results is not None:
+        render(console, from_results, document=document, chart_path=chart)
+        return
 
     if (model_url is None) != (model is None):
         err_console.print("--model-url and --model go together")

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ztgate.evaluation.agentdojo.outcomes import PairResult
 from ztgate.evaluation.agentdojo.report import (
     chart_svg,
+    load_results,
     save_results,
     section,
     tables,
@@ -27,6 +28,18 @@ def machine() -> str:
     import os
 
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def render(
+    console: Console,
+    results_path: Path,
+    *,
+    document: Path | None = None,
+    chart_path: Path | None = None,
+) -> None:
+    """Write the tables, chart and document again from a saved results file (nothing runs)."""
+    meta, defended, undefended = load_results(results_path)
+    _write(console, meta, defended, undefended, None, document, chart_path)
 
 
 def evaluate(
@@ -98,8 +111,22 @@ def evaluate(
         "seconds": time.monotonic() - started,
         "machine": machine(),
     }
+    _write(console, meta, defended, undefended, results_path, document, chart_path)
+    return defended, undefended, meta
+
+
+def _write(
+    console: Console,
+    meta: dict[str, Any],
+    defended: list[PairResult],
+    undefended: list[PairResult],
+    results_path: Path | None,
+    document: Path | None,
+    chart_path: Path | None,
+) -> None:
+    suites = list(meta.get("suites") or [])
     console.print(tables(defended, undefended, suites), markup=False)
-    console.print(f"{len(defended)} runs per defense in {meta['seconds']:.0f} s")
+    console.print(f"{len(defended)} runs per defense in {meta.get('seconds', 0):.0f} s")
     if results_path is not None:
         save_results(results_path, meta, defended, undefended)
         console.print(f"results: {results_path}")
@@ -116,7 +143,6 @@ def evaluate(
                 link = str(chart_path)
         write_section(document, section(meta, defended, undefended, suites, link))
         console.print(f"document: {document}")
-    return defended, undefended, meta
 
 
 def _installed(name: str) -> str | None:

@@ -88,6 +88,34 @@ def successful_attacks(results: Sequence[PairResult]) -> dict[tuple[str, str], i
     return found
 
 
+def benign_ask_causes(results: Sequence[PairResult], suites: Sequence[str]) -> str:
+    """Why benign runs asked a person: per suite, the asks by tool tier and by guard."""
+    lines = [
+        "| suite | asks on the user's own calls | critical tool | argument of untrusted "
+        "origin | both | tools asked about |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name in [*suites, "all"]:
+        asks = [
+            ask
+            for r in results
+            if r.injection_task is None and (name == "all" or r.suite == name)
+            for ask in r.asks
+        ]
+        critical = {i for i, ask in enumerate(asks) if "critical-asks" in ask}
+        tainted = {i for i, ask in enumerate(asks) if "tainted" in ask}
+        tools: dict[str, int] = {}
+        for ask in asks:
+            tool = ask.split(" ", 1)[0]
+            tools[tool] = tools.get(tool, 0) + 1
+        listed = ", ".join(f"{t} {n}" for t, n in sorted(tools.items(), key=lambda i: -i[1]))
+        lines.append(
+            f"| {name} | {len(asks)} | {len(critical - tainted)} | {len(tainted - critical)} "
+            f"| {len(critical & tainted)} | {listed if name != 'all' else ''} |"
+        )
+    return "\n".join(lines)
+
+
 def utility_losses(results: Sequence[PairResult]) -> list[PairResult]:
     """The benign runs whose utility check failed."""
     return [r for r in results if r.injection_task is None and not r.utility]
@@ -219,6 +247,11 @@ def section(
         tables(defended, undefended, suites),
         "",
         f"![AgentDojo: no defense vs ztgate]({chart})",
+        "",
+        "Why benign runs asked a person (each ask on the user's own calls, by the "
+        "policy that asked):",
+        "",
+        benign_ask_causes(defended, suites),
         "",
     ]
     got_through = successful_attacks(defended)
