@@ -50,7 +50,7 @@ from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
 from ztgate.obligations import apply as apply_obligations
 from ztgate.obligations import summary as obligations_summary
-from ztgate.pipeline import CallContext, Check, Pipeline, ResultCheck
+from ztgate.pipeline import STORE_UNAVAILABLE, CallContext, Check, Pipeline, ResultCheck
 from ztgate.policy.check import PolicyCheck
 from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
 from ztgate.store.database import Database
@@ -596,6 +596,9 @@ class Gateway:
             await self._record(
                 previews, decision, "decision", decision.outcome.value, status, checked=asked
             )
+            if status == 503:  # refused because a store did not answer: said as such
+                detail = "; ".join(f"{v.check}: {v.reason}" for v in decision.deciding)
+                return CallReport(call, decision, failure=Failure.STORE_UNAVAILABLE, detail=detail)
             return CallReport(call, decision)
         early = entry.spec.risk.value in self.settings.audit.record_before_forward
         if early:
@@ -734,7 +737,9 @@ def unauthenticated(decision: Decision) -> bool:
 
 
 def denial_status(decision: Decision) -> int:
-    """A refusal in HTTP terms: 401 unauthenticated, 429 retry later (a rate limit), else 403."""
+    """A refusal in HTTP terms: 503 (a store did not answer), 401, 429 (retry later), or 403."""
+    if any(verdict.facts.get(STORE_UNAVAILABLE) for verdict in decision.deciding):
+        return 503
     if unauthenticated(decision):
         return 401
     return 429 if decision.retry_after is not None else 403

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ztgate.clock import Clock
+from ztgate.errors import StoreUnavailableError
 from ztgate.models import Decision, Outcome, Phase, ToolCall, ToolResult, Verdict
 
 if TYPE_CHECKING:
     from ztgate.tools.catalog import CatalogEntry
 
 logger = logging.getLogger(__name__)
+
+# The fact on the deny of a check that could not reach a store it needs (the
+# database, the hot state): the front doors answer 503, not a denial.
+STORE_UNAVAILABLE = "store.unavailable"
 
 
 @dataclass(slots=True)
@@ -131,6 +136,10 @@ class Pipeline:
                 verdict: object = await invoke()
         except TimeoutError:
             return Verdict(name, Outcome.DENY, f"check timed out after {self.check_timeout:g}s")
+        except StoreUnavailableError as exc:  # fail closed; an outage, not a bug: no traceback
+            logger.error("check %s failed: %s", name, exc)
+            reason = f"check failed: {type(exc).__name__}"
+            return Verdict(name, Outcome.DENY, reason, {STORE_UNAVAILABLE: True})
         except Exception as exc:  # fail closed: a check that cannot evaluate denies
             logger.exception("check %s failed", name)
             return Verdict(name, Outcome.DENY, f"check failed: {type(exc).__name__}")

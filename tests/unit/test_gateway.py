@@ -649,6 +649,27 @@ async def test_an_unreadable_store_is_reported_as_store_unavailable(
     assert recovered.outcome is Outcome.ALLOW
 
 
+async def test_a_check_whose_store_does_not_answer_is_a_503_recorded_as_such(
+    build: Build, upstream: Upstream
+) -> None:
+    """The hot state (Redis) down: refused, fail closed, as the store's fault, not a denial."""
+
+    class Unreachable:
+        name = "proof"
+
+        async def __call__(self, call: ToolCall, ctx: CallContext) -> Verdict:
+            raise StoreUnavailableError("hot state (redis at redis://cache:6379/0) unavailable")
+
+    gw = await build(checks=[Unreachable()])
+    report = await call(gw, "lookup", {"q": "x"})
+    assert report.failure is Failure.STORE_UNAVAILABLE
+    assert report.outcome is Outcome.DENY and report.result is None
+    assert report.detail == "proof: check failed: StoreUnavailableError"
+    assert upstream.arrivals == []
+    (record,) = records(gw, report.call.call_id)
+    assert (record["kind"], record["outcome"], record["status"]) == ("decision", "deny", 503)
+
+
 # -- concurrency, ids, lifecycle ---------------------------------------------------
 
 

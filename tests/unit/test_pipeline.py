@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from ztgate.errors import StoreUnavailableError
 from ztgate.models import Obligation, Outcome, Phase, ToolCall, ToolResult, Verdict
-from ztgate.pipeline import CallContext, Pipeline
+from ztgate.pipeline import STORE_UNAVAILABLE, CallContext, Pipeline
 from ztgate.testing import FrozenClock, make_call
 
 ALLOW, ASK, DENY = Outcome.ALLOW, Outcome.ASK, Outcome.DENY
@@ -131,6 +132,26 @@ async def test_a_raising_check_denies_with_the_exception_type(
     assert verdict.reason == "check failed: Boom"
     assert "secret-detail-in-message" not in verdict.reason
     assert any("flaky" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_check_whose_store_does_not_answer_denies_and_says_so(
+    ctx: CallContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Unreachable:
+        name = "proof"
+
+        async def __call__(self, call: ToolCall, ctx: CallContext) -> Verdict:
+            raise StoreUnavailableError("hot state (redis at redis://cache:6379/0) unavailable")
+
+    with caplog.at_level(logging.ERROR, logger="ztgate.pipeline"):
+        decision = await Pipeline([Unreachable()]).decide(make_call(), ctx)
+    assert decision.outcome is DENY
+    (verdict,) = decision.verdicts
+    assert verdict.reason == "check failed: StoreUnavailableError"
+    assert verdict.facts == {STORE_UNAVAILABLE: True}
+    # Logged as an outage (one line naming the store), not as a bug with a traceback.
+    (record,) = caplog.records
+    assert "redis://cache:6379/0" in record.getMessage() and record.exc_info is None
 
 
 async def test_a_synchronous_check_that_raises_denies(ctx: CallContext) -> None:
