@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := $(or $(ZTGATE_CHROMIUM),chromium)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test lint format typecheck unit browser sandbox redis demo bench clean lock
+.PHONY: run test lint format typecheck unit browser sandbox redis postgres demo bench clean lock
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/ztgate serve
 
 ## Set up and run every check: lint, format, types, tests (the browser tests need chromium).
-test: $(STAMP) browser sandbox redis lint typecheck unit
+test: $(STAMP) browser sandbox redis postgres lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 # The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= auto
 
-unit: $(STAMP) browser sandbox redis
+unit: $(STAMP) browser sandbox redis postgres
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 ## Chromium for the browser tests: Debian's package, installed when missing and we are root.
@@ -72,6 +72,17 @@ redis:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 	  else \
 	    echo "The hot-state tests need redis-server: run 'sudo apt-get install redis-server'." >&2; exit 1; \
+	  fi; }
+
+## PostgreSQL, for the durable store's tests (each test run makes its own cluster with
+## initdb in a scratch directory and starts it on a free port): Debian's package,
+## installed when missing and we are root.
+postgres:
+	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else \
+	    echo "The store tests need PostgreSQL: run 'sudo apt-get install postgresql'." >&2; exit 1; \
 	  fi; }
 
 demo: $(STAMP)

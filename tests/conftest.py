@@ -1,16 +1,29 @@
-"""Fixtures shared by every test."""
+"""Fixtures shared by every test.
+
+The durable store's suites run on both implementations: `store_kind` is
+"sqlite" or "postgresql", and `make_database(kind)` gives a migrated database
+of that kind of the test's own (SQLite: a copy of a migrated file;
+PostgreSQL: a database created from a migrated template, on this test
+process's own cluster, `postgres_server`, one per xdist worker).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from ztgate.config import Settings
-from ztgate.store.database import Database
+from ztgate.store.database import Database, sqlite_url
+from ztgate.store.postgres_server import PostgresServer
 from ztgate.store.redis_server import RedisServer
 from ztgate.testing import FrozenClock, make_settings
+
+STORE_KINDS = ("sqlite", "postgresql")
+_POSTGRES_TEMPLATE = "ztgate_migrated"
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +62,68 @@ def redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test process's own (one per xdist worker), stopped at the end."""
     with RedisServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of this test process's own (one per xdist worker), stopped after."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _postgres_template(postgres_server: PostgresServer) -> str:
+    db = Database(postgres_server.create_database(_POSTGRES_TEMPLATE))
+    db.migrate()
+    db.dispose()
+    return _POSTGRES_TEMPLATE
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "ztgate.db"
+    db = Database(sqlite_url(path))
+    db.migrate()
+    db.dispose()
+    return path
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Each implementation of the durable store in turn."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., Database]]:
+    """Makes databases of the test's own: `make(kind, migrated=True)`; disposed (dropped) after."""
+    opened: list[Database] = []
+    created: list[str] = []
+
+    def make(kind: str, *, migrated: bool = True) -> Database:
+        if kind == "sqlite":
+            path = tmp_path / f"store-{uuid.uuid4().hex[:8]}.db"
+            if migrated:
+                shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
+            db = Database(sqlite_url(path))
+        elif kind == "postgresql":
+            server: PostgresServer = request.getfixturevalue("postgres_server")
+            template = request.getfixturevalue("_postgres_template") if migrated else None
+            name = f"test_{uuid.uuid4().hex}"
+            db = Database(server.create_database(name, template))
+            created.append(name)
+        else:  # pragma: no cover - a typo in a test
+            raise ValueError(kind)
+        opened.append(db)
+        return db
+
+    yield make
+    for db in opened:
+        db.dispose()
+    if created:
+        server = request.getfixturevalue("postgres_server")
+        for name in created:
+            if server.running:
+                server.drop_database(name)

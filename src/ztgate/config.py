@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ztgate.clock import Clock
 from ztgate.errors import ConfigError, InvalidInputError
-from ztgate.store.database import Database
+from ztgate.store.database import Database, check_database_url
 from ztgate.store.hot import HotState, MemoryHotState
 from ztgate.tools.flow import ToolFlow
 from ztgate.tools.model import Tool, ToolLimits, parse_risk
@@ -82,6 +82,9 @@ class GatewaySettings(_Section):
 class StoreSettings(_Section):
     """The durable store, and where the hot state lives."""
 
+    # The durable store: "" is the SQLite file <data_dir>/ztgate.db; a
+    # sqlite:///PATH or postgresql+psycopg://USER@HOST[:PORT]/DB URL names
+    # another (docs/deployment.md). `synchronous` is SQLite's alone.
     url: str = ""
     synchronous: Literal["normal", "full"] = "normal"
     busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
@@ -93,6 +96,11 @@ class StoreSettings(_Section):
     hot_state_url: str = ""
     hot_state_prefix: str = Field("ztgate:", min_length=1, max_length=128)
     hot_state_timeout_seconds: float = Field(0.5, gt=0, le=30)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return check_database_url(url) if url else url
 
     @field_validator("hot_state_url")
     @classmethod

@@ -3,7 +3,8 @@
 Concurrent requests are group-committed: whatever is ready to be recorded in
 the same turn of the event loop goes into one transaction, and every request
 waits until that transaction has committed. Each transaction locks the chain head, so the
-CLI and the gateway can append to the same chain safely.
+CLI and the gateway (and, on PostgreSQL, every gateway replica) can append to
+the same chain safely: one chain, in the order the head's lock was granted.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ _Pending = tuple[AuditEntry, "asyncio.Future[AuditReceipt] | None"]
 _SELECT_HEAD = (
     "SELECT seq, hash, checkpoint_seq, checkpoint_at FROM audit_heads WHERE chain = :chain"
 )
+# Two first appenders (two processes on PostgreSQL) may both find no head:
+# one inserts it, the other's insert does nothing, and both then lock it.
 _INSERT_HEAD = (
     "INSERT INTO audit_heads (chain, seq, hash, checkpoint_seq, checkpoint_at)"
     " VALUES (:chain, :seq, :hash, :checkpoint_seq, :checkpoint_at)"
+    " ON CONFLICT (chain) DO NOTHING"
 )
 _INSERT_RECORD = (
     "INSERT INTO audit_records"
@@ -231,9 +235,12 @@ class AuditLog:
             self._update_head(conn, seq, head, seq, now)
 
     def _lock_head(self, conn: RawCursor) -> tuple[int, str, int, float]:
-        row = conn.execute(_SELECT_HEAD + conn.for_update, {"chain": self.chain}).fetchone()
+        # The row lock on the head serialises appenders on PostgreSQL (every
+        # process, every connection): each reads the head only once it holds
+        # the lock, so sequence numbers and links never fork.
+        select_head = _SELECT_HEAD + conn.for_update
+        row = conn.execute(select_head, {"chain": self.chain}).fetchone()
         if row is None:
-            now = self._clock.now()
             conn.execute(
                 _INSERT_HEAD,
                 {
@@ -241,10 +248,12 @@ class AuditLog:
                     "seq": 0,
                     "hash": GENESIS,
                     "checkpoint_seq": 0,
-                    "checkpoint_at": now,
+                    "checkpoint_at": self._clock.now(),
                 },
             )
-            return 0, GENESIS, 0, now
+            row = conn.execute(select_head, {"chain": self.chain}).fetchone()
+            if row is None:  # pragma: no cover - inserted or found just above
+                raise AuditError(f"audit chain {self.chain!r} has no head")
         return int(row[0]), str(row[1]), int(row[2]), float(row[3])
 
     def _update_head(self, conn: RawCursor, seq: int, head: str, cp_seq: int, cp_at: float) -> None:

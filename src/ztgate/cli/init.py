@@ -55,12 +55,14 @@ DEFAULT_CONFIG_TEXT = """\
 # tls_svid_ttl_seconds = 86400
 
 [store]
-# SQLAlchemy URL; empty means the SQLite file <data_dir>/ztgate.db.
+# SQLAlchemy URL; empty means the SQLite file <data_dir>/ztgate.db. PostgreSQL
+# (shared by gateway replicas): "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB".
 # url = ""
-# "normal": committed records survive a crash of the gateway process (WAL);
-# "full": they also survive a power loss, at one fsync per commit.
+# SQLite only: "normal": committed records survive a crash of the gateway
+# process (WAL); "full": they also survive a power loss, at one fsync per commit.
 # synchronous = "normal"
-# How long a write waits for another writer (the CLI, another worker) before failing closed.
+# How long a write waits for another writer (the CLI, another worker) before
+# failing closed (on PostgreSQL: its lock_timeout).
 # busy_timeout_ms = 5000
 
 [audit]

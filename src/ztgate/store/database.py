@@ -1,8 +1,15 @@
 """The durable store: one SQLAlchemy engine, migrated by Alembic.
 
-SQLite (WAL) is the embedded default; the same schema runs on PostgreSQL.
-Every driver failure that means "the database is not there" becomes a
+SQLite (WAL) is the embedded default; the same schema and migrations run on
+PostgreSQL (psycopg 3), selected by a `postgresql+psycopg://` URL. Every
+driver failure that means "the database is not there" becomes a
 `StoreUnavailableError`, which the front doors turn into a fail-closed 503.
+
+Write transactions are serialised on both: SQLite has a single writer (BEGIN
+IMMEDIATE); on PostgreSQL every `Database.write` transaction first takes one
+transaction-level advisory lock, so the registries' read-check-write
+transactions keep the semantics they have on SQLite. The audit append takes
+only its chain head's row lock (`SELECT ... FOR UPDATE`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,46 @@ from ztgate.errors import ConfigError, StoreError, StoreUnavailableError
 Synchronous = Literal["normal", "full"]
 DEFAULT_BUSY_TIMEOUT_MS = 5000
 _WAL_AUTOCHECKPOINT_PAGES = 8000
+# The key of the transaction-level advisory lock every PostgreSQL write
+# transaction takes ("ztgate" in ASCII): PostgreSQL's stand-in for SQLite's
+# single writer.
+WRITE_LOCK_KEY = 0x7A7467617465
+_POSTGRES_DRIVERS = ("psycopg",)
+_CONNECT_TIMEOUT_SECONDS = 5
+
+
+def check_database_url(url: str) -> str:
+    """`url` if it names a database ztgate runs on; raise `ValueError` saying why not.
+
+    SQLite (`sqlite:///PATH`) and PostgreSQL through psycopg 3
+    (`postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DATABASE`;
+    `postgresql://` means the same driver).
+    """
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise ValueError(f"not a database URL: {url!r}") from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite":
+        return url
+    if backend == "postgresql":
+        if "+" in parsed.drivername and driver not in _POSTGRES_DRIVERS:
+            raise ValueError(
+                f"PostgreSQL is reached through psycopg 3: postgresql+psycopg://, not {driver}"
+            )
+        if not parsed.database:
+            raise ValueError("a PostgreSQL URL must name a database: postgresql+psycopg://HOST/DB")
+        return url
+    raise ValueError(
+        "the store must be SQLite (sqlite:///PATH) or PostgreSQL (postgresql+psycopg://HOST/DB)"
+    )
+
+
+def _engine_url(url: str) -> str:
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":  # psycopg 3, never SQLAlchemy's psycopg2 default
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 class Database:
@@ -35,28 +82,42 @@ class Database:
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     ) -> None:
         try:
-            parsed = make_url(url)
-        except exc.ArgumentError as error:
-            raise ConfigError("store", "url", f"not a database URL: {url!r}") from error
+            check_database_url(url)
+        except ValueError as error:
+            raise ConfigError("store", "url", str(error)) from error
+        parsed = make_url(url)
         self.url = url
         self.synchronous = synchronous
+        # Dedicated connections open right now: closed by `dispose`.
+        self._dedicated: set[DedicatedConnection] = set()
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_postgresql = not self.is_sqlite
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             _create_private_file(Path(parsed.database))
-        self.engine: Engine = create_engine(url, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
+            self.engine: Engine = create_engine(url)
             _configure_sqlite(self.engine, synchronous, busy_timeout_ms)
+        else:
+            self.engine = create_engine(
+                _engine_url(url),
+                pool_pre_ping=True,
+                connect_args=_postgresql_options(busy_timeout_ms),
+            )
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed on success.
 
         On SQLite the transaction starts with BEGIN IMMEDIATE, so concurrent
-        writers (a CLI and the gateway) queue instead of failing mid-way.
+        writers (a CLI and the gateway) queue instead of failing mid-way; on
+        PostgreSQL it first takes the advisory write lock (`WRITE_LOCK_KEY`)
+        to the same end, waiting at most `busy_timeout_ms` as SQLite does.
         """
         with map_store_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(ztgate_immediate=True)
             with conn.begin():
+                if self.is_postgresql:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
                 yield conn
 
     @contextlib.contextmanager
@@ -76,7 +137,8 @@ class Database:
         For the few hot paths (the audit append) where SQLAlchemy's
         per-statement overhead (about 100 us) would dominate. Statements use
         `:name` parameters and portable SQL; `RawCursor.for_update` is the
-        one dialect difference (SQLite's BEGIN IMMEDIATE already locks).
+        one dialect difference (SQLite's BEGIN IMMEDIATE already locks). It
+        does not take `Database.write`'s advisory lock.
         """
         connection = self.dedicated()
         try:
@@ -95,6 +157,7 @@ class Database:
 
         The gateway runs this in the background, so that the automatic
         checkpoint (with its fsyncs) rarely lands on a call's commit.
+        PostgreSQL checkpoints by itself: nothing to do there.
         """
         if not self.is_sqlite:
             return
@@ -114,7 +177,9 @@ class Database:
             upgrade(conn)
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and every dedicated one still open."""
+        for connection in list(self._dedicated):
+            connection.close()
         self.engine.dispose()
 
 
@@ -141,6 +206,7 @@ class DedicatedConnection:
                 fairy = self._database.engine.raw_connection()
                 fairy.detach()  # ours alone: closing it closes the DBAPI connection
                 self._connection = fairy
+                self._database._dedicated.add(self)
         return self._connection
 
     @contextlib.contextmanager
@@ -174,6 +240,7 @@ class DedicatedConnection:
             with contextlib.suppress(Exception):
                 self._connection.close()
             self._connection = None
+        self._database._dedicated.discard(self)
 
 
 class RawCursor:
@@ -238,6 +305,20 @@ def map_store_errors() -> Iterator[None]:
 def _short(error: exc.SQLAlchemyError) -> str:
     original = getattr(error, "orig", None)
     return str(original if original is not None else error).splitlines()[0]
+
+
+def _postgresql_options(busy_timeout_ms: int) -> dict[str, Any]:
+    # lock_timeout bounds the wait for the write lock and row locks, as
+    # busy_timeout does on SQLite (0: wait for ever, on both). Durability is
+    # the server's: `synchronous` is SQLite's alone, and a commit waits for
+    # the server's WAL flush unless its administrator said otherwise
+    # (synchronous_commit = off could lose answered calls' audit records in
+    # a crash of the server).
+    return {
+        "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
+        "application_name": "ztgate",
+        "options": f"-c lock_timeout={int(busy_timeout_ms)}",
+    }
 
 
 def _configure_sqlite(engine: Engine, synchronous: Synchronous, busy_timeout_ms: int) -> None:

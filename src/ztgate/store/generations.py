@@ -37,7 +37,8 @@ class GenerationWatcher:
 
     On SQLite it first asks `PRAGMA data_version`, which changes only when
     another connection commits and costs a few microseconds, so the common
-    case (nothing changed) reads no table.
+    case (nothing changed) reads no table. On PostgreSQL it reads the
+    generations table (a handful of rows) on its own connection each time.
     """
 
     def __init__(self, database: Database, connection: DedicatedConnection | None = None) -> None:
@@ -62,13 +63,9 @@ class GenerationWatcher:
         Raises:
             StoreUnavailableError: the database cannot be read.
         """
-        if self._database.is_sqlite:
-            if not self._sqlite_data_changed():
-                return set()
-            current = self._read_raw()
-        else:
-            with self._database.read() as conn:
-                current = read_all(conn)
+        if self._database.is_sqlite and not self._sqlite_data_changed():
+            return set()
+        current = self._read_raw()
         changed = {n for n, v in current.items() if self._seen.get(n) != v}
         self._seen = current
         return changed
@@ -90,7 +87,11 @@ class GenerationWatcher:
     def _query(self, sql: str) -> list[Any]:
         try:
             raw = self._connection.raw()
-            rows: list[Any] = raw.cursor().execute(sql).fetchall()
+            cursor = raw.cursor()
+            cursor.execute(sql)
+            rows: list[Any] = cursor.fetchall()
+            if not self._database.is_sqlite:
+                raw.rollback()  # end the read's transaction: never left idle in one
         except Exception as exc:
             self.close()
             if isinstance(exc, StoreError):

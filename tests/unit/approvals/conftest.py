@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -23,22 +21,10 @@ OTHER = "spiffe://ztgate.local/agent/other"
 TASK = "t" * 26
 
 
-@pytest.fixture(scope="session")
-def _approvals_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "ztgate.db"
-    template = Database(f"sqlite:///{path}")
-    template.migrate()
-    template.dispose()
-    return path
-
-
 @pytest.fixture
-def database(_approvals_template: Path, tmp_path: Path) -> Iterator[Database]:
-    path = tmp_path / "ztgate.db"
-    shutil.copyfile(_approvals_template, path)
-    db = Database(f"sqlite:///{path}")
-    yield db
-    db.dispose()
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of its own, of each kind (no settings, keys or CA needed)."""
+    return make_database(store_kind)
 
 
 @pytest.fixture

@@ -1,15 +1,17 @@
-"""Fixtures for the audit log tests: keys, a raw SQLite handle for tampering, chains."""
+"""Fixtures for the audit log tests: keys, a raw database handle for tampering, chains.
+
+Every test that takes `database` runs on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.engine import make_url
 
 from ztgate.audit.checkpoint import CheckpointSigner, load_public_key, load_signer
 from ztgate.audit.log import AuditLog
@@ -58,18 +60,37 @@ def public_key(settings: Settings) -> Ed25519PublicKey:
 
 
 @pytest.fixture
-def db_path(settings: Settings) -> Path:
-    """The SQLite file behind `settings.database_url`."""
-    return settings.path(settings.data_dir) / "ztgate.db"
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of the test's own, of each kind."""
+    return make_database(store_kind)
 
 
 @pytest.fixture
-def sql(db_path: Path) -> Callable[..., list[tuple[Any, ...]]]:
-    """Run one statement straight on the SQLite file (as an attacker would) and commit."""
+def db_path(database: Database) -> Path:
+    """The SQLite file behind `database` (tests of SQLite's own file locks)."""
+    if not database.is_sqlite:
+        pytest.skip("SQLite's file locks")
+    path = make_url(database.url).database
+    assert path is not None
+    return Path(path)
+
+
+@pytest.fixture
+def sql(database: Database) -> Callable[..., list[tuple[Any, ...]]]:
+    """Run one statement (`?` parameters) straight on the database, as an attacker would; commit."""
 
     def run(statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-            return conn.execute(statement, params).fetchall()
+        if not database.is_sqlite:
+            statement = statement.replace("?", "%s")
+        raw = database.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(statement, params)
+            rows = list(cursor.fetchall()) if cursor.description else []
+            raw.commit()
+            return rows
+        finally:
+            raw.close()
 
     return run
 
@@ -105,12 +126,12 @@ def build_chain(
 
 
 @pytest.fixture
-def other_database(settings: Settings) -> Iterator[Callable[..., Database]]:
-    """Further `Database` objects on the same file (another process's worth), disposed after."""
+def other_database(database: Database) -> Iterator[Callable[..., Database]]:
+    """Further `Database` objects on the same database (another process's worth), disposed after."""
     opened: list[Database] = []
 
     def open_(**options: Any) -> Database:
-        db = Database(settings.database_url, **options)
+        db = Database(database.url, **options)
         opened.append(db)
         return db
 

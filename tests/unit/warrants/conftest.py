@@ -1,4 +1,4 @@
-"""A clock at the real time, and a migrated database per test (copied: fast).
+"""A clock at the real time, and a migrated database per test, of each kind (SQLite, PostgreSQL).
 
 Warrants are JWTs, and PyJWT checks their expiry against the system clock as
 well as the gateway's: with a clock frozen at a fixed date, every warrant the
@@ -7,10 +7,8 @@ tests issue would look expired once the real date passes it.
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -24,20 +22,7 @@ def clock() -> FrozenClock:
     return FrozenClock(float(int(time.time())))
 
 
-@pytest.fixture(scope="session")
-def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "ztgate.db"
-    template = Database(f"sqlite:///{path}")
-    template.migrate()
-    template.dispose()
-    return path
-
-
 @pytest.fixture
-def database(_migrated_template: Path, tmp_path: Path) -> Iterator[Database]:
-    """A migrated SQLite database of its own (no settings, keys or CA needed)."""
-    path = tmp_path / "ztgate.db"
-    shutil.copyfile(_migrated_template, path)
-    db = Database(f"sqlite:///{path}")
-    yield db
-    db.dispose()
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of its own, of each kind (no settings, keys or CA needed)."""
+    return make_database(store_kind)
