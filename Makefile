@@ -92,8 +92,9 @@ demo: $(STAMP)
 ## on 2 cores): the summary goes to docs/performance.md and
 ## docs/performance-summary.svg, every figure to benchmarks/results/. Needs wrk
 ## (Debian's package; installed here when missing and we are root); the peer
-## MCP bridge's venv is made from benchmarks/peer-requirements.txt.
-bench: $(STAMP) redis
+## MCP bridge's venv is made from benchmarks/peer-requirements.txt; bubblewrap
+## (make sandbox) for the MCP server in an enclave.
+bench: $(STAMP) redis sandbox
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/run_all.py
 
