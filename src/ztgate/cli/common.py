@@ -33,9 +33,10 @@ def config_path(ctx: typer.Context) -> Path | None:
 
 
 def database(ctx: typer.Context) -> Database:
-    """The migrated database the settings point at."""
+    """The migrated database the settings point at (its connections closed with the command)."""
     current = settings(ctx)
     db = current.open_database()
+    ctx.call_on_close(db.dispose)
     db.migrate()
     return db
 

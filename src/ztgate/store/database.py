@@ -202,7 +202,9 @@ class DedicatedConnection:
             StoreUnavailableError: the database cannot be opened.
         """
         if self._connection is None:
-            with map_store_errors():
+            dbapi = self._database.engine.dialect.loaded_dbapi
+            # The pool hands out the driver's own connect errors, unwrapped.
+            with map_store_errors(), _map_driver_errors(dbapi):
                 fairy = self._database.engine.raw_connection()
                 fairy.detach()  # ours alone: closing it closes the DBAPI connection
                 self._connection = fairy
@@ -289,6 +291,15 @@ def _is_unavailable(dbapi: Any, error: Exception) -> bool:
         if hasattr(dbapi, name)
     )
     return isinstance(error, kinds)
+
+
+@contextlib.contextmanager
+def _map_driver_errors(dbapi: Any) -> Iterator[None]:
+    try:
+        yield
+    except dbapi.Error as error:
+        kind = StoreUnavailableError if _is_unavailable(dbapi, error) else StoreError
+        raise kind(f"database unavailable: {str(error).splitlines()[0]}") from error
 
 
 @contextlib.contextmanager

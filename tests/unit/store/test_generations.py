@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from ztgate.config import Settings
 from ztgate.errors import StoreUnavailableError
 from ztgate.store.database import Database, sqlite_url
 from ztgate.store.generations import GenerationWatcher, bump, read_all
 
 
 @pytest.fixture
-def other(settings: Settings) -> Iterator[Database]:
-    """A second Database on the same file, as the CLI would open it."""
-    db = Database(settings.database_url)
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of each kind (SQLite, PostgreSQL)."""
+    return make_database(store_kind)
+
+
+@pytest.fixture
+def other(database: Database) -> Iterator[Database]:
+    """A second Database on the same database, as the CLI would open it."""
+    db = Database(database.url)
     yield db
     db.dispose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import insert, inspect, select
 
 import ztgate.store
-from ztgate.store.database import Database, sqlite_url
+from ztgate.store.database import Database
 from ztgate.store.migrate import alembic_config, upgrade
 from ztgate.store.tables import generations, metadata
 
@@ -24,10 +24,9 @@ SCHEMA = set(metadata.tables)
 
 
 @pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Database]:
-    db = Database(sqlite_url(tmp_path / "fresh.db"))
-    yield db
-    db.dispose()
+def fresh(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """An empty database of each kind (SQLite, PostgreSQL)."""
+    return make_database(store_kind, migrated=False)
 
 
 def tables(db: Database) -> set[str]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,16 +12,15 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from ztgate.store.database import Database, sqlite_url
+from ztgate.store.database import Database
 from ztgate.store.migrate import alembic_config, upgrade
 from ztgate.store.tables import SCHEMA_TABLES, metadata
 
 
 @pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Database]:
-    db = Database(sqlite_url(tmp_path / "fresh.db"))
-    yield db
-    db.dispose()
+def fresh(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """An empty database of each kind (SQLite, PostgreSQL)."""
+    return make_database(store_kind, migrated=False)
 
 
 def _tables(engine: Engine) -> set[str]:
@@ -48,12 +46,21 @@ def _reflected(engine: Engine) -> dict[str, Any]:
     return schema
 
 
+# Names PostgreSQL reflects for what it was asked to create under another:
+# FLOAT without a precision is its float8, DOUBLE PRECISION.
+_REFLECTED_AS = {"postgresql": {"FLOAT": "DOUBLE PRECISION"}}
+
+
 def _declared(engine: Engine) -> dict[str, Any]:
     dialect = engine.dialect
+    synonyms = _REFLECTED_AS.get(dialect.name, {})
     schema: dict[str, Any] = {}
     for table in metadata.sorted_tables:
         schema[table.name] = {
-            "columns": [(c.name, str(c.type.compile(dialect)), c.nullable) for c in table.columns],
+            "columns": [
+                (c.name, synonyms.get(t := str(c.type.compile(dialect)), t), c.nullable)
+                for c in table.columns
+            ],
             "pk": (table.primary_key.name, tuple(c.name for c in table.primary_key.columns)),
             "indexes": sorted(
                 (i.name, tuple(c.name for c in i.columns), bool(i.unique)) for i in table.indexes
