@@ -29,6 +29,7 @@ from ztgate.cli import workload_api as workload_api_cli
 from ztgate.cli.common import console, settings
 from ztgate.config import Settings, config_path
 from ztgate.errors import GatewayError, PolicyLoadError
+from ztgate.store.database import display_url
 
 app = typer.Typer(
     name="ztgate",
@@ -117,7 +118,7 @@ def serve(
     )
     console.print(
         f"ztgate {__version__} on http://{current.gateway.host}:{current.gateway.port} "
-        f"(store: {current.database_url})"
+        f"(store: {display_url(current.database_url)})"
     )
     run_server(current)
 

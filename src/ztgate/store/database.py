@@ -64,6 +64,14 @@ def check_database_url(url: str) -> str:
     )
 
 
+def display_url(url: str) -> str:
+    """`url` with its password (if any) masked, for logs and banners."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "(not a database URL)"
+
+
 def _engine_url(url: str) -> str:
     parsed = make_url(url)
     if parsed.drivername == "postgresql":  # psycopg 3, never SQLAlchemy's psycopg2 default
@@ -238,9 +246,12 @@ class DedicatedConnection:
     def close(self) -> None:
         """Roll back anything open and close the connection."""
         if self._connection is not None:
-            _rollback_quietly(self._connection)
+            # The driver's own connection, closed directly: the pool would
+            # "reset" it first, and log a traceback when the server is gone.
+            driver = getattr(self._connection, "dbapi_connection", None) or self._connection
+            _rollback_quietly(driver)
             with contextlib.suppress(Exception):
-                self._connection.close()
+                driver.close()
             self._connection = None
         self._database._dedicated.discard(self)
 

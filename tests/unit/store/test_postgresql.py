@@ -26,7 +26,7 @@ from ztgate.audit.record import AuditEntry
 from ztgate.cli.main import app
 from ztgate.config import load_settings
 from ztgate.errors import ConfigError, StoreUnavailableError
-from ztgate.store.database import Database, check_database_url
+from ztgate.store.database import Database, check_database_url, display_url
 from ztgate.store.generations import bump
 from ztgate.store.postgres_server import PostgresServer
 from ztgate.store.redis_server import free_port
@@ -238,3 +238,10 @@ def test_appends_fail_closed_while_the_server_is_down_and_resume_after(
     assert [r.seq for r in log.append_now([entry(3)])] == [2]
     pg.ping()
     log.connection.close()
+
+
+def test_the_url_shown_in_logs_hides_the_password() -> None:
+    shown = display_url("postgresql+psycopg://ztgate:s3cret@db.internal:5432/ztgate")
+    assert "s3cret" not in shown
+    assert shown == "postgresql+psycopg://ztgate:***@db.internal:5432/ztgate"
+    assert display_url("sqlite:////srv/ztgate.db") == "sqlite:////srv/ztgate.db"
