@@ -114,20 +114,22 @@ def stages() -> list[Stage]:
         ),
         Stage(
             "other",
-            "identity, forwarding clients, enclaves, hot state in Redis",
+            "identity, forwarding clients, enclaves, hot state in Redis, SQLite and PostgreSQL",
             [
                 ["identity.py"],
                 ["forwarding_clients.py", "--seconds", "4"],
                 ["enclave.py"],
                 ["hot_state.py", "--rounds", "5", "--n", "2000"],
+                ["store.py", "--rounds", "5", "--n", "400"],
             ],
             [
                 ["identity.py", "--rounds", "1", "--n", "50"],
                 ["forwarding_clients.py", "--seconds", "1"],
                 ["enclave.py", "--n", "3", "--requests", "30"],
                 ["hot_state.py", "--rounds", "1", "--n", "200"],
+                ["store.py", "--rounds", "1", "--n", "50"],
             ],
-            expected_seconds=180,
+            expected_seconds=240,
         ),
     ]
 

@@ -3,7 +3,8 @@
 Each `PostgresServer` makes its own cluster (`initdb`, trust authentication,
 superuser `ztgate`) in a scratch directory and runs it with `pg_ctl` on a
 free loopback port, its Unix socket in the same directory, durability off
-(`fsync = off`: a test cluster need not survive a power loss); it never uses
+(`fsync = off`: a test cluster need not survive a power loss; the
+benchmarks' `durable` cluster keeps PostgreSQL's defaults); it never uses
 a server that happens to be running. PostgreSQL refuses to run as root: run
 as root, the cluster belongs to Debian's `postgres` user (or `nobody`) and
 every command runs as that user (`runuser`). `stop` and `start` again on the
@@ -52,7 +53,8 @@ def _unprivileged_user() -> str:
 class PostgresServer:
     """A PostgreSQL cluster of our own; a context manager that starts and stops it."""
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, *, durable: bool = False) -> None:
+        """`durable`: fsync on, as a production server runs (the benchmarks); off for tests."""
         found = bindir or find_bindir()
         if found is None:
             raise RuntimeError(INSTALL_HINT)
@@ -68,6 +70,7 @@ class PostgresServer:
             entry = pwd.getpwnam(user)
             os.chown(self.directory, entry.pw_uid, entry.pw_gid)
             self._as = ["runuser", "-u", user, "--"]
+        self.durable = durable
         self.running = False
 
     def url(self, database: str = "postgres") -> str:
@@ -116,8 +119,7 @@ class PostgresServer:
                 f"-p {self.port}",
                 f"-k {self.directory}",
                 "-c listen_addresses=127.0.0.1",
-                "-c fsync=off",
-                "-c full_page_writes=off",
+                *(() if self.durable else ("-c fsync=off", "-c full_page_writes=off")),
                 "-c max_connections=200",
                 "-c shared_buffers=32MB",
             ]
