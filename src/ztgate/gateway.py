@@ -338,7 +338,8 @@ class Gateway:
         await self.audit.start()
         await self.forwarder.start()
         await self._follow_mcp_servers()
-        self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
+        if self.database.is_sqlite:  # PostgreSQL checkpoints by itself
+            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
 
     async def _start_hot_state(self) -> None:
         """Say which hot state serves; a shared one must answer before the gateway starts."""

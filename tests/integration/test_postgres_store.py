@@ -178,3 +178,50 @@ def test_calls_fail_closed_while_postgresql_restarts_and_no_answered_call_is_unr
     )
     assert len(allowed) <= ran <= decided
     cluster.one.verify_audit()
+
+
+def test_a_replica_killed_under_load_loses_no_answered_call_and_leaves_the_chain_whole(
+    cluster: Cluster,
+) -> None:
+    """SIGKILL one replica while both append: its open transaction rolls back, nothing forks."""
+    answered: list[str] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load(replica: Replica, name: str) -> None:
+        with make_client(replica.url) as client:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                try:
+                    response = _call(client, f"{name}-{i}")
+                except httpx.HTTPError:
+                    time.sleep(0.05)  # the replica is gone
+                    continue
+                if response.status_code == 200:
+                    with lock:
+                        answered.append(response.json()["call_id"])
+
+    workers = [
+        threading.Thread(target=load, args=(cluster.one, "one")),
+        threading.Thread(target=load, args=(cluster.two, "two")),
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1.0)
+        cluster.two.kill()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+        cluster.two.start()  # for the tests after this one
+
+    assert answered
+    records = cluster.records()
+    for call_id in answered:
+        assert records.get(call_id) == [("decision", "allow"), ("result", "allow")], call_id
+    cluster.one.verify_audit()
+    with make_client(cluster.two.url) as two:
+        assert _call(two, "after the kill").status_code == 200

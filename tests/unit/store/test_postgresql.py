@@ -117,6 +117,22 @@ def test_writes_are_serialised_and_a_wait_past_the_timeout_fails_closed(pg: Data
         bump(conn, "tools")
 
 
+def test_an_append_waiting_too_long_for_the_chain_head_fails_closed(
+    pg: Database, clock: FrozenClock
+) -> None:
+    AuditLog(pg, clock).append_now([entry(1)])
+    impatient = Database(pg.url, busy_timeout_ms=100)
+    log = AuditLog(impatient, clock)
+    try:
+        with pg.write() as conn:  # another writer holds the head's row lock
+            conn.exec_driver_sql("SELECT seq FROM audit_heads WHERE chain = 'main' FOR UPDATE")
+            with pytest.raises(StoreUnavailableError, match="lock timeout"):
+                log.append_now([entry(2)])
+        assert [r.seq for r in log.append_now([entry(3)])] == [2]
+    finally:
+        impatient.dispose()
+
+
 def test_a_server_that_does_not_answer_is_unavailable(clock: FrozenClock) -> None:
     db = Database(f"postgresql+psycopg://ztgate@127.0.0.1:{free_port()}/ztgate")
     log = AuditLog(db, clock)
