@@ -1,10 +1,8 @@
-"""A migrated database per test (copied from a template), an audit log, and helpers."""
+"""A migrated database per test, of each kind (SQLite, PostgreSQL), an audit log, and helpers."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,22 +18,10 @@ AGENT = "spiffe://ztgate.local/agent/runner"
 OTHER = "spiffe://ztgate.local/agent/other"
 
 
-@pytest.fixture(scope="session")
-def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "ztgate.db"
-    template = Database(f"sqlite:///{path}")
-    template.migrate()
-    template.dispose()
-    return path
-
-
 @pytest.fixture
-def database(_migrated_template: Path, tmp_path: Path) -> Iterator[Database]:
-    path = tmp_path / "ztgate.db"
-    shutil.copyfile(_migrated_template, path)
-    db = Database(f"sqlite:///{path}")
-    yield db
-    db.dispose()
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of its own, of each kind (SQLite, PostgreSQL)."""
+    return make_database(store_kind)
 
 
 @pytest.fixture
