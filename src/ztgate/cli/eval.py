@@ -50,6 +50,15 @@ def agentdojo(
         ),
     ] = None,
     model: Annotated[str | None, typer.Option(help="The model to ask at --model-url.")] = None,
+    policy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--policy", help="A .cedar file added to the default set in each gateway (repeat)."
+        ),
+    ] = None,
+    section: Annotated[
+        str, typer.Option(help="The markers in --document to write between (<!-- NAME:begin -->).")
+    ] = "agentdojo-eval",
     from_results: Annotated[
         Path | None,
         typer.Option(help="Run nothing: write the tables, chart and document from this file."),
@@ -64,7 +73,7 @@ def agentdojo(
     from ztgate.evaluation.agentdojo.evaluate import evaluate, render
 
     if from_results is not None:
-        render(console, from_results, document=document, chart_path=chart)
+        render(console, from_results, document=document, chart_path=chart, section_name=section)
         return
 
     if (model_url is None) != (model is None):
@@ -86,4 +95,6 @@ def agentdojo(
         document=document,
         chart_path=chart,
         model=(model_url, model) if model_url is not None and model is not None else None,
+        policies=policy or [],
+        section_name=section,
     )

@@ -105,9 +105,20 @@ def tools_toml(tools: Sequence[ToolDecl], upstream_url: str) -> str:
 class EvalGateway:
     """`ztgate serve` in `workdir` with `tools` served at `upstream_url`; this process its agent."""
 
-    def __init__(self, workdir: Path, tools: Sequence[ToolDecl], upstream_url: str) -> None:
-        """Prepare (nothing starts before `__enter__`)."""
+    def __init__(
+        self,
+        workdir: Path,
+        tools: Sequence[ToolDecl],
+        upstream_url: str,
+        *,
+        policies: Sequence[Path] = (),
+    ) -> None:
+        """Prepare (nothing starts before `__enter__`).
+
+        `policies`: .cedar files added to the default set in the gateway's policy directory.
+        """
         self.workdir = workdir
+        self.policies = list(policies)
         self.tools = list(tools)
         self.upstream_url = upstream_url
         self.url = ""
@@ -124,6 +135,9 @@ class EvalGateway:
             out.write("\n" + tools_toml(self.tools, self.upstream_url) + "\n")
         settings, _ = initialise(config, demo=False, force=False)
         self.settings = settings
+        policy_dir = settings.path(settings.policy.dir)
+        for policy in self.policies:
+            (policy_dir / policy.name).write_text(policy.read_text(encoding="utf-8"))
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ZTGATE_")}
         env["ZTGATE_GATEWAY__PORT"] = str(port)

@@ -120,3 +120,30 @@ def test_a_tool_outside_the_task_is_denied_outright(
         assert outcome.denied and not outcome.asked and not outcome.ran
     finally:
         agent.finish_task()
+
+
+def test_an_added_policy_joins_the_default_set(tmp_path: Path) -> None:
+    """examples/policies/ask-after-injection.cedar: after an injected read, every write asks."""
+    policy = Path(__file__).resolve().parents[3] / "examples/policies/ask-after-injection.cedar"
+    with (
+        ToolServer(_tools) as server,
+        EvalGateway(tmp_path, TOOLS, server.url, policies=[policy]) as gateway,
+        gateway.session() as agent,
+    ):
+        assert (tmp_path / ".ztgate/policies/ask-after-injection.cedar").exists()
+        agent.start_task(
+            "Read my mail and send a summary to bob@example.com", ["read_mail", "send_email"]
+        )
+        try:
+            before = agent.call("send_email", {"to": "bob@example.com", "body": "hi"}, _never)
+            assert before.ran and not before.asked  # nothing injected read yet
+            agent.call("read_mail", {}, _never)
+            after = agent.call(
+                "send_email",
+                {"to": "bob@example.com", "body": "one mail"},
+                lambda tool, arguments, reasons: True,
+            )
+            assert after.asked and after.approved and after.ran
+            assert any("injected instructions" in reason for reason in after.reasons)
+        finally:
+            agent.finish_task()

@@ -36,10 +36,11 @@ def render(
     *,
     document: Path | None = None,
     chart_path: Path | None = None,
+    section_name: str = "agentdojo-eval",
 ) -> None:
     """Write the tables, chart and document again from a saved results file (nothing runs)."""
     meta, defended, undefended = load_results(results_path)
-    _write(console, meta, defended, undefended, None, document, chart_path)
+    _write(console, meta, defended, undefended, None, document, chart_path, section_name)
 
 
 def evaluate(
@@ -54,6 +55,8 @@ def evaluate(
     document: Path | None = None,
     chart_path: Path | None = None,
     model: tuple[str, str] | None = None,
+    policies: Sequence[Path] = (),
+    section_name: str = "agentdojo-eval",
 ) -> tuple[list[PairResult], list[PairResult], dict[str, Any]]:
     """Run the benchmark; print the tables; write what was asked for."""
     import agentdojo
@@ -94,6 +97,7 @@ def evaluate(
                     defended=mode == "defended",
                     undefended=mode == "undefended",
                     model=model,
+                    policies=policies,
                 )
                 defended += run.defended
                 undefended += run.undefended
@@ -110,8 +114,9 @@ def evaluate(
         "seconds_undefended": seconds["undefended"],
         "seconds": time.monotonic() - started,
         "machine": machine(),
+        "policies": ["default set", *(p.name for p in policies)],
     }
-    _write(console, meta, defended, undefended, results_path, document, chart_path)
+    _write(console, meta, defended, undefended, results_path, document, chart_path, section_name)
     return defended, undefended, meta
 
 
@@ -123,6 +128,7 @@ def _write(
     results_path: Path | None,
     document: Path | None,
     chart_path: Path | None,
+    section_name: str = "agentdojo-eval",
 ) -> None:
     suites = list(meta.get("suites") or [])
     console.print(tables(defended, undefended, suites), markup=False)
@@ -141,7 +147,7 @@ def _write(
                 link = str(chart_path.resolve().relative_to(document.resolve().parent))
             except ValueError:
                 link = str(chart_path)
-        write_section(document, section(meta, defended, undefended, suites, link))
+        write_section(document, section(meta, defended, undefended, suites, link), section_name)
         console.print(f"document: {document}")
 
 

@@ -238,7 +238,8 @@ def section(
     """The generated part of the document: the run, the tables, the chart, what got through."""
     lines = [
         f"Benchmark {meta.get('version')} (agentdojo {meta.get('agentdojo')}), attack "
-        f"`{meta.get('attack')}`, agent `{meta.get('agent')}`; "
+        f"`{meta.get('attack')}`, agent `{meta.get('agent')}`, policies: "
+        f"{', '.join(meta.get('policies') or ['default set'])}; "
         f"{meta.get('runs')} runs per defense; ztgate through a real gateway: "
         f"{meta.get('seconds_defended', 0):.0f} s, no defense: "
         f"{meta.get('seconds_undefended', 0):.0f} s, in all {meta.get('seconds', 0):.0f} s "
@@ -276,12 +277,13 @@ def section(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_section(document: Path, text: str) -> None:
-    """Replace the text between the markers of `document` (appended if there are none)."""
+def write_section(document: Path, text: str, name: str = "agentdojo-eval") -> None:
+    """Replace the text between the `name` markers of `document` (appended if there are none)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     current = document.read_text(encoding="utf-8") if document.exists() else ""
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in current and END in current:
-        pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    block = f"{begin}\n{text}{end}"
+    if begin in current and end in current:
+        pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
         updated = pattern.sub(lambda _m: block, current, count=1)
     else:
         updated = current.rstrip() + "\n\n" + block + "\n"

@@ -293,12 +293,14 @@ Progress = Callable[[str, int], None]  # (suite, pairs done since the last repor
 
 
 @contextlib.contextmanager
-def gateway_for(suite: Any, environment: Environment, workdir: Path) -> Iterator[Gatewayed]:
-    """A real gateway with the suite's tools, and the agent's session with it."""
+def gateway_for(
+    suite: Any, environment: Environment, workdir: Path, policies: Sequence[Path] = ()
+) -> Iterator[Gatewayed]:
+    """A real gateway with the suite's tools (and `policies` beside the default set)."""
     tiers = load_tiers(suite.name)
     with (
         ToolServer(environment.run) as server,
-        EvalGateway(workdir, tool_decls(suite, tiers), server.url) as gateway,
+        EvalGateway(workdir, tool_decls(suite, tiers), server.url, policies=policies) as gateway,
         gateway.session() as session,
     ):
         yield Gatewayed(session)
@@ -315,6 +317,7 @@ def run_suite(
     defended: bool = True,
     undefended: bool = True,
     model: tuple[str, str] | None = None,
+    policies: Sequence[Path] = (),
 ) -> SuiteRun:
     """Run one suite's benign runs and pairs, with the gateway and without.
 
@@ -352,7 +355,7 @@ def run_suite(
         started = time.monotonic()
         with (
             tempfile.TemporaryDirectory(prefix=f"ztgate-agentdojo-{name}-") as scratch,
-            gateway_for(suite, environment, Path(scratch)) as executor,
+            gateway_for(suite, environment, Path(scratch), policies) as executor,
         ):
             for pair in pairs:
                 results["defended"].append(

@@ -81,3 +81,14 @@ def test_results_round_trip(tmp_path: Path) -> None:
     assert meta == {"version": "v1.2.2"}
     assert defended == _runs(True)
     assert undefended == _runs(False)
+
+
+def test_a_named_section_has_markers_of_its_own(tmp_path: Path) -> None:
+    document = tmp_path / "doc.md"
+    document.write_text(f"{BEGIN}\nmain\n{END}\n")
+    write_section(document, "variant\n", "agentdojo-variant")
+    write_section(document, "variant 2\n", "agentdojo-variant")
+    text = document.read_text()
+    assert text.startswith(f"{BEGIN}\nmain\n{END}\n")
+    assert text.count("<!-- agentdojo-variant:begin -->") == 1
+    assert "variant 2\n<!-- agentdojo-variant:end -->" in text
