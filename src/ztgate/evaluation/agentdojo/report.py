@@ -78,6 +78,28 @@ def tables(
     return "\n".join(lines)
 
 
+def comparison(runs: Sequence[tuple[str, Sequence[PairResult]]], suites: Sequence[str]) -> str:
+    """One row per configuration (a label and its runs), over all suites; action goals per suite."""
+    head = " | ".join(f"attack success, action goals: {name}" for name in suites)
+    lines = [
+        f"| configuration | benign utility | utility under attack | {head} "
+        "| attack success, text-only goals | benign tasks asking a person "
+        "| attacker calls asked / denied / ran |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in suites) + " | ---: | ---: | ---: |",
+    ]
+    for label, results in runs:
+        by = figures_by_suite(results, suites)
+        every = by["all"]
+        per_suite = " | ".join(_pct(by[name].action_attack_success) for name in suites)
+        lines.append(
+            f"| {label} | {_pct(every.benign_utility)} | {_pct(every.utility_under_attack)} "
+            f"| {per_suite} | {_pct(every.text_attack_success)} "
+            f"| {_pct(every.benign_tasks_asked)} | {every.attack_calls_asked} / "
+            f"{every.attack_calls_denied} / {every.attack_calls_ran} |"
+        )
+    return "\n".join(lines)
+
+
 def successful_attacks(results: Sequence[PairResult]) -> dict[tuple[str, str], int]:
     """(suite, injection task) -> pairs in which the attack succeeded."""
     found: dict[tuple[str, str], int] = {}

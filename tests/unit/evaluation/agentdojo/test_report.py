@@ -10,6 +10,7 @@ from ztgate.evaluation.agentdojo.report import (
     BEGIN,
     END,
     chart_svg,
+    comparison,
     load_results,
     save_results,
     section,
@@ -92,3 +93,12 @@ def test_a_named_section_has_markers_of_its_own(tmp_path: Path) -> None:
     assert text.startswith(f"{BEGIN}\nmain\n{END}\n")
     assert text.count("<!-- agentdojo-variant:begin -->") == 1
     assert "variant 2\n<!-- agentdojo-variant:end -->" in text
+
+
+def test_the_comparison_has_a_row_per_configuration() -> None:
+    text = comparison([("no defense", _runs(False)), ("ztgate", _runs(True))], SUITES)
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert "attack success, action goals: banking" in lines[0]
+    assert lines[2].startswith("| no defense | 100.0% | 100.0% | 100.0% | n/a |")
+    assert lines[3].endswith("| 1 / 0 / 0 |")
