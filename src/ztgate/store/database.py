@@ -156,9 +156,20 @@ class Database:
             connection.close()
 
     def probe_write(self) -> None:
-        """Raise `StoreUnavailableError` unless a write transaction can start and commit."""
-        with self.raw_write():
-            pass
+        """Raise `StoreUnavailableError` unless a write transaction can start and commit.
+
+        On PostgreSQL: a pooled connection whose transactions may write (not
+        a standby, not a read-only default), without waiting for any lock.
+        """
+        if self.is_sqlite:
+            with self.raw_write():
+                pass
+            return
+        with map_store_errors(), self.engine.connect() as conn:
+            read_only = conn.exec_driver_sql("SHOW transaction_read_only").scalar()
+            conn.rollback()
+        if read_only != "off":
+            raise StoreUnavailableError("database unavailable: it is read-only (a standby?)")
 
     def checkpoint_wal(self) -> None:
         """Copy the SQLite write-ahead log into the database file (PASSIVE: never blocks writers).

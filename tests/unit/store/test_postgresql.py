@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -261,3 +262,18 @@ def test_the_url_shown_in_logs_hides_the_password() -> None:
     assert "s3cret" not in shown
     assert shown == "postgresql+psycopg://ztgate:***@db.internal:5432/ztgate"
     assert display_url("sqlite:////srv/ztgate.db") == "sqlite:////srv/ztgate.db"
+
+
+def test_the_readiness_probe_refuses_a_read_only_database(
+    pg: Database, postgres_server: PostgresServer
+) -> None:
+    pg.probe_write()
+    name = pg.engine.url.database
+    with psycopg.connect(postgres_server.conninfo(), autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'.encode())
+    reopened = Database(pg.url)
+    try:
+        with pytest.raises(StoreUnavailableError, match="read-only"):
+            reopened.probe_write()
+    finally:
+        reopened.dispose()
