@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,6 +26,12 @@ from ztgate.testing import FrozenClock
 DOMAIN = "acme.example"
 AGENT = "spiffe://acme.example/agent/mailer"
 HASH = "ab" * 32
+
+
+@pytest.fixture
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of each kind (SQLite, PostgreSQL)."""
+    return make_database(store_kind)
 
 
 @pytest.fixture

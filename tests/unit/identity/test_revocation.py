@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -31,6 +31,12 @@ from ztgate.testing import FrozenClock, make_settings
 AGENT = "spiffe://ztgate.local/agent/mailer"
 OTHER = "spiffe://ztgate.local/agent/other"
 RETENTION = 630.0
+
+
+@pytest.fixture
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of each kind (SQLite, PostgreSQL)."""
+    return make_database(store_kind)
 
 
 @pytest.fixture

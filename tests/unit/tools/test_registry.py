@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ztgate.config import Settings
 from ztgate.errors import ConflictError, InvalidInputError, NotFoundError
 from ztgate.store.database import Database
 from ztgate.store.generations import GenerationWatcher, read_all
@@ -16,6 +15,12 @@ from ztgate.tools.model import RiskTier, ToolLimits
 from ztgate.tools.registry import GENERATION, ToolRegistry
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+@pytest.fixture
+def database(store_kind: str, make_database: Callable[..., Database]) -> Database:
+    """A migrated database of each kind (SQLite, PostgreSQL)."""
+    return make_database(store_kind)
 
 
 @pytest.fixture
@@ -217,8 +222,8 @@ def test_a_watcher_sees_registry_changes(registry: ToolRegistry, database: Datab
 
 
 @pytest.fixture
-def second_registry(settings: Settings, clock: FrozenClock) -> Iterator[ToolRegistry]:
-    db = Database(settings.database_url)
+def second_registry(database: Database, clock: FrozenClock) -> Iterator[ToolRegistry]:
+    db = Database(database.url)
     yield ToolRegistry(db, clock)
     db.dispose()
 
