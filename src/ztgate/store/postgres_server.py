@@ -50,6 +50,15 @@ def _unprivileged_user() -> str:
     raise RuntimeError("running as root, and neither a 'postgres' nor a 'nobody' user exists")
 
 
+def _reachable_tempdir() -> str:
+    # The cluster's user must reach its directory: a $TMPDIR under /root would
+    # not do (every directory above it must be searchable by others).
+    base = Path(tempfile.gettempdir()).resolve()
+    if all(part.stat().st_mode & 0o001 for part in (base, *base.parents)):
+        return str(base)
+    return "/tmp"  # noqa: S108 - sticky and searchable by everyone
+
+
 class PostgresServer:
     """A PostgreSQL cluster of our own; a context manager that starts and stops it."""
 
@@ -60,12 +69,15 @@ class PostgresServer:
             raise RuntimeError(INSTALL_HINT)
         self.bindir = found
         self.port = free_port()
-        self._scratch = tempfile.TemporaryDirectory(prefix="ztgate-postgres-")
+        root = os.geteuid() == 0
+        self._scratch = tempfile.TemporaryDirectory(
+            prefix="ztgate-postgres-", dir=_reachable_tempdir() if root else None
+        )
         self.directory = Path(self._scratch.name)
         self.data = self.directory / "data"
         self.log = self.directory / "postgres.log"
         self._as: list[str] = []
-        if os.geteuid() == 0:
+        if root:
             user = _unprivileged_user()
             entry = pwd.getpwnam(user)
             os.chown(self.directory, entry.pw_uid, entry.pw_gid)
