@@ -3,8 +3,8 @@
 The durable store's suites run on both implementations: `store_kind` is
 "sqlite" or "postgresql", and `make_database(kind)` gives a migrated database
 of that kind of the test's own (SQLite: a copy of a migrated file;
-PostgreSQL: a database created from a migrated template, on this test
-process's own cluster, `postgres_server`, one per xdist worker).
+PostgreSQL: a migrated database on this test process's own cluster,
+`postgres_server`, one per xdist worker, emptied for each test).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,7 @@ from ztgate.config import Settings
 from ztgate.store.database import Database, sqlite_url
 from ztgate.store.postgres_server import PostgresServer
 from ztgate.store.redis_server import RedisServer
+from ztgate.store.tables import metadata
 from ztgate.testing import FrozenClock, make_settings
 
 STORE_KINDS = ("sqlite", "postgresql")
@@ -79,6 +81,54 @@ def _postgres_template(postgres_server: PostgresServer) -> str:
     return _POSTGRES_TEMPLATE
 
 
+class _ReusedPostgresDatabase:
+    """One migrated database per test process, emptied for each test that asks for it.
+
+    Creating a database per test (from the template) costs a copy, and
+    dropping it a checkpoint; emptying the tables costs a millisecond. A
+    test that dropped the database, changed its settings or its tables gets
+    a fresh copy of the template for the next one.
+    """
+
+    _NAME = "ztgate_reused"
+    _TABLES = [table.name for table in reversed(metadata.sorted_tables)]
+
+    def __init__(self, server: PostgresServer, template: str) -> None:
+        self._server = server
+        self._template = template
+        self._exists = False
+
+    def url(self) -> str:
+        """The URL of the database, emptied (or made again)."""
+        import psycopg
+
+        if self._exists:
+            try:
+                with psycopg.connect(self._server.conninfo(), autocommit=True) as admin:
+                    admin.execute(f'ALTER DATABASE "{self._NAME}" RESET ALL'.encode())
+                # A connection a test left holding locks: the copy is made again.
+                conninfo = self._server.conninfo(self._NAME) + " options='-c lock_timeout=2000'"
+                with psycopg.connect(conninfo) as conn:
+                    tables = conn.execute(
+                        b"SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                    ).fetchone()
+                    if tables is None or tables[0] != len(self._TABLES) + 1:  # alembic_version
+                        raise psycopg.OperationalError("the schema was changed")
+                    deletes = "".join(f"DELETE FROM {t};" for t in self._TABLES)  # noqa: S608
+                    conn.execute(deletes.encode())
+                return self._server.url(self._NAME)
+            except psycopg.Error:
+                self._server.drop_database(self._NAME)
+        self._server.create_database(self._NAME, self._template)
+        self._exists = True
+        return self._server.url(self._NAME)
+
+
+@pytest.fixture(scope="session")
+def _postgres_reused(postgres_server: PostgresServer, _postgres_template: str) -> Any:
+    return _ReusedPostgresDatabase(postgres_server, _postgres_template)
+
+
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sqlite-template") / "ztgate.db"
@@ -98,9 +148,14 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 def make_database(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[Callable[..., Database]]:
-    """Makes databases of the test's own: `make(kind, migrated=True)`; disposed (dropped) after."""
+    """Makes databases of the test's own: `make(kind, migrated=True)`; disposed (dropped) after.
+
+    The first migrated PostgreSQL database a test asks for is the test
+    process's reused one, emptied; any further one is a copy of the template.
+    """
     opened: list[Database] = []
     created: list[str] = []
+    reused: list[Database] = []
 
     def make(kind: str, *, migrated: bool = True) -> Database:
         if kind == "sqlite":
@@ -108,6 +163,9 @@ def make_database(
             if migrated:
                 shutil.copyfile(request.getfixturevalue("_sqlite_template"), path)
             db = Database(sqlite_url(path))
+        elif kind == "postgresql" and migrated and not reused:
+            db = Database(request.getfixturevalue("_postgres_reused").url())
+            reused.append(db)
         elif kind == "postgresql":
             server: PostgresServer = request.getfixturevalue("postgres_server")
             template = request.getfixturevalue("_postgres_template") if migrated else None
