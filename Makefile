@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM := $(or $(ZTGATE_CHROMIUM),chromium)
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: run test lint format typecheck unit browser sandbox redis postgres demo bench clean lock
+.PHONY: run run-cluster test lint format typecheck unit browser sandbox redis postgres haproxy demo bench clean lock
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ run: $(STAMP)
 	@test -f ztgate.toml || $(BIN)/ztgate init --demo
 	$(BIN)/ztgate serve
 
+## A local cluster on loopback (docs/deployment.md): PostgreSQL, Redis, 3 gateway
+## replicas (ports 8481-8483) and HAProxy in front on 127.0.0.1:8470, checking
+## /readyz; config and keys in .cluster/. Ctrl-C stops everything.
+REPLICAS ?= 3
+run-cluster: $(STAMP) redis postgres haproxy
+	@$(MAKE) --no-print-directory sandbox || echo "ztgate: no bubblewrap: stdio MCP servers will not start (they need an enclave); everything else runs" >&2
+	$(BIN)/ztgate cluster up --replicas $(REPLICAS)
+
 ## Set up and run every check: lint, format, types, tests (the browser tests need chromium).
-test: $(STAMP) browser sandbox redis postgres lint typecheck unit
+test: $(STAMP) browser sandbox redis postgres haproxy lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
@@ -43,7 +51,7 @@ typecheck: $(STAMP)
 # The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= auto
 
-unit: $(STAMP) browser sandbox redis postgres
+unit: $(STAMP) browser sandbox redis postgres haproxy
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 ## Chromium for the browser tests: Debian's package, installed when missing and we are root.
@@ -83,6 +91,16 @@ postgres:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else \
 	    echo "The store tests need PostgreSQL: run 'sudo apt-get install postgresql'." >&2; exit 1; \
+	  fi; }
+
+## HAProxy, the load balancer of make run-cluster and of the cluster tests: Debian's
+## package, installed when missing and we are root.
+haproxy:
+	@command -v haproxy >/dev/null || { \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; \
+	  else \
+	    echo "The cluster needs HAProxy: run 'sudo apt-get install haproxy'." >&2; exit 1; \
 	  fi; }
 
 demo: $(STAMP)

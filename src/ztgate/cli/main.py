@@ -15,6 +15,7 @@ from ztgate.cli import approvals as approvals_cli
 from ztgate.cli import audit as audit_cli
 from ztgate.cli import ca as ca_cli
 from ztgate.cli import call as call_cli
+from ztgate.cli import cluster as cluster_cli
 from ztgate.cli import containment as containment_cli
 from ztgate.cli import enclave as enclave_cli
 from ztgate.cli import eval as eval_cli
@@ -55,6 +56,7 @@ app.add_typer(approvals_cli.app, name="approvals")
 app.add_typer(mcp_cli.app, name="mcp")
 app.add_typer(enclave_cli.app, name="enclave")
 app.add_typer(eval_cli.app, name="eval")
+app.add_typer(cluster_cli.app, name="cluster")
 
 
 @app.callback()
