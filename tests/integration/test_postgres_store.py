@@ -6,7 +6,8 @@ into one hash chain that `ztgate audit verify` passes. PostgreSQL is
 restarted under load from two clients: while it is down every call is
 refused (503, the store's fault; nothing reaches a tool unrecorded), calls
 work again once it is back, and every call answered 200 has its records in
-the chain.
+the chain. A replica killed under load leaves no answered call unrecorded,
+and a tool added with the CLI is callable on both from the next call.
 """
 
 from __future__ import annotations
@@ -225,3 +226,15 @@ def test_a_replica_killed_under_load_loses_no_answered_call_and_leaves_the_chain
     cluster.one.verify_audit()
     with make_client(cluster.two.url) as two:
         assert _call(two, "after the kill").status_code == 200
+
+
+def test_a_tool_added_by_the_cli_is_callable_on_every_replica_from_the_next_call(
+    cluster: Cluster, upstream: Upstream
+) -> None:
+    added = cluster.one.cli(
+        "tools", "add", "shared", "--url", f"{upstream.url}/echo/{TAG}-shared", "--risk", "read"
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    body = {"tool": "shared", "arguments": {}}
+    with make_client(cluster.one.url) as one, make_client(cluster.two.url) as two:
+        assert [c.post("/v1/calls", json=body).status_code for c in (one, two)] == [200, 200]
