@@ -109,7 +109,7 @@ class Database:
             self.engine = create_engine(
                 _engine_url(url),
                 pool_pre_ping=True,
-                connect_args=_postgresql_options(busy_timeout_ms),
+                connect_args=_postgresql_options(busy_timeout_ms, parsed.query.get("options")),
             )
 
     @contextlib.contextmanager
@@ -340,7 +340,9 @@ def _short(error: exc.SQLAlchemyError) -> str:
     return str(original if original is not None else error).splitlines()[0]
 
 
-def _postgresql_options(busy_timeout_ms: int) -> dict[str, Any]:
+def _postgresql_options(
+    busy_timeout_ms: int, given: str | tuple[str, ...] | None
+) -> dict[str, Any]:
     # lock_timeout bounds the wait for the write lock and row locks, as
     # busy_timeout does on SQLite (0: wait for ever, on both). Durability is
     # the server's: `synchronous` is SQLite's alone, and a commit waits for
@@ -350,7 +352,13 @@ def _postgresql_options(busy_timeout_ms: int) -> dict[str, Any]:
     return {
         "connect_timeout": _CONNECT_TIMEOUT_SECONDS,
         "application_name": "ztgate",
-        "options": f"-c lock_timeout={int(busy_timeout_ms)}",
+        # After the URL's own `?options=` (e.g. a search_path), which it would replace.
+        "options": " ".join(
+            [
+                *([given] if isinstance(given, str) else given or ()),
+                f"-c lock_timeout={int(busy_timeout_ms)}",
+            ]
+        ),
     }
 
 

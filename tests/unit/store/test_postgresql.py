@@ -277,3 +277,15 @@ def test_the_readiness_probe_refuses_a_read_only_database(
             reopened.probe_write()
     finally:
         reopened.dispose()
+
+
+def test_the_urls_own_server_options_are_kept_beside_the_lock_timeout(
+    pg: Database,
+) -> None:
+    db = Database(pg.url + "?options=-c%20statement_timeout%3D7000", busy_timeout_ms=1234)
+    try:
+        with db.read() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "7s"
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1234ms"
+    finally:
+        db.dispose()
