@@ -36,6 +36,9 @@ DEFAULT_CONFIG_TEXT = """\
 # upstream_timeout_seconds = 10.0 # a tool that takes longer gets 504
 # upstream_connections = 256
 # log_level = "info"
+# Worker processes on one port; above 1 needs the hot state in Redis and the
+# store on PostgreSQL (docs/deployment.md).
+# workers = 1
 # Every call must present an SVID (an X.509-SVID over mTLS or a JWT-SVID
 # bearer token) that verifies, is registered and is not revoked. "off" is for
 # local development only: calls are not authenticated, ztgate listens on

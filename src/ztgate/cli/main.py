@@ -103,7 +103,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
 ) -> None:
     """Run the gateway."""
-    from ztgate.http.server import check_bind
+    from ztgate.http.server import check_bind, check_workers
     from ztgate.http.server import serve as run_server
 
     current = settings(ctx)
@@ -113,6 +113,7 @@ def serve(
             update={"gateway": current.gateway.model_copy(update=overrides)}
         )
     check_bind(current.gateway.host, current.gateway.authentication)
+    check_workers(current)
     _check_policies(ctx, current)
     logging.basicConfig(
         level=current.gateway.log_level.upper(),
@@ -120,7 +121,8 @@ def serve(
     )
     console.print(
         f"ztgate {__version__} on http://{current.gateway.host}:{current.gateway.port} "
-        f"(store: {display_url(current.database_url)})"
+        f"(store: {display_url(current.database_url)}"
+        + (f", {current.gateway.workers} workers)" if current.gateway.workers > 1 else ")")
     )
     run_server(current)
 

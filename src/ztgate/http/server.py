@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import multiprocessing
+import signal
+import socket
 import ssl
+from collections.abc import Iterator
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import uvicorn
@@ -35,6 +41,41 @@ def check_bind(host: str, authentication: str = "off") -> None:
             f"refusing to listen on {host!r}: calls are not authenticated "
             '([gateway] authentication = "off"), so ztgate only listens on loopback '
             "(127.0.0.1, ::1 or localhost)",
+        )
+
+
+def check_workers(settings: Settings) -> None:
+    """Refuse `[gateway] workers` above 1 unless every worker can share the state it must.
+
+    Raises:
+        ConfigError: several workers, and the hot state in this process, the
+            store on SQLite, or `tls = true`.
+    """
+    workers = settings.gateway.workers
+    if workers == 1:
+        return
+    if not settings.store.hot_state_url:
+        raise ConfigError(
+            "gateway",
+            "workers",
+            f"workers = {workers} needs the hot state in Redis ([store] hot_state_url): "
+            "kept in each process, a proof used on one worker could be replayed on another "
+            "and every rate limit would be multiplied",
+        )
+    if not settings.database_url.startswith("postgresql"):
+        raise ConfigError(
+            "gateway",
+            "workers",
+            f"workers = {workers} needs the store on PostgreSQL ([store] url): "
+            "several processes would each hold state of one SQLite file "
+            "(docs/deployment.md)",
+        )
+    if settings.gateway.tls:
+        raise ConfigError(
+            "gateway",
+            "workers",
+            f"workers = {workers} with tls = true is not supported: each worker would issue "
+            "and renew the gateway's certificate; run one worker per replica",
         )
 
 
@@ -159,6 +200,10 @@ def serve(settings: Settings) -> None:
             'UNSAFE: [gateway] authentication = "off": calls are not authenticated '
             "(listening on loopback only; for local development)"
         )
+    check_workers(settings)
+    if settings.gateway.workers > 1:
+        _serve_workers(settings)
+        return
     tls = tls_options(settings)
     gateway = Gateway.from_settings(settings)
     servers = [
@@ -207,3 +252,122 @@ def serve(settings: Settings) -> None:
                 await trust
 
     uvloop.run(run())
+
+
+# -- several worker processes on one listening socket -----------------------------------
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves the signals to its caller (the supervisor's loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The one listening socket every worker accepts on (bound once, here)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(settings: Settings, sock: socket.socket, number: int) -> None:
+    """One worker process: its own gateway (store pool, Redis client) on the shared socket."""
+    logging.basicConfig(
+        level=settings.gateway.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker-{number} %(name)s: %(message)s",
+    )
+    gateway = Gateway.from_settings(settings)
+    config = uvicorn_config(
+        create_asgi(gateway),
+        settings.gateway.host,
+        settings.gateway.port,
+        settings.gateway.log_level,
+    )
+    uvloop.run(uvicorn.Server(config).serve(sockets=[sock]))
+
+
+def _serve_workers(settings: Settings) -> None:
+    """`[gateway] workers = N`: N processes accepting on one socket, this one supervising.
+
+    The socket is bound here once and handed to N spawned processes (what
+    uvicorn's own `workers` does, which needs an import string instead of
+    this process's settings): the kernel gives each connection to one
+    worker, and connections queued on the socket outlive a worker that dies.
+    A worker that exits is started again. The demo tools and the Workload
+    API run once, in this supervisor. SIGINT or SIGTERM stops the workers
+    (each drains as `ztgate serve` does) and then this process.
+    """
+    sock = _listen(settings.gateway.host, settings.gateway.port)
+    context = multiprocessing.get_context("spawn")
+    count = settings.gateway.workers
+
+    def start(number: int) -> BaseProcess:
+        process = context.Process(
+            target=_worker, args=(settings, sock, number), name=f"ztgate-worker-{number}"
+        )
+        process.start()
+        return process
+
+    async def supervise() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        workers = [start(number) for number in range(1, count + 1)]
+        logger.info(
+            "ztgate running on http://%s:%s with %d worker processes (pids %s)",
+            settings.gateway.host,
+            sock.getsockname()[1],
+            count,
+            ", ".join(str(w.pid) for w in workers),
+        )
+        helpers: list[asyncio.Task[None]] = []
+        tools: _Server | None = None
+        if settings.demo.tools:
+            from ztgate.demo.tools import create_tools_app
+
+            tools = _Server(
+                uvicorn_config(
+                    create_tools_app(), "127.0.0.1", settings.demo.port, settings.gateway.log_level
+                )
+            )
+            helpers.append(asyncio.create_task(tools.serve()))
+        if settings.identity.workload_api:
+            from ztgate.identity.service import serve_workload_api
+
+            path = settings.path(settings.identity.workload_socket)
+            helpers.append(asyncio.create_task(serve_workload_api(settings, path, stop)))
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                for index, worker in enumerate(workers):
+                    if not stop.is_set() and not worker.is_alive():
+                        logger.warning(
+                            "worker %d (pid %s) exited with %s: starting it again",
+                            index + 1,
+                            worker.pid,
+                            worker.exitcode,
+                        )
+                        workers[index] = start(index + 1)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                await asyncio.to_thread(worker.join, 10)
+                if worker.is_alive():
+                    worker.kill()
+                    await asyncio.to_thread(worker.join, 5)
+            if tools is not None:
+                tools.should_exit = True
+            await asyncio.gather(*helpers, return_exceptions=True)
+            sock.close()
+
+    uvloop.run(supervise())
