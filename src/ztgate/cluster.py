@@ -198,6 +198,11 @@ class LocalCluster:
                 data += chunk
         return data.decode()
 
+    def balancer_pids(self) -> list[int]:
+        """HAProxy's process id (none when it is not running)."""
+        haproxy = self._haproxy
+        return [haproxy.pid] if haproxy is not None and haproxy.poll() is None else []
+
     def sessions_held(self) -> int:
         """How many MCP sessions (`Mcp-Session-Id`) HAProxy's stick table holds."""
         answer = self._ask_haproxy("show table replicas")
