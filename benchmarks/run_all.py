@@ -107,10 +107,16 @@ def stages() -> list[Stage]:
         ),
         Stage(
             "scaling",
-            "scaling: 1 to 8 gateway workers",
-            [["scaling.py", "--workers", "1,2,4,8", "--seconds", "8"]],
-            [["scaling.py", "--workers", "1,2", "--seconds", "2"]],
-            expected_seconds=40,
+            "scaling: 1 to 8 gateway workers, 1 to 3 replicas behind HAProxy, propagation",
+            [
+                ["scaling.py", "--workers", "1,2,4,8", "--replicas", "1,2,3", "--seconds", "8"],
+                ["propagation.py", "--trials", "50"],
+            ],
+            [
+                ["scaling.py", "--workers", "1,2", "--replicas", "2", "--seconds", "2"],
+                ["propagation.py", "--trials", "5"],
+            ],
+            expected_seconds=150,
         ),
         Stage(
             "other",
@@ -368,6 +374,7 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         summary["isolation"] = isolation()
     if "scaling" in run["stages"]:
         summary["scaling"] = _load("scaling")
+        summary["propagation"] = _load("propagation")
     return summary
 
 
@@ -500,6 +507,21 @@ def markdown(summary: dict[str, Any]) -> str:
     scaling = summary.get("scaling")
     if scaling:
         lines += scaling_lines(scaling)
+    propagation = summary.get("propagation")
+    if propagation:
+        lines.append(
+            "**Propagation** (`propagation.py`: a change given to replica A, then calls to "
+            "replica B back to back until it denies; from A's answer to B's denial):"
+        )
+        lines.append("")
+        for kind in ("revocation", "kill"):
+            s = propagation[kind]["summary"]
+            lines.append(
+                f"- {kind}: p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms over "
+                f"{s['trials']} trials; calls B allowed after A answered: "
+                f"{s['allowed_after_total']}"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -565,7 +587,8 @@ def _median(tier: dict[str, Any], key: str) -> float:
 def scaling_lines(scaling: dict[str, Any]) -> list[str]:
     lines = [
         f"**Scaling with gateway workers** (`scaling.py`: `[gateway] workers = N`, unpinned, "
-        f"wrk at concurrency {scaling['connections']}, read tool, {scaling['seconds']} s):",
+        f"wrk at concurrency {scaling['connections']}, read tool, {scaling['seconds']} s; "
+        f"{scaling.get('store', 'SQLite, hot state in process')}):",
         "",
         "| workers | serving processes | calls/s | p50 ms | p99 ms | CPU ms/call |",
         "|---|---|---|---|---|---|",
@@ -582,17 +605,24 @@ def scaling_lines(scaling: dict[str, Any]) -> list[str]:
             reasons.add(p["why"].split(": ", 1)[1] if ": " in p["why"] else p["why"])
     lines.append("")
     if reasons:
+        lines += [f"Not measured: {'; '.join(sorted(reasons))}.", ""]
+    if scaling.get("replicas"):
         lines += [
-            f"Not measured: {'; '.join(sorted(reasons))}. Several workers need hot state "
-            "shared between them (the proof replay cache, rate-limit buckets), or a proof "
-            "could be replayed on another worker; the harness measures N workers as soon "
-            "as `[gateway] workers` starts them. No projection is given without a "
-            "multi-worker measurement.",
+            "**Replicas behind HAProxy** (`scaling.py --replicas`: N single-worker replicas, "
+            "one PostgreSQL, one Redis, HAProxy; same load):",
             "",
+            "| replicas | calls/s | p50 ms | p99 ms | CPU ms/call (replicas + HAProxy) |",
+            "|---|---|---|---|---|",
         ]
+        for p in scaling["replicas"]:
+            lines.append(
+                f"| {p['replicas']} | {p['calls_per_s']:.0f} | {p['p50_ms']:.1f} "
+                f"| {p['p99_ms']:.1f} | {p['cpu_ms_per_call']:.2f} |"
+            )
+        lines.append("")
     if scaling.get("projection"):
         projection = scaling["projection"]
-        lines.append(f"Projection ({projection['basis']}): " + ", ".join(
+        lines.append(f"Projection, arithmetic only ({projection['basis']}): " + ", ".join(
             f"{n} → {v:.0f} calls/s" for n, v in projection["calls_per_s"].items()
         ) + ".")  # fmt: skip
         lines.append("")
