@@ -189,10 +189,17 @@ class Database:
             conn.execute(text("SELECT 1"))
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration.
+
+        On PostgreSQL under the write lock, in one transaction (its DDL is
+        transactional): replicas starting at once migrate one after the
+        other, and the later ones find the schema already at the head.
+        """
         from ztgate.store.migrate import upgrade
 
         with map_store_errors(), self.engine.begin() as conn:
+            if self.is_postgresql:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
             upgrade(conn)
 
     def dispose(self) -> None:

@@ -289,3 +289,30 @@ def test_the_urls_own_server_options_are_kept_beside_the_lock_timeout(
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1234ms"
     finally:
         db.dispose()
+
+
+def test_replicas_migrating_a_fresh_database_at_once_take_turns(
+    make_database: Callable[..., Database],
+) -> None:
+    fresh = make_database("postgresql", migrated=False)
+    databases = [Database(fresh.url) for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def migrate(database: Database) -> None:
+        try:
+            database.migrate()
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=migrate, args=(db,)) for db in databases]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for db in databases:
+            db.dispose()
+    assert errors == []
+    with fresh.read() as conn:
+        assert conn.execute(select(func.count()).select_from(audit_records)).scalar_one() == 0
