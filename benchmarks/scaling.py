@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ from _harness import (
     wrk,
 )
 from overhead import LUA, MAX_RATE, TOOLS, Agent, settings_toml
+from redis import Redis
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -97,7 +99,11 @@ def drive(
     """wrk at CONNECTIONS through `port`; the CPU of `pids` over the run."""
     data = workdir / "scaling.bin"
     script = workdir / "scaling.lua"
-    data.write_bytes(agent.requests(TOOLS["read"], port, int(MAX_RATE * scale * seconds)))
+    # Enough fresh calls for the cores there are (no more: every proof is
+    # signed now, and must still be within the proof window when wrk sends it).
+    cores = len(os.sched_getaffinity(0))
+    count = int(MAX_RATE * min(scale, cores) * seconds)
+    data.write_bytes(agent.requests(TOOLS["read"], port, count))
     script.write_text(LUA.format(path=data))
     before = tree_cpu(pids)
     result = wrk(
@@ -110,7 +116,11 @@ def drive(
     )
     spent = tree_cpu(pids) - before
     if result.non_2xx:
-        raise SystemExit(f"{result.non_2xx} calls refused (see {workdir})")
+        out = ROOT / "benchmarks/results/logs"
+        out.mkdir(parents=True, exist_ok=True)
+        for log in workdir.glob("*.log"):
+            shutil.copy(log, out / f"scaling-{label}-{log.name}")
+        raise SystemExit(f"{label}: {result.non_2xx} calls refused (logs in {out})")
     memory = [memory_mib(pid) for pid in pids]
     figures = {
         "measured": True,
@@ -241,6 +251,10 @@ def main() -> None:
             make_settings(workdir, settings_toml(free_port(), "http://127.0.0.1:9/echo") + stores)
             agent = Agent(workdir)
             for workers in counts:
+                # Each point starts with empty hot state (buckets, windows, replay cache).
+                redis_client = Redis.from_url(redis.url)
+                redis_client.flushdb()
+                redis_client.close()
                 results["points"].append(
                     run_one(console, workdir, agent, workers, options.seconds, stores)
                 )
