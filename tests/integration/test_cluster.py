@@ -231,6 +231,33 @@ async def test_a_legacy_mcp_session_sticks_to_its_replica(fixture: Fixture) -> N
     assert sorted(served.values())[0] == 0, served  # every request on the session's replica
 
 
+def test_a_legacy_session_is_unknown_to_the_other_replica(fixture: Fixture) -> None:
+    """Why the affinity: the session opened on one replica is refused by the other."""
+    spiffe_id = fixture.new_agent()
+    headers = {
+        "Authorization": f"Bearer {_token(fixture, spiffe_id)}",
+        "Accept": "application/json, text/event-stream",
+        "Mcp-Protocol-Version": "2025-06-18",
+    }
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "cluster-test", "version": "1"},
+        },
+    }
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    with httpx.Client(headers=headers, timeout=10) as http:
+        opened = http.post(f"{fixture.one}/mcp", json=initialize)
+        assert opened.status_code == 200, opened.text
+        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        assert http.post(f"{fixture.one}/mcp", json=listing, headers=session).status_code == 200
+        assert http.post(f"{fixture.two}/mcp", json=listing, headers=session).status_code == 404
+
+
 def test_sdk_calls_through_the_balancer_survive_a_replica_killed(fixture: Fixture) -> None:
     cluster = fixture.cluster
     with fixture.agent(cluster.url) as agent:
