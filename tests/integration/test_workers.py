@@ -4,8 +4,9 @@ With the hot state in Redis and the store on PostgreSQL, `ztgate serve`
 starts N worker processes accepting on one listening socket and supervises
 them: calls on many connections are served, and a worker SIGKILLed is
 started again while the other serves (that the hot state in Redis refuses
-on one gateway a proof used on another is `test_hot_state_redis.py`'s). With the hot state in the process or the store on SQLite, it
-refuses to start, in one line.
+on one gateway a proof used on another is `test_hot_state_redis.py`'s).
+With the hot state in the process or the store on SQLite, it refuses to
+start, in one line.
 """
 
 from __future__ import annotations

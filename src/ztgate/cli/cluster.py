@@ -22,7 +22,11 @@ def up(
         int, typer.Option(help="The first replica's port; the others follow it.")
     ] = 8481,
     workdir: Annotated[
-        Path, typer.Option(help="Config and keys of the cluster (made the first time).")
+        Path,
+        typer.Option(
+            help="The cluster's config and keys: keys made the first time, the config "
+            "written at each start (it names that run's PostgreSQL and Redis)."
+        ),
     ] = Path(".cluster"),
 ) -> None:
     """Start PostgreSQL, Redis, N `ztgate serve` replicas and HAProxy; Ctrl-C stops them all."""
