@@ -155,3 +155,19 @@ def test_several_workers_without_shared_state_refuse_to_start(
     done = run_cli(tmp_path / "ztgate.toml", "serve", timeout=30)
     assert done.returncode == 1
     assert reason in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_workers_that_cannot_start_stop_the_supervisor(tmp_path: Path) -> None:
+    """PostgreSQL answers, Redis does not: no worker starts, and `ztgate serve` exits 1."""
+    with PostgresServer() as postgres:
+        url = postgres.create_database("ztgate")
+        dead = free_port()
+        toml = gateway_toml(
+            [],
+            gateway={"workers": 2},
+            store={"url": url, "hot_state_url": f"redis://127.0.0.1:{dead}/0"},
+        )
+        make_settings(tmp_path, toml)
+        done = run_cli(tmp_path / "ztgate.toml", "serve", timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "before serving: stopping" in done.stdout + done.stderr

@@ -276,7 +276,7 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(settings: Settings, sock: socket.socket, number: int) -> None:
+def _worker(settings: Settings, sock: socket.socket, number: int, started: Any) -> None:
     """One worker process: its own gateway (store pool, Redis client) on the shared socket."""
     logging.basicConfig(
         level=settings.gateway.log_level.upper(),
@@ -289,7 +289,19 @@ def _worker(settings: Settings, sock: socket.socket, number: int) -> None:
         settings.gateway.port,
         settings.gateway.log_level,
     )
-    uvloop.run(uvicorn.Server(config).serve(sockets=[sock]))
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            started.set()
+        await serving
+
+    uvloop.run(run())
+    if not server.started:  # the gateway did not start (its store, its Redis): said above
+        raise SystemExit(3)
 
 
 def _serve_workers(settings: Settings) -> None:
@@ -299,17 +311,27 @@ def _serve_workers(settings: Settings) -> None:
     uvicorn's own `workers` does, which needs an import string instead of
     this process's settings): the kernel gives each connection to one
     worker, and connections queued on the socket outlive a worker that dies.
-    A worker that exits is started again. The demo tools and the Workload
-    API run once, in this supervisor. SIGINT or SIGTERM stops the workers
-    (each drains as `ztgate serve` does) and then this process.
+    A worker that exits is started again (after 1, 2, 4 ... 30 s when it
+    keeps dying within seconds of its start, as when Redis does not answer);
+    if no worker ever got as far as serving, the supervisor stops them all
+    and exits 1, as `ztgate serve` does when it cannot start. The demo tools
+    and the Workload API run once, in this supervisor. SIGINT or SIGTERM stops
+    the workers (each drains as `ztgate serve` does) and then this process.
+
+    Raises:
+        SystemExit: no worker could start.
     """
     sock = _listen(settings.gateway.host, settings.gateway.port)
     context = multiprocessing.get_context("spawn")
     count = settings.gateway.workers
+    started = context.Event()  # set by the first worker that gets as far as serving
+    failed = False
 
     def start(number: int) -> BaseProcess:
         process = context.Process(
-            target=_worker, args=(settings, sock, number), name=f"ztgate-worker-{number}"
+            target=_worker,
+            args=(settings, sock, number, started),
+            name=f"ztgate-worker-{number}",
         )
         process.start()
         return process
@@ -343,19 +365,44 @@ def _serve_workers(settings: Settings) -> None:
 
             path = settings.path(settings.identity.workload_socket)
             helpers.append(asyncio.create_task(serve_workload_api(settings, path, stop)))
+        nonlocal failed
+        born = [loop.time()] * count
+        quick_deaths = [0] * count
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.5)
                 for index, worker in enumerate(workers):
-                    if not stop.is_set() and not worker.is_alive():
-                        logger.warning(
-                            "worker %d (pid %s) exited with %s: starting it again",
+                    if stop.is_set() or worker.is_alive():
+                        continue
+                    if not started.is_set():
+                        logger.error(
+                            "worker %d exited with %s before serving: stopping (see above)",
                             index + 1,
-                            worker.pid,
                             worker.exitcode,
                         )
-                        workers[index] = start(index + 1)
+                        failed = True
+                        stop.set()
+                        break
+                    now = loop.time()
+                    quick_deaths[index] = quick_deaths[index] + 1 if now - born[index] < 10 else 0
+                    delay = (
+                        min(30.0, 2.0 ** (quick_deaths[index] - 1)) if quick_deaths[index] else 0
+                    )
+                    logger.warning(
+                        "worker %d (pid %s) exited with %s: starting it again in %g s",
+                        index + 1,
+                        worker.pid,
+                        worker.exitcode,
+                        delay,
+                    )
+                    if delay:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), delay)
+                        if stop.is_set():
+                            break
+                    workers[index] = start(index + 1)
+                    born[index] = loop.time()
         finally:
             stop.set()
             for worker in workers:
@@ -371,3 +418,5 @@ def _serve_workers(settings: Settings) -> None:
             sock.close()
 
     uvloop.run(supervise())
+    if failed:
+        raise SystemExit(1)
