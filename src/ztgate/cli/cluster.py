@@ -39,7 +39,7 @@ def up(
         replica_ports=[replica_port + i for i in range(replicas)],
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         console.print(f"starting PostgreSQL, Redis, {replicas} replicas and HAProxy…")
         cluster.start()
@@ -59,4 +59,5 @@ def up(
     finally:
         console.print("stopping the cluster…")
         cluster.stop()
+        signal.signal(signal.SIGTERM, previous)
         console.print("stopped")
