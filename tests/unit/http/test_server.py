@@ -14,8 +14,9 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from ztgate.config import Settings
 from ztgate.errors import ConfigError
-from ztgate.http.server import check_bind, serve, uvicorn_config
+from ztgate.http.server import check_bind, check_workers, serve, uvicorn_config
 from ztgate.testing import make_settings
 
 
@@ -154,3 +155,33 @@ def test_tls_options_issue_the_gateway_svid_and_ask_for_client_certificates(
     config = uvicorn_config(object(), "127.0.0.1", 0, "warning", **options)
     assert config.ssl_cert_reqs == ssl.CERT_OPTIONAL
     assert config.http is options["http"]
+
+
+@pytest.mark.parametrize(
+    ("store", "tls", "reason"),
+    [
+        ({}, False, "needs the hot state in Redis"),
+        ({"hot_state_url": "redis://127.0.0.1:6379/0"}, False, "needs the store on PostgreSQL"),
+        (
+            {
+                "hot_state_url": "redis://127.0.0.1:6379/0",
+                "url": "postgresql+psycopg://ztgate@127.0.0.1:5432/ztgate",
+            },
+            True,
+            "tls = true is not supported",
+        ),
+    ],
+)
+def test_several_workers_need_shared_state(store: dict[str, str], tls: bool, reason: str) -> None:
+    settings = Settings.model_validate({"gateway": {"workers": 2, "tls": tls}, "store": store})
+    with pytest.raises(ConfigError, match=reason):
+        check_workers(settings)
+
+
+def test_one_worker_or_shared_state_is_accepted() -> None:
+    check_workers(Settings())
+    shared = {
+        "hot_state_url": "redis://127.0.0.1:6379/0",
+        "url": "postgresql+psycopg://ztgate@127.0.0.1:5432/ztgate",
+    }
+    check_workers(Settings.model_validate({"gateway": {"workers": 4}, "store": shared}))
