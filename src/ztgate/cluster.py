@@ -288,10 +288,23 @@ class LocalCluster:
         self.wait_ready(replica, timeout)
 
     def spawn_replica(self, replica: Replica) -> subprocess.Popen[bytes]:
-        """Start `replica` (again): `ztgate serve` on its port, the demo tools not in it."""
+        """Start `replica` (again): `ztgate serve` on its port, the demo tools not in it.
+
+        The first replica serves the Workload API on the config's socket (where
+        `ztgate call` and the SDK look by default); each other one on a socket
+        of its own beside it (two servers cannot share one socket path).
+        """
         command = [sys.executable, "-m", "ztgate", "--config", str(self.config), "serve"]
         command += ["--port", str(replica.port)]
-        return self._spawn(command, replica.log, ZTGATE_DEMO__TOOLS="false")
+        env = {"ZTGATE_DEMO__TOOLS": "false"}
+        if self.members and replica is not self.members[0]:
+            from ztgate.config import load_settings
+
+            default = load_settings(self.config).identity.workload_socket
+            env["ZTGATE_IDENTITY__WORKLOAD_SOCKET"] = str(
+                default.with_name(f"{default.stem}-{replica.name}{default.suffix}")
+            )
+        return self._spawn(command, replica.log, **env)
 
     def _spawn(self, command: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:
