@@ -28,7 +28,7 @@ from multidict import CIMultiDict
 from ztgate.errors import UpstreamError
 from ztgate.forward import Forwarder
 from ztgate.mcp import upstream as upstream_module
-from ztgate.mcp.http_calls import HeaderMismatch, HttpToolCaller, _events, tool_result_of
+from ztgate.mcp.http_calls import HeaderMismatch, HttpToolCaller, Post, _events, tool_result_of
 from ztgate.mcp.servers import McpServer
 from ztgate.mcp.upstream import McpUpstreams
 from ztgate.testing import make_call
@@ -267,6 +267,28 @@ async def sdk_server() -> AsyncIterator[str]:
         await task
 
 
+@contextlib.asynccontextmanager
+async def upstreams_of_sdk_server(
+    post: Post,
+) -> AsyncIterator[tuple[McpUpstreams, dict[str, Tool]]]:
+    """`McpUpstreams` on the SDK's server, as the gateway connects, and its imported tools."""
+    async with sdk_server() as url:
+        imported: list[Tool] = []
+        upstreams = McpUpstreams(
+            [McpServer(name="files", transport="http", url=url)],
+            sync=lambda _server, tools: imported.extend(tools),
+            post=post,
+        )
+        await upstreams.start()
+        try:
+            yield upstreams, {tool.name: tool for tool in imported}
+        finally:
+            await upstreams.stop()
+
+
+SEND = {"to": "bob", "text": "hi"}
+
+
 async def test_the_gateway_calls_an_sdk_server_with_one_post_per_call(
     forwarder: Forwarder,
 ) -> None:
@@ -278,24 +300,11 @@ async def test_the_gateway_calls_an_sdk_server_with_one_post_per_call(
         posts.append(orjson.loads(body)["params"]["name"])
         return await forwarder.post(url, body, headers, timeout)
 
-    async with sdk_server() as url:
-        imported: list[Tool] = []
-        upstreams = McpUpstreams(
-            [McpServer(name="files", transport="http", url=url)],
-            sync=lambda _server, tools: imported.extend(tools),
-            post=counted_post,
-        )
-        await upstreams.start()
-        try:
-            send = next(tool for tool in imported if tool.name == "files.send")
-            result = await upstreams.call(
-                send, make_call("files.send", {"to": "bob", "text": "hi"})
-            )
-            read = next(tool for tool in imported if tool.name == "files.resources.read")
-            resource = await upstreams.call(read, make_call(read.name, {"uri": "notes://today"}))
-        finally:
-            await upstreams.stop()
-    assert result.body == {"sent": {"to": "bob", "text": "hi"}}
+    async with upstreams_of_sdk_server(counted_post) as (upstreams, tools):
+        result = await upstreams.call(tools["files.send"], make_call("files.send", SEND))
+        read = tools["files.resources.read"]
+        resource = await upstreams.call(read, make_call(read.name, {"uri": "notes://today"}))
+    assert result.body == {"sent": SEND}
     assert posts == ["send"]  # the call; a resource read stays with the SDK's client
     assert resource.body["contents"][0]["text"] == "Buy milk."
 
@@ -314,21 +323,9 @@ async def test_a_handshake_era_session_is_called_with_its_session_id(
         assert "_meta" not in orjson.loads(body)["params"]  # no per-request envelope
         return await forwarder.post(url, body, headers, timeout)
 
-    async with sdk_server() as url:
-        imported: list[Tool] = []
-        upstreams = McpUpstreams(
-            [McpServer(name="files", transport="http", url=url)],
-            sync=lambda _server, tools: imported.extend(tools),
-            post=post,
-        )
-        await upstreams.start()
-        try:
-            caller = upstreams.connections["files"].caller
-            assert caller is not None and not caller.modern
-            send = next(tool for tool in imported if tool.name == "files.send")
-            call = make_call("files.send", {"to": "bob", "text": "hi"})
-            result = await upstreams.call(send, call)
-        finally:
-            await upstreams.stop()
-    assert result.body == {"sent": {"to": "bob", "text": "hi"}}
+    async with upstreams_of_sdk_server(post) as (upstreams, tools):
+        caller = upstreams.connections["files"].caller
+        assert caller is not None and not caller.modern
+        result = await upstreams.call(tools["files.send"], make_call("files.send", SEND))
+    assert result.body == {"sent": SEND}
     assert len(sessions) == 1 and sessions[0]  # the SDK client's session, presented
