@@ -112,7 +112,7 @@ demo: $(STAMP)
 ## (Debian's package; installed here when missing and we are root); the peer
 ## MCP bridge's venv is made from benchmarks/peer-requirements.txt; bubblewrap
 ## (make sandbox) for the MCP server in an enclave.
-bench: $(STAMP) redis sandbox postgres
+bench: $(STAMP) redis sandbox postgres haproxy
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(BIN)/python benchmarks/run_all.py
 
