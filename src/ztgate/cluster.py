@@ -37,7 +37,7 @@ from types import TracebackType
 
 import httpx
 
-from ztgate.store.redis_server import free_port
+from ztgate.ports import free_port
 
 HAPROXY_HINT = "haproxy is not installed: run 'make haproxy' (Debian's haproxy package)"
 

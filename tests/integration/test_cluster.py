@@ -30,10 +30,10 @@ from ztgate.cluster import LocalCluster
 from ztgate.config import load_settings
 from ztgate.identity.authority import CertificateAuthority
 from ztgate.identity.entries import EntryRegistry
+from ztgate.ports import free_port
 from ztgate.principals.registry import PrincipalRegistry
 from ztgate.sdk import Agent, ApprovalPending, CallDenied, Principal, Unauthenticated
 from ztgate.sdk.models import SvidKey
-from ztgate.store.redis_server import free_port
 
 from .harness import TaskCredentials, Upstream, critical_tools, gateway_toml, main_tools
 

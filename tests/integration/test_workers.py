@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ztgate.ports import free_port
 from ztgate.store.postgres_server import PostgresServer
-from ztgate.store.redis_server import RedisServer, free_port
+from ztgate.store.redis_server import RedisServer
 from ztgate.testing import make_settings
 
 from .harness import Upstream, clean_env, gateway_toml, run_cli

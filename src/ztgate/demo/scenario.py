@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,22 +39,16 @@ from ztgate.demo.mcp_story import play_inbox_over_mcp
 from ztgate.demo.stories import play_inbox, play_payment
 from ztgate.identity.attestation import process_selectors
 from ztgate.identity.entries import EntryRegistry
+from ztgate.ports import free_port
 from ztgate.principals.registry import PrincipalRegistry
 from ztgate.sdk import Agent, ApprovalPending, Delegation, Principal, ZtgateError, requests
 from ztgate.warrants import proof
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def live_gateway(workdir: Path) -> Iterator[tuple[str, Settings]]:
     """Initialise `workdir` and run a gateway process there until the block ends."""
-    gateway_port, tools_port = _free_port(), _free_port()
+    gateway_port, tools_port = free_port(), free_port()
     config = workdir / "ztgate.toml"
     initialise(config, demo=True, force=False)
     config.write_text(config.read_text().replace(":8471/", f":{tools_port}/"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from ztgate.cli.init import initialise
 from ztgate.cli.toml import array_of_tables
 from ztgate.config import Settings
 from ztgate.demo.scenario import register
+from ztgate.ports import free_port
 from ztgate.sdk import Agent, ApprovalPending, CallDenied, Principal, ZtgateError
 
 AGENT_PATH = "agent/eval"
@@ -78,13 +78,6 @@ class CallOutcome:
 
 # A person's decision on an asked call: (tool, arguments, reasons) -> approve?
 Human = Callable[[str, Mapping[str, Any], Sequence[str]], bool]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tools_toml(tools: Sequence[ToolDecl], upstream_url: str) -> str:
@@ -138,7 +131,7 @@ class EvalGateway:
         policy_dir = settings.path(settings.policy.dir)
         for policy in self.policies:
             (policy_dir / policy.name).write_text(policy.read_text(encoding="utf-8"))
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ZTGATE_")}
         env["ZTGATE_GATEWAY__PORT"] = str(port)
         with self._log.open("wb") as log:

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from ztgate.store.redis_server import free_port
+from ztgate.ports import free_port
 
 INSTALL_HINT = "PostgreSQL is not installed: run 'make postgres' (Debian's postgresql package)"
 SUPERUSER = "ztgate"

@@ -16,15 +16,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from ztgate.ports import free_port
+
 INSTALL_HINT = "redis-server is not installed: run 'make redis' (Debian's redis-server package)"
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:

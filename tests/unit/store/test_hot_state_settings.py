@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 from ztgate.config import load_settings
 from ztgate.errors import ConfigError, StoreUnavailableError
 from ztgate.gateway import Gateway
+from ztgate.ports import free_port
 from ztgate.store.hot import MemoryHotState
 from ztgate.store.hot_redis import RedisHotState
-from ztgate.store.redis_server import RedisServer, free_port
+from ztgate.store.redis_server import RedisServer
 from ztgate.testing import FrozenClock, make_settings
 
 

@@ -27,10 +27,10 @@ from ztgate.audit.record import AuditEntry
 from ztgate.cli.main import app
 from ztgate.config import load_settings
 from ztgate.errors import ConfigError, StoreUnavailableError
+from ztgate.ports import free_port
 from ztgate.store.database import Database, check_database_url, display_url
 from ztgate.store.generations import bump
 from ztgate.store.postgres_server import PostgresServer
-from ztgate.store.redis_server import free_port
 from ztgate.store.tables import audit_records
 from ztgate.testing import FrozenClock, make_settings
 
