@@ -248,6 +248,18 @@ class GatewayProcess:
         return self._query("SELECT * FROM tools ORDER BY name")
 
 
+class Replica(GatewayProcess):
+    """A gateway process with a log of its own in a directory another one serves too."""
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        super().__init__(workdir)
+        self.name = name
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"gateway-{self.name}-{self.starts}.log"
+
+
 @contextlib.contextmanager
 def start_gateway(workdir: Path, toml: str) -> Iterator[GatewayProcess]:
     """Initialise `workdir` with `toml` (keys, data dir, DB) and run a gateway there."""

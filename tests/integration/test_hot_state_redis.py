@@ -24,24 +24,12 @@ import pytest
 from ztgate.store.redis_server import RedisServer
 from ztgate.testing import make_settings
 
-from .harness import GatewayProcess, Upstream, gateway_toml, make_client
+from .harness import Replica, Upstream, gateway_toml, make_client
 from .test_authentication import _register
 from .test_warrant_attacks import Agent
 
 TAG = "hot-redis"
 AGENT = "spiffe://ztgate.local/agents/replicated"
-
-
-class Replica(GatewayProcess):
-    """A gateway process with a log of its own in a directory another one serves too."""
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        super().__init__(workdir)
-        self.name = name
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"gateway-{self.name}-{self.starts}.log"
 
 
 @dataclass

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,21 +27,9 @@ from ztgate.store.postgres_server import PostgresServer
 from ztgate.store.tables import audit_records
 from ztgate.testing import make_settings
 
-from .harness import GatewayProcess, Upstream, gateway_toml, make_client
+from .harness import Replica, Upstream, gateway_toml, make_client
 
 TAG = "postgres-store"
-
-
-class Replica(GatewayProcess):
-    """A gateway process with a log of its own in a directory another one serves too."""
-
-    def __init__(self, workdir: Path, name: str) -> None:
-        super().__init__(workdir)
-        self.name = name
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"gateway-{self.name}-{self.starts}.log"
 
 
 @dataclass
