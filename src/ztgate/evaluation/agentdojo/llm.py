@@ -36,6 +36,7 @@ from agentdojo.task_suite.task_suite import (
 from pydantic_core import to_jsonable_python
 
 from ztgate.evaluation.agentdojo.outcomes import PairResult, SimulatedHuman, call_key
+from ztgate.evaluation.agentdojo.run import prepare_pair, score_pair
 
 API_KEY_VARIABLES = ("ZTGATE_EVAL_API_KEY", "OPENAI_API_KEY")
 
@@ -114,19 +115,9 @@ def run_pair_with_model(
 ) -> PairResult:
     """Run AgentDojo's pipeline on one pair, its tools through `executor`; score it."""
     user_task, injection_task = pair.user_task, pair.injection_task
-    result = PairResult(
-        suite.name,
-        user_task.ID,
-        None if injection_task is None else injection_task.ID,
-        utility=False,
-        text_only=injection_task is not None and injection_task.ID in text_goals,
-    )
-    env = user_task.init_environment(environment.load(pair.injections))
-    start = env.model_copy(deep=True)
-    ground_truth = user_task.ground_truth(start.model_copy(deep=True))
+    result, env, start, ground_truth = prepare_pair(suite, pair, environment, text_goals)
     human = SimulatedHuman((c.function, to_jsonable_python(dict(c.args))) for c in ground_truth)
     runtime = GatewayRuntime(suite.tools, executor, human)
-    environment.env = env
     executor.start_task(user_task.PROMPT, [f.name for f in suite.tools])
     try:
         try:
@@ -152,9 +143,4 @@ def run_pair_with_model(
     trace = without_refused(functions_stack_trace_from_messages(messages), runtime.outcomes)
     output = model_output_from_messages(messages) or []
     result.injected = injection_task is not None and result.attack_calls > 0
-    result.utility = bool(suite._check_task_result(user_task, output, start, env, trace))
-    if injection_task is not None:
-        result.attack_succeeded = bool(
-            suite._check_task_result(injection_task, output, start, env, trace)
-        )
-    return result
+    return score_pair(suite, pair, result, output, start, env, trace)

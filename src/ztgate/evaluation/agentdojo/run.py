@@ -194,17 +194,7 @@ def run_pair(
 ) -> PairResult:
     """Run the scripted agent on one pair and score it with AgentDojo's own checks."""
     user_task, injection_task = pair.user_task, pair.injection_task
-    result = PairResult(
-        suite.name,
-        user_task.ID,
-        None if injection_task is None else injection_task.ID,
-        utility=False,
-        text_only=injection_task is not None and injection_task.ID in text_goals,
-    )
-    env = user_task.init_environment(environment.load(pair.injections))
-    start = env.model_copy(deep=True)
-    ground_truth: list[FunctionCall] = list(user_task.ground_truth(start.model_copy(deep=True)))
-    environment.env = env
+    result, env, start, ground_truth = prepare_pair(suite, pair, environment, text_goals)
     human = SimulatedHuman((c.function, _jsonable(c.args)) for c in ground_truth)
     trace: list[FunctionCall] = []
     tools = [function.name for function in suite.tools]
@@ -243,10 +233,43 @@ def run_pair(
     if result.injected and injection_task is not None and injection_task.GROUND_TRUTH_OUTPUT:
         answer += "\n" + str(injection_task.GROUND_TRUTH_OUTPUT)  # obeying a text-only goal
     output = [text_content_block_from_string(answer)]
-    result.utility = bool(suite._check_task_result(user_task, output, start, env, trace))
-    if injection_task is not None:
+    return score_pair(suite, pair, result, output, start, env, trace)
+
+
+def prepare_pair(
+    suite: Any, pair: Any, environment: Environment, text_goals: frozenset[str]
+) -> tuple[PairResult, Any, Any, list[FunctionCall]]:
+    """A pair's empty result, its environment (now `environment.env`), a copy of it as it
+    started, and the user task's ground-truth calls."""
+    user_task, injection_task = pair.user_task, pair.injection_task
+    result = PairResult(
+        suite.name,
+        user_task.ID,
+        None if injection_task is None else injection_task.ID,
+        utility=False,
+        text_only=injection_task is not None and injection_task.ID in text_goals,
+    )
+    env = user_task.init_environment(environment.load(pair.injections))
+    start = env.model_copy(deep=True)
+    ground_truth: list[FunctionCall] = list(user_task.ground_truth(start.model_copy(deep=True)))
+    environment.env = env
+    return result, env, start, ground_truth
+
+
+def score_pair(
+    suite: Any,
+    pair: Any,
+    result: PairResult,
+    output: Any,
+    start: Any,
+    env: Any,
+    trace: list[FunctionCall],
+) -> PairResult:
+    """`result` with AgentDojo's own utility and security checks of the run."""
+    result.utility = bool(suite._check_task_result(pair.user_task, output, start, env, trace))
+    if pair.injection_task is not None:
         result.attack_succeeded = bool(
-            suite._check_task_result(injection_task, output, start, env, trace)
+            suite._check_task_result(pair.injection_task, output, start, env, trace)
         )
     return result
 
