@@ -261,6 +261,21 @@ class Replica(GatewayProcess):
 
 
 @contextlib.contextmanager
+def two_replicas(workdir: Path) -> Iterator[tuple[Replica, Replica]]:
+    """Two gateway processes serving one directory, started in turn, stopped in reverse."""
+    one, two = Replica(workdir, "one"), Replica(workdir, "two")
+    one.start()
+    try:
+        two.start()
+        try:
+            yield one, two
+        finally:
+            two.stop()
+    finally:
+        one.stop()
+
+
+@contextlib.contextmanager
 def start_gateway(workdir: Path, toml: str) -> Iterator[GatewayProcess]:
     """Initialise `workdir` with `toml` (keys, data dir, DB) and run a gateway there."""
     workdir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import pytest
 from ztgate.store.redis_server import RedisServer
 from ztgate.testing import make_settings
 
-from .harness import Replica, Upstream, gateway_toml, make_client
+from .harness import Replica, Upstream, gateway_toml, make_client, two_replicas
 from .test_authentication import _register
 from .test_warrant_attacks import Agent
 
@@ -73,16 +73,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Ite
         )
         make_settings(workdir, toml)
         _register(workdir, AGENT)
-        one, two = Replica(workdir, "one"), Replica(workdir, "two")
-        one.start()
-        try:
-            two.start()
-            try:
-                yield Cluster(redis, one, two, workdir)
-            finally:
-                two.stop()
-        finally:
-            one.stop()
+        with two_replicas(workdir) as (one, two):
+            yield Cluster(redis, one, two, workdir)
 
 
 def _post(client: httpx.Client, agent: Agent, tool: str, arguments: dict[str, Any]) -> Any:

@@ -27,7 +27,7 @@ from ztgate.store.postgres_server import PostgresServer
 from ztgate.store.tables import audit_records
 from ztgate.testing import make_settings
 
-from .harness import Replica, Upstream, gateway_toml, make_client
+from .harness import Replica, Upstream, gateway_toml, make_client, two_replicas
 
 TAG = "postgres-store"
 
@@ -74,16 +74,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Ite
             tools, store={"url": url, "busy_timeout_ms": 1000}
         )
         make_settings(workdir, toml)  # ztgate init: keys, CA, and the schema in PostgreSQL
-        one, two = Replica(workdir, "one"), Replica(workdir, "two")
-        one.start()
-        try:
-            two.start()
-            try:
-                yield Cluster(postgres, url, one, two)
-            finally:
-                two.stop()
-        finally:
-            one.stop()
+        with two_replicas(workdir) as (one, two):
+            yield Cluster(postgres, url, one, two)
 
 
 def _call(client: httpx.Client, text: str) -> httpx.Response:
