@@ -352,10 +352,10 @@ def report(console: Console, results: dict[str, Any]) -> None:
     out.mkdir(exist_ok=True)
     (out / "mcp_calls.json").write_text(json.dumps(results, indent=2))
     paths = results["paths"]
-    direct = {
-        "ztgate -> HTTP upstream": paths["direct, Streamable HTTP"],
-        "ztgate -> stdio upstream (enclave)": paths["direct, stdio"],
-        "mcp-proxy 0.13 -> stdio upstream": paths["direct, stdio"],
+    direct = {  # none for the paths whose direct path was not measured (--only)
+        "ztgate -> HTTP upstream": paths.get("direct, Streamable HTTP"),
+        "ztgate -> stdio upstream (enclave)": paths.get("direct, stdio"),
+        "mcp-proxy 0.13 -> stdio upstream": paths.get("direct, stdio"),
     }
     columns = ("path", "p50 ms", "p99 ms", "added p50 ms", "calls/s c=1",
                f"p50 ms c={CONCURRENCY}", f"p99 ms c={CONCURRENCY}",

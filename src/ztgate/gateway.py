@@ -501,6 +501,7 @@ class Gateway:
                     ),
                     post=self.forwarder.post,
                     timeout=self.settings.gateway.upstream_timeout_seconds,
+                    max_result_bytes=self.settings.gateway.max_result_bytes,
                 )
                 self.forwarder.mcp = self.mcp_upstreams
             if self._egress_proxy is None and any(s.transport == "stdio" for s in servers):

@@ -94,7 +94,7 @@ class HttpToolCaller:
                 answer that is not a `tools/call` result.
         """
         request_id = next(self._ids)
-        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        params = call_params(name, arguments, self.protocol_version)
         headers = {
             "Content-Type": "application/json",
             "Accept": _ACCEPT,
@@ -102,11 +102,6 @@ class HttpToolCaller:
             MCP_PROTOCOL_VERSION_HEADER: self.protocol_version,
         }
         if self.modern:
-            params["_meta"] = {
-                PROTOCOL_VERSION_META_KEY: self.protocol_version,
-                CLIENT_INFO_META_KEY: _CLIENT_INFO,
-                CLIENT_CAPABILITIES_META_KEY: {},
-            }
             headers[MCP_METHOD_HEADER] = "tools/call"
             headers[MCP_NAME_HEADER] = encode_header_value(name)
             headers.update(mcp_param_headers(self._header_map(name, input_schema), arguments))
@@ -136,6 +131,23 @@ class HttpToolCaller:
     def forget(self) -> None:
         """Drop what was derived from the tools' schemas (they were listed again)."""
         self._header_maps.clear()
+
+
+def call_params(name: str, arguments: Mapping[str, Any], protocol_version: str) -> dict[str, Any]:
+    """The params of a `tools/call` on a session at `protocol_version`.
+
+    At the 2026-07-28 revision a request carries its own envelope in `_meta`
+    (the version, who the client is, its capabilities); on a session of an
+    earlier revision the handshake said all that.
+    """
+    params: dict[str, Any] = {"name": name, "arguments": arguments}
+    if protocol_version in MODERN_PROTOCOL_VERSIONS:
+        params["_meta"] = {
+            PROTOCOL_VERSION_META_KEY: protocol_version,
+            CLIENT_INFO_META_KEY: _CLIENT_INFO,
+            CLIENT_CAPABILITIES_META_KEY: {},
+        }
+    return params
 
 
 def tool_result_of(name: str, result: Any, elapsed: float) -> ToolResult:

@@ -44,6 +44,7 @@ from ztgate.mcp.http_calls import (
     tool_result_of,
 )
 from ztgate.mcp.servers import McpServer
+from ztgate.mcp.stdio_calls import StdioPipes, StdioToolCaller
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.flow import UNTRACKED, ToolFlow
 from ztgate.tools.model import RiskTier, Tool
@@ -181,10 +182,12 @@ class _Connection:
         self.server = server
         self._opener = opener
         self.client: Client | None = None
-        # Calls to a Streamable HTTP server (ztgate.mcp.http_calls), and the
-        # id of the SDK client's session with it (handshake-era servers).
-        self.caller: HttpToolCaller | None = None
+        # Calls to a Streamable HTTP server (ztgate.mcp.http_calls) and the id
+        # of the SDK client's session with it (handshake-era servers), or to a
+        # stdio server over its pipes (ztgate.mcp.stdio_calls).
+        self.caller: HttpToolCaller | StdioToolCaller | None = None
         self.session_id: str | None = None
+        self.pipes: StdioPipes | None = None
         self.ready = asyncio.Event()
         self.error: BaseException | None = None
         self._stop = asyncio.Event()
@@ -215,6 +218,7 @@ class _Connection:
         finally:
             self.client = None
             self.caller = None
+            self.pipes = None
             self.ready.set()
 
     async def _watch(self, client: Client, on_change: Callable[[], Any], relist: float) -> None:
@@ -256,16 +260,19 @@ class McpUpstreams:
         post: Post | None = None,
         timeout: float = 30.0,
         relist_seconds: float = 60.0,
+        max_result_bytes: int | None = None,
     ) -> None:
         """Connect to `servers`; `sync(server, tools)` stores imported tools (in a thread);
         `enclave(server, stack)` gives a stdio server's wrapped command (None: refuse stdio);
-        `post` makes the HTTP requests of calls to Streamable HTTP servers (None: the SDK's)."""
+        `post` makes the HTTP requests of calls to Streamable HTTP servers (None: the SDK's);
+        a stdio server's call results larger than `max_result_bytes` are refused."""
         self.servers = {server.name: server for server in servers}
         self._sync = sync
         self._enclave = enclave
         self._post = post
         self._timeout = timeout
         self._relist = relist_seconds
+        self._max_result_bytes = max_result_bytes
         self.connections: dict[str, _Connection] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._refreshing: set[str] = set()
@@ -308,6 +315,10 @@ class McpUpstreams:
                         connection.client.protocol_version,
                         self._post,
                         connection.current_session_id,
+                    )
+                elif connection.pipes is not None:
+                    connection.caller = StdioToolCaller(
+                        connection.pipes, connection.client.protocol_version
                     )
                 try:
                     await self.refresh(server.name)
@@ -427,12 +438,16 @@ class McpUpstreams:
                 if self._enclave is None:
                     raise UpstreamError("stdio MCP servers need the egress proxy and enclaves")
                 wrapped = await self._enclave(server, stack)
-                transport = StdioServerParameters(
+                params = StdioServerParameters(
                     command=wrapped.command,
                     args=list(wrapped.args),
                     env=dict(wrapped.env),
                     cwd=str(Path(server.cwd)) if server.cwd else None,
                 )
+                # ztgate holds the server's pipes: the SDK's session runs over
+                # them, and calls are written to them directly.
+                transport = StdioPipes(params, max_result_bytes=self._max_result_bytes)
+                self.connections[server.name].pipes = transport
             return Client(transport, message_handler=on_message)
 
         return open_session
