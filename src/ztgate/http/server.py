@@ -16,11 +16,13 @@ from typing import Any
 import uvicorn
 import uvloop
 from cryptography import x509
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ztgate.config import Settings, is_loopback
 from ztgate.errors import ConfigError
 from ztgate.gateway import Gateway
 from ztgate.http.app import create_asgi
+from ztgate.http.coalesce import coalescing
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,12 @@ def uvicorn_config(
 
     `http` is uvicorn's protocol (a name or a class, e.g. `mtls_protocol(...)`);
     `tls` are uvicorn's `ssl_*` settings (see `tls.server_ssl_settings`).
+    The httptools protocol writes each response once (`ztgate.http.coalesce`).
     """
+    if http == "httptools":
+        http = HttpToolsProtocol
+    if isinstance(http, type) and issubclass(http, HttpToolsProtocol):
+        http = coalescing(http)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
