@@ -210,6 +210,74 @@ async def test_a_check_within_its_timeout_passes(ctx: CallContext) -> None:
     assert decision.outcome is ALLOW
 
 
+class Sleepy:
+    """A check that sleeps `seconds`, then allows (or swallows a cancellation, and allows)."""
+
+    def __init__(self, name: str, seconds: float, *, stubborn: bool = False) -> None:
+        self.name = name
+        self.seconds = seconds
+        self.stubborn = stubborn
+
+    async def __call__(self, call: ToolCall, ctx: CallContext) -> Verdict:
+        try:
+            await asyncio.sleep(self.seconds)
+        except asyncio.CancelledError:
+            if not self.stubborn:
+                raise
+        return Verdict(self.name, ALLOW)
+
+
+async def test_each_check_has_the_whole_timeout_however_long_the_chain(
+    ctx: CallContext,
+) -> None:
+    # One timer serves the chain: a later check's time counts from its own start.
+    checks = [Sleepy(f"c{n}", 0.06) for n in range(4)]
+    decision = await Pipeline(checks, check_timeout=0.1).decide(make_call(), ctx)
+    assert decision.outcome is ALLOW and len(decision.verdicts) == 4
+
+
+async def test_a_late_check_that_times_out_denies_after_quick_ones(ctx: CallContext) -> None:
+    checks = [Sleepy("quick", 0.03), Sleepy("quick too", 0), Sleepy("slow", 30)]
+    pipeline = Pipeline(checks, check_timeout=0.05)
+    decision = await asyncio.wait_for(pipeline.decide(make_call(), ctx), 5)
+    assert decision.outcome is DENY
+    assert decision.verdicts[-1] == Verdict("slow", DENY, "check timed out after 0.05s")
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_cancellation_from_outside_is_not_taken_for_a_timeout(ctx: CallContext) -> None:
+    pipeline = Pipeline([Sleepy("slow", 30)], check_timeout=10)
+    task = asyncio.create_task(pipeline.decide(make_call(), ctx))
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_check_that_swallows_its_timeout_leaves_no_cancellation_behind(
+    ctx: CallContext,
+) -> None:
+    # As with asyncio.timeout: its verdict stands, and the task is not cancelled later.
+    pipeline = Pipeline([Sleepy("stubborn", 30, stubborn=True)], check_timeout=0.02)
+    decision = await pipeline.decide(make_call(), ctx)
+    assert decision.outcome is ALLOW
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)  # no timer left to fire
+
+
+async def test_result_checks_each_have_the_whole_timeout(ctx: CallContext) -> None:
+    class SleepyResult(Sleepy):
+        async def __call__(  # type: ignore[override]
+            self, call: ToolCall, result: ToolResult, ctx: CallContext
+        ) -> Verdict:
+            return await super().__call__(call, ctx)
+
+    checks = [SleepyResult("r1", 0.06), SleepyResult("r2", 0.06), SleepyResult("r3", 30)]
+    review = await Pipeline([], checks, check_timeout=0.1).review(make_call(), _result(), ctx)
+    assert [v.outcome for v in review.verdicts] == [ALLOW, ALLOW, DENY]
+    assert review.verdicts[-1].reason == "check timed out after 0.1s"
+
+
 @pytest.mark.parametrize(
     "value",
     [None, True, "allow", ALLOW, {"outcome": "allow"}, ("c", ALLOW)],
