@@ -34,10 +34,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ztgate.ports import free_port
+
+if TYPE_CHECKING:
+    from ztgate.store.redis_server import RedisServer
 
 HAPROXY_HINT = "haproxy is not installed: run 'make haproxy' (Debian's haproxy package)"
 
@@ -177,6 +181,15 @@ class LocalCluster:
         self._redis: object | None = None
         self._postgres: object | None = None
         self._haproxy: subprocess.Popen[bytes] | None = None
+
+    @property
+    def redis(self) -> RedisServer:
+        """The cluster's Redis (tests stop and start it)."""
+        from ztgate.store.redis_server import RedisServer
+
+        if not isinstance(self._redis, RedisServer):
+            raise RuntimeError("the cluster is not running")
+        return self._redis
 
     @property
     def url(self) -> str:

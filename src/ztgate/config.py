@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -35,6 +35,9 @@ from ztgate.store.database import Database, check_database_url
 from ztgate.store.hot import HotState, MemoryHotState
 from ztgate.tools.flow import ToolFlow
 from ztgate.tools.model import Tool, ToolLimits, parse_risk
+
+if TYPE_CHECKING:
+    from ztgate.store.broadcasts import ChangeBroadcasts
 
 DEFAULT_CONFIG = Path("ztgate.toml")
 CONFIG_ENV = "ZTGATE_CONFIG"
@@ -96,6 +99,10 @@ class StoreSettings(_Section):
     hot_state_url: str = ""
     hot_state_prefix: str = Field("ztgate:", min_length=1, max_length=128)
     hot_state_timeout_seconds: float = Field(0.5, gt=0, le=30)
+    # With PostgreSQL and Redis both, writers publish every change on Redis
+    # and replicas re-read the store only when told (docs/deployment.md);
+    # this often they re-read it anyway, in case a message was lost.
+    change_resync_seconds: float = Field(1.0, gt=0, le=60)
 
     @field_validator("url")
     @classmethod
@@ -109,8 +116,33 @@ class StoreSettings(_Section):
         return url
 
     def open(self, url: str) -> Database:
-        """A `Database` for `url` with these settings."""
-        return Database(url, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms)
+        """A `Database` for `url` with these settings, publishing its changes if broadcast."""
+        database = Database(url, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms)
+        if self.broadcasts_changes(database):
+            from ztgate.store.broadcasts import ChangePublisher
+
+            database.after_commit = ChangePublisher(
+                self.hot_state_url,
+                prefix=self.hot_state_prefix,
+                timeout=self.hot_state_timeout_seconds,
+                resync_seconds=self.change_resync_seconds,
+            )
+        return database
+
+    def broadcasts_changes(self, database: Database) -> bool:
+        """Whether changes to `database` are broadcast: it is PostgreSQL, and Redis is named."""
+        return database.is_postgresql and bool(self.hot_state_url)
+
+    def change_broadcasts(self) -> ChangeBroadcasts:
+        """A replica's subscription to the changes (see `broadcasts_changes`)."""
+        from ztgate.store.broadcasts import ChangeBroadcasts
+
+        return ChangeBroadcasts(
+            self.hot_state_url,
+            prefix=self.hot_state_prefix,
+            timeout=self.hot_state_timeout_seconds,
+            resync_seconds=self.change_resync_seconds,
+        )
 
     def hot_state(self, clock: Clock) -> HotState:
         """The hot state these settings name: in this process on `clock`, or Redis."""

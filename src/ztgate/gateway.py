@@ -52,6 +52,7 @@ from ztgate.obligations import apply as apply_obligations
 from ztgate.obligations import summary as obligations_summary
 from ztgate.pipeline import STORE_UNAVAILABLE, CallContext, Check, Pipeline, ResultCheck
 from ztgate.policy.check import PolicyCheck
+from ztgate.policy.live import GENERATION as POLICY_GENERATION
 from ztgate.schema.check import ArgumentsSchemaCheck, ResultSchemaCheck
 from ztgate.store.database import Database
 from ztgate.store.generations import GenerationWatcher
@@ -211,7 +212,13 @@ class Gateway:
         # Sharing the audit writer's connection when it writes on the event
         # loop: then only other processes' commits move data_version.
         shared = self.audit.connection if self.audit.inline else None
-        self._watcher = GenerationWatcher(self.database, shared)
+        # Replicas on PostgreSQL with Redis learn of changes by broadcast
+        # instead of reading the generations before every call.
+        store = self.settings.store
+        self.broadcasts = (
+            store.change_broadcasts() if store.broadcasts_changes(self.database) else None
+        )
+        self._watcher = GenerationWatcher(self.database, shared, self.broadcasts)
         self._checkpointer: asyncio.Task[None] | None = None
         # MCP upstream servers' sessions, and the egress proxy their enclaves reach out through.
         self.mcp_upstreams: Any = None
@@ -327,6 +334,9 @@ class Gateway:
         self.catalog = Catalog(self.registry.all())
         if self.policy is not None:  # a set that does not load stops the start
             self.policy.start(lambda: self.catalog, self.metrics.registry)
+        if self.broadcasts is not None:
+            await self.broadcasts.start()
+            logger.info("change broadcasts: subscribed; the store is re-read only when told")
         self._watcher.prime()
         if self.identity is not None:
             self.identity.start()
@@ -408,6 +418,8 @@ class Gateway:
                 self.audit.batched_records / self.audit.batches,
             )
         self._watcher.close()
+        if self.broadcasts is not None:
+            await self.broadcasts.stop()
         if self.identity is not None:
             await self.identity.federation.stop()
             self.identity.stop()
@@ -469,6 +481,8 @@ class Gateway:
             self.containment.changed(changed)
         if MCP_SERVERS_GENERATION in changed:
             self._schedule(self._follow_mcp_servers())
+        if POLICY_GENERATION in changed and self.policy is not None:
+            self.policy.live.look_now()
 
     def _schedule(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` beside the calls (connecting to a server is slow); not without a loop."""

@@ -32,10 +32,25 @@ from ztgate.identity.authority import CertificateAuthority
 from ztgate.identity.entries import EntryRegistry
 from ztgate.ports import free_port
 from ztgate.principals.registry import PrincipalRegistry
-from ztgate.sdk import Agent, ApprovalPending, CallDenied, Principal, Unauthenticated
+from ztgate.sdk import (
+    Agent,
+    ApprovalPending,
+    CallDenied,
+    CallFailed,
+    Principal,
+    TransportError,
+    Unauthenticated,
+)
 from ztgate.sdk.models import SvidKey
 
-from .harness import TaskCredentials, Upstream, critical_tools, gateway_toml, main_tools
+from .harness import (
+    TaskCredentials,
+    Upstream,
+    critical_tools,
+    gateway_toml,
+    main_tools,
+    run_cli,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +106,10 @@ class Fixture:
     def two(self) -> str:
         return self.cluster.members[1].url
 
+    @property
+    def urls(self) -> list[str]:
+        return [member.url for member in self.cluster.members]
+
     def new_agent(self) -> str:
         """A SPIFFE ID registered now (each test its own: revocations are for good)."""
         self._agents += 1
@@ -110,10 +129,14 @@ class Fixture:
     def agent(self, url: str, spiffe_id: str | None = None) -> Agent:
         """An SDK agent talking to `url`, bound to a new task (created through `url`)."""
         spiffe_id = spiffe_id or self.new_agent()
-        agent = Agent(url, CaIdentity(self.ca, spiffe_id), timeout=30)
         with self.principal(url) as principal:
             task = principal.create_task(agent=spiffe_id, intent="cluster test", scope=SCOPE)
-        agent.bind(task_id=task.task_id)
+        agent = Agent(url, CaIdentity(self.ca, spiffe_id), timeout=30)
+        try:
+            agent.bind(task_id=task.task_id)
+        except BaseException:
+            agent.close()
+            raise
         return agent
 
 
@@ -121,7 +144,11 @@ class Fixture:
 def fixture(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[Fixture]:
     tools = [*main_tools(upstream, 9, tag=TAG), *critical_tools(upstream, TAG, ("pay",))]
     text = "[limits]\nburst_calls_per_second = 0\n\n" + gateway_toml(
-        tools, gateway={"authentication": "required"}
+        tools,
+        gateway={"authentication": "required"},
+        # A short proof lifetime: after Redis comes back empty, the replicas
+        # refuse proofs for that long (test_a_revocation_whose_broadcast_...).
+        warrants={"proof_window_seconds": 5},
     )
     workdir: Path = tmp_path_factory.mktemp("cluster")
     with LocalCluster(workdir, replicas=2, port=free_port(), config_text=text) as cluster:
@@ -279,3 +306,57 @@ def test_sdk_calls_through_the_balancer_survive_a_replica_killed(fixture: Fixtur
         time.sleep(1.5)  # HAProxy's next health check puts it back
         with httpx.Client(base_url=cluster.url, timeout=10) as plain:
             assert plain.get("/readyz").status_code == 200
+
+
+def test_a_revocation_whose_broadcast_was_lost_holds_on_every_replica_once_redis_is_back(
+    fixture: Fixture,
+) -> None:
+    """Redis down while an operator revokes on the command line: the replicas re-read first.
+
+    Redis comes back empty: the replicas refuse calls until they have
+    recovered the hot state, so the test waits for the cluster to serve
+    again before it ends (the order of the tests is random).
+    """
+    spiffe_id = fixture.new_agent()
+    redis = fixture.cluster.redis
+    with fixture.agent(fixture.two, spiffe_id) as on_two:
+        assert on_two.call("lookup", {"q": "before"}).result is not None
+        redis.stop()
+        try:
+            revoked = run_cli(fixture.cluster.config, "revoke", "agent", spiffe_id)
+            assert revoked.returncode == 0, revoked.stderr
+            assert "broadcast failed" in revoked.stderr  # committed; said so
+            with pytest.raises(CallFailed):  # no broadcasts, no hot state: 503
+                on_two.call("lookup", {"q": "during"})
+        finally:
+            redis.start()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                on_two.call("lookup", {"q": "after"})
+            except CallFailed:  # recovering the hot state: still 503
+                assert time.monotonic() < deadline, "the replica never came back"
+                time.sleep(0.2)
+                continue
+            except Unauthenticated:
+                break
+            pytest.fail("a revoked agent's call was allowed after Redis came back")
+    _wait_until_serving(fixture)
+
+
+def _wait_until_serving(fixture: Fixture, timeout: float = 60) -> None:
+    """Both replicas ready, HAProxy sending to them, and a new agent's call allowed."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as plain:
+        while not all(plain.get(f"{url}/readyz").status_code == 200 for url in fixture.urls):
+            assert time.monotonic() < deadline, "the replicas did not get ready again"
+            time.sleep(0.2)
+    time.sleep(1.5)  # HAProxy's next health check puts them back
+    while True:
+        try:
+            with fixture.agent(fixture.cluster.url) as agent:
+                agent.call("lookup", {"q": "serving"})
+            return
+        except (CallFailed, TransportError):
+            assert time.monotonic() < deadline, "the cluster did not serve again"
+            time.sleep(0.2)

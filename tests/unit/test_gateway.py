@@ -892,3 +892,28 @@ async def test_an_asked_task_call_waits_for_an_approval_used_once_for_the_very_c
     assert len(upstream.arrivals) == 1
     replay = await gw.handle(task_call({"q": "x"}, approval_id))
     assert replay.outcome is Outcome.DENY and len(upstream.arrivals) == 1
+
+
+async def test_a_policy_reload_asked_elsewhere_is_looked_at_on_the_next_call(
+    build: Build,
+) -> None:
+    """`ztgate policy reload` (another process) bumps the "policy" generation: no waiting."""
+    from ztgate.store.generations import bump
+
+    gw = await build(policy={"reload_check_seconds": 3600})
+    assert (await call(gw, "lookup", {"q": "x"})).outcome is Outcome.ALLOW
+    directory = gw.settings.path(gw.settings.policy.dir)
+    (directory / "stop.cedar").write_text(
+        '@id("stop")\nforbid (principal, action, resource);\n', encoding="utf-8"
+    )
+    assert (await call(gw, "lookup", {"q": "x"})).outcome is Outcome.ALLOW  # not looked at yet
+    other = Database(gw.database.url)
+    try:
+        with other.write() as conn:
+            bump(conn, "policy")
+    finally:
+        other.dispose()
+    report = await call(gw, "lookup", {"q": "x"})
+    assert report.outcome is Outcome.DENY
+    assert report.decision is not None
+    assert any("stop" in v.reason for v in report.decision.verdicts if v.check == "policy")

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from ztgate import __version__
 from ztgate.approvals.registry import Approval
-from ztgate.errors import GatewayError, InvalidInputError, StoreError
+from ztgate.errors import GatewayError, InvalidInputError, StoreError, StoreUnavailableError
 from ztgate.gateway import CallReport, Failure, Gateway, unauthenticated
 from ztgate.http.agents import agents_router
 from ztgate.http.approvals import approvals_router
@@ -133,6 +133,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> FastAPI:
             await asyncio.to_thread(gateway.database.probe_write)
         except StoreError as exc:
             raise Problem(503, "not-ready", f"store unavailable: {exc.message}") from exc
+        broadcasts = gateway.broadcasts
+        if broadcasts is not None and not broadcasts.ready:
+            # A load balancer's health check takes the replica out while it
+            # cannot know what other replicas changed (its calls get 503).
+            raise Problem(503, "not-ready", f"change broadcasts unavailable: {broadcasts.problem}")
         return {"status": "ready"}
 
     bundle_cache: dict[str, Any] = {}
@@ -390,6 +395,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def on_validation(_request: Request, exc: Exception) -> Response:
         return Problem(422, "invalid-request", "the request does not fit the API").response()
 
+    async def on_store_unavailable(_request: Request, exc: Exception) -> Response:
+        # Nothing was done; the client may try again (RFC 9110 section 15.6.4).
+        logger.error("request refused, store unavailable: %s", exc)
+        return Problem(
+            503, "store-unavailable", "the store is unavailable; nothing was done"
+        ).response()
+
     async def on_gateway_error(_request: Request, exc: Exception) -> Response:
         logger.error("request failed: %r", exc)
         return Problem(
@@ -405,6 +417,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StoreUnavailableError, on_store_unavailable)
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(Exception, on_crash)
 

@@ -41,6 +41,8 @@ from ztgate.tools.model import Tool
 logger = logging.getLogger(__name__)
 Stat = tuple[str, int, int, int, int] | tuple[str]
 DEFAULT_SETTLE = 0.05  # seconds a changed directory must stay unchanged before it is read
+# Bumped by `ztgate policy reload`: every gateway on the store looks at its files at once.
+GENERATION = "policy"
 
 
 class Watch:
@@ -172,6 +174,10 @@ class LivePolicies:
         if self._reloading is not None:
             await asyncio.shield(self._reloading)
         return self.snapshot
+
+    def look_now(self) -> None:
+        """Look at the files before the next decision, whatever `check_interval` says."""
+        self._checked_at = float("-inf")
 
     def _inputs(self) -> _Inputs:
         return _Inputs(self._watch.signature(), self._catalog())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 
 from ztgate.errors import ConfigError, StoreError, StoreUnavailableError
+
+# `Connection.info` key under which `generations.bump` notes what a write
+# transaction bumped, for `Database.after_commit`.
+BUMPED = "ztgate_bumped_generations"
 
 Synchronous = Literal["normal", "full"]
 DEFAULT_BUSY_TIMEOUT_MS = 5000
@@ -100,6 +104,9 @@ class Database:
         self._dedicated: set[DedicatedConnection] = set()
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.is_postgresql = not self.is_sqlite
+        # Told the generations each committed `write` bumped (the change
+        # broadcasts' publisher, `ztgate.store.broadcasts`); None: nobody.
+        self.after_commit: Callable[[Iterable[str]], None] | None = None
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             _create_private_file(Path(parsed.database))
         if self.is_sqlite:
@@ -123,10 +130,15 @@ class Database:
         """
         with map_store_errors(), self.engine.connect() as conn:
             conn = conn.execution_options(ztgate_immediate=True)
-            with conn.begin():
-                if self.is_postgresql:
-                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-                yield conn
+            try:
+                with conn.begin():
+                    if self.is_postgresql:
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
+                    yield conn
+            finally:
+                bumped = _take_bumped(conn)
+        if bumped and self.after_commit is not None:
+            self.after_commit(bumped)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -203,7 +215,10 @@ class Database:
             upgrade(conn)
 
     def dispose(self) -> None:
-        """Close every pooled connection, and every dedicated one still open."""
+        """Close every pooled connection, and every dedicated one still open, and the publisher."""
+        close = getattr(self.after_commit, "close", None)
+        if close is not None:
+            close()
         for connection in list(self._dedicated):
             connection.close()
         self.engine.dispose()
@@ -306,6 +321,16 @@ class RawCursor:
             converted = self._NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
             self._converted[sql] = converted
         return converted
+
+
+def _take_bumped(conn: Connection) -> set[str] | None:
+    # `info` outlives the checkout (it belongs to the pooled DBAPI
+    # connection): never let one transaction's names leak into the next.
+    try:
+        bumped: set[str] | None = conn.info.pop(BUMPED, None)
+    except exc.SQLAlchemyError:  # invalidated: its info went with it
+        return None
+    return bumped
 
 
 def _rollback_quietly(connection: Any) -> None:

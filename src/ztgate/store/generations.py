@@ -8,17 +8,25 @@ change made by another process (the CLI) holds from the very next call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, update
 
 from ztgate.errors import StoreError, StoreUnavailableError
-from ztgate.store.database import Database, DedicatedConnection
+from ztgate.store.database import BUMPED, Database, DedicatedConnection
 from ztgate.store.tables import generations
+
+if TYPE_CHECKING:
+    from ztgate.store.broadcasts import ChangeBroadcasts
 
 
 def bump(conn: Connection, name: str) -> None:
-    """Increment generation `name` inside the caller's write transaction."""
+    """Increment generation `name` inside the caller's write transaction.
+
+    The name is noted on the connection: once `Database.write` commits, it
+    tells `Database.after_commit` (the change broadcasts).
+    """
+    conn.info.setdefault(BUMPED, set()).add(name)
     result = conn.execute(
         update(generations).where(generations.c.name == name).values(value=generations.c.value + 1)
     )
@@ -37,11 +45,19 @@ class GenerationWatcher:
 
     On SQLite it first asks `PRAGMA data_version`, which changes only when
     another connection commits and costs a few microseconds, so the common
-    case (nothing changed) reads no table. On PostgreSQL it reads the
-    generations table (a handful of rows) on its own connection each time.
+    case (nothing changed) reads no table. On PostgreSQL with change
+    broadcasts (`ztgate.store.broadcasts`) it reads the generations table
+    only after a broadcast (or a periodic re-read), and refuses while the
+    broadcasts are down; without them, it reads the table (a handful of
+    rows) on its own connection each time.
     """
 
-    def __init__(self, database: Database, connection: DedicatedConnection | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        connection: DedicatedConnection | None = None,
+        broadcasts: ChangeBroadcasts | None = None,
+    ) -> None:
         """Watch `database`, on `connection` if given (else one of its own).
 
         Sharing the audit writer's connection (when it writes on the event
@@ -50,6 +66,7 @@ class GenerationWatcher:
         """
         self._database = database
         self._connection = connection or database.dedicated()
+        self._broadcasts = broadcasts
         self._data_version: int | None = None
         self._seen: dict[str, int] = {}
 
@@ -61,11 +78,20 @@ class GenerationWatcher:
         """Names whose generation changed since the last call.
 
         Raises:
-            StoreUnavailableError: the database cannot be read.
+            StoreUnavailableError: the database cannot be read, or the
+                broadcasts are down (this replica cannot know what changed).
         """
-        if self._database.is_sqlite and not self._sqlite_data_changed():
+        if self._broadcasts is not None:
+            if not self._broadcasts.take():
+                return set()
+        elif self._database.is_sqlite and not self._sqlite_data_changed():
             return set()
-        current = self._read_raw()
+        try:
+            current = self._read_raw()
+        except StoreError:
+            if self._broadcasts is not None:
+                self._broadcasts.again()
+            raise
         changed = {n for n, v in current.items() if self._seen.get(n) != v}
         self._seen = current
         return changed

@@ -39,6 +39,11 @@ class RedisServer:
         """The server's URL (database 0)."""
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process ID while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and wait until it accepts connections."""
         if self._process is not None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import Result
 
@@ -15,6 +16,9 @@ from ztgate.config import Settings
 from ztgate.errors import InvalidInputError
 from ztgate.policy import loader
 from ztgate.policy.status import STATUS_FILE, Reporter
+from ztgate.store.database import Database
+from ztgate.store.generations import read_all
+from ztgate.store.tables import audit_records
 from ztgate.testing import FrozenClock
 
 Cli = Callable[..., Result]
@@ -222,3 +226,39 @@ def test_the_installed_command_runs(
 @pytest.mark.parametrize("command", ["validate", "test", "explain", "status", "schema"])
 def test_every_command_has_help(cli: Cli, command: str) -> None:
     assert _ok(cli("policy", command, "--help")).stdout
+
+
+def _policy_generation_and_reloads(settings: Settings) -> tuple[int, list[dict[str, Any]]]:
+    database = Database(settings.database_url)
+    try:
+        with database.read() as conn:
+            generation = read_all(conn).get("policy", 0)
+            rows = conn.execute(audit_records.select().order_by(audit_records.c.seq)).mappings()
+            bodies = [orjson.loads(row["body"]) for row in rows]
+    finally:
+        database.dispose()
+    reloads = [b["detail"] for b in bodies if b["detail"].get("action") == "policy.reload"]
+    return generation, reloads
+
+
+def test_reload_validates_then_tells_every_gateway_and_records_it(
+    ztgate: Cli, settings: Settings, flatten: Callable[[str], str]
+) -> None:
+    out = flatten(_ok(ztgate("policy", "reload")).stdout)
+    assert "✓ 6 policies in" in out and "every gateway on this store looks at its files now" in out
+    generation, reloads = _policy_generation_and_reloads(settings)
+    assert generation == 1
+    assert len(reloads) == 1 and reloads[0]["source"] == "cli"
+    assert len(reloads[0]["digest"]) == 64
+
+
+def test_reload_of_invalid_policies_asks_nothing_and_exits_1(
+    ztgate: Cli, settings: Settings
+) -> None:
+    (_policies(settings) / "bad.cedar").write_text(
+        "permit (principal, action, resource) when { (( };\n", encoding="utf-8"
+    )
+    result = ztgate("policy", "reload")
+    assert result.exit_code == 1
+    assert "bad.cedar" in result.stderr
+    assert _policy_generation_and_reloads(settings) == (0, [])

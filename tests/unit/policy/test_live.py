@@ -196,3 +196,17 @@ async def test_calls_during_a_reload_wait_for_it_and_never_go_undecided(
     expected = old if new_text == BROKEN else live.snapshot
     assert expected is not None
     assert all(snapshot is expected for snapshot in seen)
+
+
+async def test_look_now_looks_at_the_files_before_the_next_decision(
+    policy_dir: Path, clock: FrozenClock
+) -> None:
+    """What `ztgate policy reload` asks of every gateway: no waiting for the interval."""
+    write(policy_dir, ALLOW)
+    live, _ = live_for(policy_dir, clock, check_interval=3600.0)
+    first = await live.current()
+    write(policy_dir, ALLOW + DENY_READS)
+    assert await live.current() is first
+    live.look_now()
+    second = await live.current()
+    assert second is not first and second is not None and "no-reads" in second.rules
