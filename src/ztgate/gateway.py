@@ -227,6 +227,8 @@ class Gateway:
         self._background: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self.approvals = ApprovalRegistry(self.database, self.clock, audit=self.audit)
+        if self.broadcasts is not None:  # a decision on another replica wakes waiters here
+            self.approvals.pause = self.broadcasts.next_message
         self.notifier = Notifier(self.settings.approvals)
 
     @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from ztgate.errors import ConflictError, GatewayError, InvalidInputError, NotFou
 from ztgate.ids import time_ordered_id
 from ztgate.models import ToolCall
 from ztgate.principals.registry import APPROVER, Principal
+from ztgate.store import generations
 from ztgate.store.database import Database
 from ztgate.store.tables import approvals as table
 
@@ -48,6 +49,9 @@ STATES = (PENDING, APPROVED, REJECTED, USED, EXPIRED)
 CRITICAL = "critical"
 MAX_COMMENT_CHARS = 1000
 POLL_SECONDS = 0.2
+# Bumped by every decision: with change broadcasts, a replica's waiters wake
+# on the message instead of at their next poll.
+GENERATION = "approvals"
 # An approval given near the end of a request's life stays usable this long.
 USE_WINDOW_SECONDS = 60.0
 
@@ -123,6 +127,9 @@ class ApprovalRegistry:
         self._database = database
         self._clock = clock
         self._audit = audit
+        # How `wait` pauses between reads: `asyncio.sleep`, or (with change
+        # broadcasts) until the next change message, whichever comes first.
+        self.pause: Callable[[float], Awaitable[object]] = asyncio.sleep
 
     def create(
         self,
@@ -292,6 +299,7 @@ class ApprovalRegistry:
                 )
             state = APPROVED if approve else REJECTED
             expires_at = max(found.expires_at, now + USE_WINDOW_SECONDS) if approve else None
+            generations.bump(conn, GENERATION)
             conn.execute(
                 update(table)
                 .where(table.c.id == found.id, table.c.state == PENDING)
@@ -369,7 +377,7 @@ class ApprovalRegistry:
             left = deadline - self._clock.monotonic()
             if found.status(now) != PENDING or left <= 0:
                 return found
-            await asyncio.sleep(min(POLL_SECONDS, left, max(found.expires_at - now, 0.01)))
+            await self.pause(min(POLL_SECONDS, left, max(found.expires_at - now, 0.01)))
 
 
 def _mismatch(found: Approval, call: ToolCall) -> str:

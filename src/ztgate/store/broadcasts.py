@@ -128,6 +128,7 @@ class ChangeBroadcasts:
         self._read_at = float("-inf")
         self._pending = True
         self.problem = "not subscribed yet"
+        self._message = asyncio.Event()  # set (and replaced) at each message
         self.messages = 0
         self.subscriptions = 0
 
@@ -180,6 +181,11 @@ class ChangeBroadcasts:
         self._pending = False
         self._read_at = now
         return True
+
+    async def next_message(self, timeout: float) -> None:
+        """Return at the next change message, or after `timeout` seconds (approval waiters)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._message.wait(), timeout)
 
     def again(self) -> None:
         """The read `take` asked for failed: ask for it on the next call too."""
@@ -237,6 +243,8 @@ class ChangeBroadcasts:
                 if message.get("type") == "message":
                     self._pending = True
                     self.messages += 1
+                    self._message.set()
+                    self._message = asyncio.Event()
             elif self._silent(now):
                 raise RedisError(f"Redis silent for over {self.stale_after:.1f} s")
             if now - self._pinged_at >= self._ping_every:

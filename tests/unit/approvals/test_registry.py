@@ -20,6 +20,7 @@ from ztgate.audit import AuditLog
 from ztgate.errors import ConflictError, InvalidInputError, NotFoundError
 from ztgate.principals.registry import Principal
 from ztgate.store.database import Database
+from ztgate.store.generations import read_all
 from ztgate.testing import FrozenClock
 
 from .conftest import OTHER, TASK, audit_bodies, make_call
@@ -239,3 +240,21 @@ def test_a_scoped_approver_decides_only_within_its_scope(registry: ApprovalRegis
         "erin", "human", ("approver",), 0.0, approver_scope=parse_scope(tools=["payments.*"])
     )
     assert registry.decide(made.id, True, principal=payments).state == APPROVED
+
+
+async def test_wait_pauses_with_its_pause_and_a_decision_moves_the_generation(
+    registry: ApprovalRegistry, database: Database
+) -> None:
+    """With change broadcasts the pause is "until the next message"; decisions publish one."""
+    made = request(registry)
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.to_thread(registry.decide, made.id, True, principal=ALICE)
+
+    registry.pause = pause
+    assert (await asyncio.wait_for(registry.wait(made.id, 5), 2)).state == APPROVED
+    assert len(pauses) == 1 and 0 < pauses[0] <= 0.2
+    with database.read() as conn:
+        assert read_all(conn)["approvals"] == 1

@@ -241,3 +241,20 @@ def test_a_failed_publication_keeps_the_commit_and_says_when_replicas_will_see_i
             assert read_all(conn) == {"revocations": 1}
     finally:
         writer.dispose()
+
+
+async def test_a_waiter_wakes_at_the_next_message_not_at_its_timeout(
+    broadcasts: ChangeBroadcasts, publishing: Database
+) -> None:
+    """What an approval's long-poll waits on: a decision on another replica wakes it."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await broadcasts.next_message(0.05)  # nothing published: the timeout
+    assert loop.time() - started >= 0.05
+    waiter = asyncio.create_task(broadcasts.next_message(30))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    started = loop.time()
+    await asyncio.to_thread(_bump, publishing, "approvals")
+    await asyncio.wait_for(waiter, 10)
+    assert loop.time() - started < 10
