@@ -58,7 +58,8 @@ def _orjson_is_canonical(value: Any) -> bool:
             for key, item in node.items():
                 if type(key) is not str or not key.isascii():
                     return False
-                stack.append(item)
+                if type(item) is not str:  # most leaves are strings: not pushed
+                    stack.append(item)
             continue
         if kind is list:
             stack.extend(node)

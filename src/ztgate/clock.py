@@ -33,4 +33,7 @@ class SystemClock:
 
 def isoformat(timestamp: float) -> str:
     """RFC 3339 UTC timestamp with microseconds, e.g. `2026-01-01T00:00:00.000000Z`."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The text of strftime("%Y-%m-%dT%H:%M:%S.%fZ") for any year 1000-9999, at
+    # a fraction of its cost (strftime is the C library's; it is called for
+    # every audit record).
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds")[:-6] + "Z"

@@ -124,12 +124,16 @@ class Decision:
         """Deny beats ask beats allow; no verdict at all is a deny."""
         if not self.verdicts:
             return Outcome.DENY
-        outcomes = {verdict.outcome for verdict in self.verdicts}
-        if outcomes == {Outcome.ALLOW}:
-            return Outcome.ALLOW
-        if outcomes <= {Outcome.ALLOW, Outcome.ASK}:
-            return Outcome.ASK
-        return Outcome.DENY  # a deny, or anything that is not an Outcome at all
+        # A loop, not a set of the outcomes: read about a dozen times per
+        # call, and hashing an Enum member runs Python code.
+        asked = False
+        for verdict in self.verdicts:
+            outcome = verdict.outcome
+            if outcome is Outcome.ASK:
+                asked = True
+            elif outcome is not Outcome.ALLOW:
+                return Outcome.DENY  # a deny, or anything that is not an Outcome at all
+        return Outcome.ASK if asked else Outcome.ALLOW
 
     @property
     def deciding(self) -> tuple[Verdict, ...]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ztgate.clock import SystemClock, isoformat
 
@@ -48,3 +50,11 @@ def test_isoformat_does_not_depend_on_the_local_time_zone(monkeypatch: pytest.Mo
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@given(st.floats(min_value=-30_000_000_000, max_value=250_000_000_000, allow_nan=False))
+def test_isoformat_writes_what_strftime_wrote(timestamp: float) -> None:
+    from datetime import UTC, datetime
+
+    expected = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert isoformat(timestamp) == expected

@@ -34,7 +34,9 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    find_invalid_x_mcp_header,
     validate_mcp_param_headers,
+    x_mcp_header_map,
 )
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
@@ -73,6 +75,8 @@ class McpCallFastPath:
         self.sdk_app: ASGIApp = front.app
         self._security = TransportSecurityMiddleware(front.transport_security)
         self._limit = front.gateway.settings.gateway.max_body_bytes
+        # Per tool: the schema it was found for, and the schema if it has headers to check.
+        self._annotated: dict[str, tuple[Mapping[str, Any], dict[str, Any] | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request (or hand it to the SDK's app)."""
@@ -95,7 +99,7 @@ class McpCallFastPath:
             return
         request_id, name, arguments, meta = found
         if arguments or any(k.startswith(_PARAM_PREFIX) for k in request.headers):
-            schema = self.front.input_schema(name)
+            schema = self._annotated_schema(name)
             if schema is not None and validate_mcp_param_headers(
                 schema, arguments, request.headers
             ):
@@ -113,6 +117,26 @@ class McpCallFastPath:
             SERVER_INFO_META_KEY: self.front.server.server_info_stamp,
         }
         await _answer(send, (200, {"jsonrpc": "2.0", "id": request_id, "result": result}))
+
+    def _annotated_schema(self, name: str) -> dict[str, Any] | None:
+        """Tool `name`'s input schema if it has `Mcp-Param-*` headers to check, else None.
+
+        The SDK's check walks the schema for `x-mcp-header` annotations on
+        every call and passes any request when there are none (most tools);
+        which it is is found once per tool (again when the catalog changes).
+        """
+        entry = self.front.gateway.catalog.get(name)
+        if entry is None:
+            return None
+        source = entry.spec.input_schema
+        known = self._annotated.get(name)
+        if known is None or known[0] is not source:
+            schema = dict(source)
+            checked = find_invalid_x_mcp_header(schema) is None and bool(x_mcp_header_map(schema))
+            if len(self._annotated) > 4096:
+                self._annotated.clear()
+            known = self._annotated[name] = (source, schema if checked else None)
+        return known[1]
 
 
 def _modern(scope: Scope) -> bool:

@@ -39,6 +39,13 @@ QUERY = {
     "required": ["q"],
     "additionalProperties": False,
 }
+# A tool whose argument is mirrored in a header (`Mcp-Param-Region`).
+ROUTED = {
+    "type": "object",
+    "properties": {"region": {"type": "string", "maxLength": 8, "x-mcp-header": "Region"}},
+    "required": ["region"],
+    "additionalProperties": False,
+}
 ENVELOPE = {
     "io.modelcontextprotocol/protocolVersion": VERSION,
     "io.modelcontextprotocol/clientCapabilities": {},
@@ -124,9 +131,12 @@ def opened(tmp_path: Path) -> Callable[[], contextlib.AbstractAsyncContextManage
 @contextlib.asynccontextmanager
 async def _pair(tmp_path: Path, upstream_base: str) -> AsyncIterator[Pair]:
     tools = [
-        {"name": n, "url": f"{upstream_base}/echo", "risk": r, "input_schema": QUERY}
-        for n, r in (("lookup", "read"), ("send", "write"))
+        {"name": n, "url": f"{upstream_base}/echo", "risk": r, "input_schema": schema}
+        for n, r, schema in (("lookup", "read", QUERY), ("send", "write", QUERY))
     ]
+    tools.append(
+        {"name": "route", "url": f"{upstream_base}/echo", "risk": "read", "input_schema": ROUTED}
+    )
     toml = (
         f'[gateway]\nauthentication = "off"\nmax_body_bytes = {MAX_BODY}\n\n'
         "[mcp]\nenabled = true\n\n" + array_of_tables("tools", tools)
@@ -263,6 +273,34 @@ async def test_anything_else_is_the_sdks_to_answer(
         fast, sdk, answered_here = await pair.both(orjson.dumps(body), headers)
     assert not answered_here, why
     assert fast == sdk, why
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "headers", "here", "why"),
+    [
+        ("route", {"region": "eu"}, {"mcp-param-region": "eu"}, True, "the header matches"),
+        ("route", {"region": "eu"}, {"mcp-param-region": "us"}, False, "the header disagrees"),
+        ("route", {"region": "eu"}, {}, False, "the header is missing"),
+        ("route", {"region": 5}, {"mcp-param-region": "5"}, True, "rendered alike (schema: no)"),
+        ("lookup", {"q": "w"}, {"mcp-param-region": "eu"}, True, "a tool with no such header"),
+        ("lookup", {"q": "w"}, {}, True, "a tool with no headers at all"),
+    ],
+)
+async def test_mcp_param_headers_are_held_to_the_tools_schema_as_the_sdk_holds_them(
+    opened: Opener,
+    name: str,
+    arguments: dict[str, Any],
+    headers: dict[str, str],
+    here: bool,
+    why: str,
+) -> None:
+    async with opened() as pair:
+        for _ in range(2):  # the second time from what the first found about the schema
+            fast, sdk, answered_here = await pair.both(
+                orjson.dumps(call(name, arguments)), {**named(name), **headers}
+            )
+            assert answered_here is here, why
+            assert fast == sdk, why
 
 
 async def test_a_malformed_body_is_the_sdks_to_answer(opened: Opener) -> None:
