@@ -10,8 +10,12 @@ answered, the agent calls B back to back until B denies.
 
 The delay is from A's answer to B's denying answer: it contains at least
 one call's round trip on B. `allowed after` counts calls B still allowed
-after A had answered (0 means B sees the change on the very next call:
-each replica compares the store's change generations at every call).
+after A had answered (0 means B saw the change on its very next call).
+Replicas learn of changes by broadcast (Redis pub/sub,
+`ztgate.store.broadcasts`): A publishes once its transaction has committed,
+before it answers; B re-reads the store's change generations when the
+message arrives, so a call B takes before its event loop has read the
+message can still be allowed.
 
     python benchmarks/propagation.py [--trials 50]
 
