@@ -223,7 +223,9 @@ class ChangeBroadcasts:
                 await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # any failure, not only Redis's: never serve unfollowed
+                if not isinstance(exc, RedisError | OSError):
+                    logger.exception("change broadcasts: unexpected error")
                 if self._subscribed:
                     logger.error(
                         "change broadcasts lost (%s): refusing calls until subscribed again", exc
