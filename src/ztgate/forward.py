@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from ztgate.errors import UpstreamError
+from ztgate.mcp.posting import Poster
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.model import Tool
 
@@ -41,6 +42,7 @@ class Forwarder:
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._urls: dict[str, URL] = {}  # parsed once per upstream, not per call
+        self._poster: Poster | None = None
         # The MCP upstreams (ztgate.mcp.upstream): tools at mcp://<server>/<tool>.
         self.mcp: Any = None
 
@@ -53,12 +55,18 @@ class Forwarder:
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
+        self._poster = Poster(
+            max_result_bytes=self._max_result_bytes, connections=self._connections
+        )
 
     async def stop(self) -> None:
         """Close the pool."""
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._poster is not None:
+            self._poster.close()
+            self._poster = None
 
     async def forward(self, tool: Tool, call: ToolCall) -> ToolResult:
         """POST the call's arguments to the tool and return its answer.
@@ -115,32 +123,20 @@ class Forwarder:
     async def post(
         self, url: str, body: bytes, headers: dict[str, str], timeout: float
     ) -> tuple[int, str, bytes]:
-        """POST `body` on the pooled session: the status, content type and body of the answer.
+        """POST `body` on a kept-alive connection: the status, content type and body of the answer.
 
         The answer is held to the result size limit like a tool's. For
-        callers that speak another protocol over HTTP (`ztgate.mcp.http_calls`).
+        callers that speak another protocol over HTTP (`ztgate.mcp.http_calls`),
+        on connections of their own (`ztgate.mcp.posting`: a small answer
+        costs less there than on the aiohttp session).
 
         Raises:
             UpstreamError: connection failure, timeout (`timeout=True`), or
                 an answer over the size limit.
         """
-        if self._session is None:
+        if self._poster is None:
             raise UpstreamError("the forwarder is not running")
-        parsed = self._urls.get(url)
-        if parsed is None:
-            parsed = self._urls[url] = URL(url)
-        limit = self._timeouts.get(timeout)
-        if limit is None:
-            limit = self._timeouts[timeout] = aiohttp.ClientTimeout(total=timeout)
-        try:
-            async with self._session.post(
-                parsed, data=body, headers=headers, timeout=limit, allow_redirects=False
-            ) as response:
-                return response.status, response.content_type, await self._read(response)
-        except TimeoutError as exc:
-            raise UpstreamError(f"{url} did not answer within {timeout:g}s", timeout=True) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"{url} is unreachable: {type(exc).__name__}") from exc
+        return await self._poster.post(url, body, headers, timeout)
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         declared = response.content_length
