@@ -39,9 +39,10 @@ from ztgate.console.web import (
     render,
     same_origin,
 )
-from ztgate.errors import InvalidInputError
+from ztgate.errors import InvalidInputError, StoreUnavailableError
 from ztgate.gateway import Gateway
 from ztgate.principals.registry import ADMIN, APPROVER, Principal, PrincipalRegistry
+from ztgate.store.hot import MemoryHotState
 
 logger = logging.getLogger(__name__)
 LOGIN_COOKIE = "ztgate_console_login"
@@ -90,7 +91,7 @@ class ConsoleAuth:
         )
         self.principals = PrincipalRegistry(gateway.database, gateway.clock, audit=gateway.audit)
         self.throttle = LoginThrottle(
-            gateway.clock,
+            gateway.hot or MemoryHotState(gateway.clock),
             per_name=settings.login_attempts_per_name,
             per_address=settings.login_attempts_per_address,
             window=settings.login_window_seconds,
@@ -153,15 +154,19 @@ class ConsoleAuth:
         name = field(form, "name", 64).strip()
         password = field(form, "password", 1024)
         address = client_address(request)
-        wait = self.throttle.retry_after(name, address)
-        if wait is not None:
+        # Counted before the check, so that guesses sent in parallel cannot
+        # all pass the throttle first; a good login takes it back.
+        try:
+            allowed = await self.throttle.attempt(name, address)
+        except StoreUnavailableError:
+            logger.error("console: login for %r refused: the hot state is unavailable", name[:64])
+            return self._login_form("logins are unavailable for now: try again shortly", 503, name)
+        if not allowed:
             logger.warning("console: login for %r from %s throttled", name[:64], address)
+            minutes = max(1, round(self.throttle.window / 60))
             return self._login_form(
-                f"too many failed logins: try again in {int(wait) + 1} seconds", 429, name
+                f"too many failed logins: try again within {minutes} minutes", 429, name
             )
-        # Counted as failed before the check, so that guesses sent in parallel
-        # cannot all pass the throttle first; a good login takes it back.
-        self.throttle.failed(name, address)
         async with self._checking:  # argon2id is costly: a few checks at a time
             principal = await asyncio.to_thread(self.principals.check_password, name, password)
         if principal is None or not principal.has(APPROVER):
@@ -169,7 +174,11 @@ class ConsoleAuth:
             # password would tell (no confirmation that the password is right).
             logger.warning("console: failed login for %r from %s", name[:64], address)
             return self._login_form(INVALID, 401, name)
-        self.throttle.succeeded(name, address)
+        try:
+            await self.throttle.succeeded(name, address)
+        except StoreUnavailableError:
+            logger.error("console: login for %r refused: the hot state is unavailable", name[:64])
+            return self._login_form("logins are unavailable for now: try again shortly", 503, name)
         try:
             jwk, thumbprint = session_key(field(form, "public_jwk", 1024))
         except InvalidInputError as exc:

@@ -1,66 +1,56 @@
-"""Login throttling: failed attempts per name and per client address, in memory.
+"""Login throttling: failed attempts per name and per client address, in the hot state.
 
-A small sliding window per key. Throttling applies the same to names that
-exist and names that do not, so it tells an attacker nothing. It is per
-gateway process: with several workers an attacker gets a few times more
-tries, still far too few to guess a 12-character password.
+Each name and each address has a count of attempts that expires `window`
+seconds after its first one (`HotState.charge`, atomic). In Redis, every
+replica and worker counts against the same totals, so running N gateways
+does not give an attacker N times the tries. Throttling applies the same to
+names that exist and names that do not, so it tells an attacker nothing.
+
+An attempt is counted *before* the password is checked (`attempt`), so
+that guesses sent in parallel cannot all pass first; a good login clears
+its name's count and gives its address's attempt back (`succeeded`). A hot
+state that does not answer raises `HotStateUnavailableError`: the login is
+refused (fail closed), not let through unthrottled.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+import hashlib
 
-from ztgate.clock import Clock
+from ztgate.store.hot import HotState
 
-MAX_KEYS = 10_000  # beyond, the least recently failed keys are forgotten
+PREFIX = "login:"
 
 
 class LoginThrottle:
-    """Counts failures per name and per address within a window."""
+    """Counts login attempts per name and per address within a window."""
 
-    def __init__(self, clock: Clock, *, per_name: int, per_address: int, window: float) -> None:
-        """At most `per_name` / `per_address` failures within `window` seconds."""
-        self._clock = clock
+    def __init__(self, hot: HotState, *, per_name: int, per_address: int, window: float) -> None:
+        """At most `per_name` / `per_address` failed attempts within `window` seconds."""
+        self._hot = hot
         self._limits = {"name": per_name, "address": per_address}
-        self._window = window
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self.window = window
 
-    def retry_after(self, name: str, address: str) -> float | None:
-        """Seconds until a login for `name` from `address` may be tried, or None: now."""
-        now = self._clock.monotonic()
-        waits = []
-        for kind, value in (("name", name), ("address", address)):
-            times = self._recent((kind, value), now)
-            if len(times) >= self._limits[kind]:
-                waits.append(times[0] + self._window - now)
-        return max(waits) if waits else None
+    async def attempt(self, name: str, address: str) -> bool:
+        """Count an attempt for `name` from `address`; False (nothing counted): throttled."""
+        name_key, address_key = _key("name", name), _key("address", address)
+        counted, _ = await self._hot.charge(name_key, [1], [self._limits["name"]], self.window)
+        if not counted:
+            return False
+        counted, _ = await self._hot.charge(
+            address_key, [1], [self._limits["address"]], self.window
+        )
+        if not counted:
+            await self._hot.charge(name_key, [-1], [None], self.window)
+            return False
+        return True
 
-    def failed(self, name: str, address: str) -> None:
-        """Count a failed login."""
-        now = self._clock.monotonic()
-        for key in (("name", name), ("address", address)):
-            times = self._recent(key, now)
-            times.append(now)
-            self._failures[key] = times
-            self._failures.move_to_end(key)
-        while len(self._failures) > MAX_KEYS:
-            self._failures.popitem(last=False)
+    async def succeeded(self, name: str, address: str) -> None:
+        """A good login: its name starts afresh, and its address's attempt is given back."""
+        await self._hot.forget(_key("name", name))
+        await self._hot.charge(_key("address", address), [-1], [None], self.window)
 
-    def succeeded(self, name: str, address: str | None = None) -> None:
-        """A good login clears the name's failures, and takes back the attempt it counted.
 
-        Logins count as failed *before* the password is checked (`failed`),
-        so that requests sent in parallel cannot all pass `retry_after`
-        first; a good one then gives its address's count back.
-        """
-        self._failures.pop(("name", name), None)
-        if address is not None:
-            times = self._failures.get(("address", address))
-            if times:
-                times.pop()
-
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        times = self._failures.get(key, deque())
-        while times and times[0] <= now - self._window:
-            times.popleft()
-        return times
+def _key(kind: str, value: str) -> str:
+    # Names and addresses are the client's input: a fixed-size key of them.
+    return PREFIX + kind + ":" + hashlib.sha256(value.encode()).hexdigest()[:32]
