@@ -184,12 +184,16 @@ class StdioPipes:
         self, stdout: asyncio.StreamReader, to_sdk: MemoryObjectSendStream[_Read]
     ) -> None:
         """Route the server's stdout: the answers to our requests settled, the rest to the SDK."""
-        partial = b""
+        partial: list[bytes] = []  # a line's pieces so far (joined once, when it ends)
         why = "the MCP server exited"
         try:
             while chunk := await stdout.read(_CHUNK):
-                lines = (partial + chunk).split(b"\n")
-                partial = lines.pop()
+                if b"\n" not in chunk:
+                    partial.append(chunk)
+                    continue
+                partial.append(chunk)
+                lines = b"".join(partial).split(b"\n")
+                partial = [lines.pop()]
                 for line in lines:
                     if not self._answered(line):
                         await to_sdk.send(_parse_line(line))

@@ -46,6 +46,8 @@ for line in sys.stdin:
         answer["result"] = {"content": [], "structuredContent": {"echo": arguments}}
     elif mode == "big":
         answer["result"] = {"content": [{"type": "text", "text": "x" * 20000}]}
+    elif mode == "large":
+        answer["result"] = {"content": [{"type": "text", "text": "y" * 300000}]}
     elif mode == "junk":
         sys.stdout.write("a log line, not JSON\n")
         answer["result"] = {"content": [{"type": "text", "text": "fine"}]}
@@ -110,6 +112,12 @@ async def test_an_answer_larger_than_the_limit_is_refused(tmp_path: Path) -> Non
     async with open_pipes("big", tmp_path, limit=4096) as pipes:
         with pytest.raises(UpstreamError, match="larger than 4096 bytes"):
             await StdioToolCaller(pipes, "2025-06-18").call("send", {}, {}, 5)
+
+
+async def test_an_answer_in_many_pieces_arrives_whole(tmp_path: Path) -> None:
+    async with open_pipes("large", tmp_path, limit=1_048_576) as pipes:
+        result = await StdioToolCaller(pipes, "2025-06-18").call("send", {}, {}, 10)
+    assert result.body == {"content": [{"type": "text", "text": "y" * 300000}]}
 
 
 @pytest.mark.parametrize(
