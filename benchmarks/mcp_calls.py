@@ -19,7 +19,11 @@ and at concurrency 32 (one session, 32 concurrent requests), and the bridge's
 own CPU time per call (from /proc: ztgate's or mcp-proxy's process, not the
 server's).
 
-    python benchmarks/mcp_calls.py [--calls 400]
+The calls are made in rounds (`--rounds`, 5), every path in turn in each
+round, so that a change in the machine's load during the run falls on all
+paths alike; each path's figures pool its rounds.
+
+    python benchmarks/mcp_calls.py [--calls 400] [--rounds 5] [--only NAME]
 
 Writes benchmarks/results/mcp_calls.{json,md}.
 """
@@ -36,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,40 +107,55 @@ def peer_python() -> Path:
     return PEER_VENV.resolve() / "bin" / "python"
 
 
-async def measure(client: Client, call: Call, calls: int) -> dict[str, float]:
-    """Latencies and throughput of `calls` sequential calls, then of as many concurrent ones."""
-    for _ in range(30):
+@dataclass
+class Block:
+    """What one path's calls of one round took (latencies, durations, its bridge's CPU)."""
+
+    times: list[float] = field(default_factory=list)
+    sequential: float = 0.0
+    loaded: list[float] = field(default_factory=list)
+    concurrent: float = 0.0
+    loaded_calls: int = 0
+    calls: int = 0
+    cpu: float = 0.0
+
+
+async def measure(client: Client, call: Call, calls: int, block: Block, warm: int) -> None:
+    """Add to `block`: `calls` sequential calls (after `warm` unmeasured), then as many at once."""
+    for _ in range(warm):
         await call(client)
-    times = []
     started = time.perf_counter()
     for _ in range(calls):
         began = time.perf_counter()
         await call(client)
-        times.append(time.perf_counter() - began)
-    sequential = time.perf_counter() - started
-    times.sort()
-
-    loaded: list[float] = []
+        block.times.append(time.perf_counter() - began)
+    block.sequential += time.perf_counter() - started
 
     async def worker(n: int) -> None:
         for _ in range(n):
             began = time.perf_counter()
             await call(client)
-            loaded.append(time.perf_counter() - began)
+            block.loaded.append(time.perf_counter() - began)
 
     each = max(calls // CONCURRENCY, 1)
     started = time.perf_counter()
     await asyncio.gather(*(worker(each) for _ in range(CONCURRENCY)))
-    concurrent = time.perf_counter() - started
-    loaded.sort()
+    block.concurrent += time.perf_counter() - started
+    block.loaded_calls += each * CONCURRENCY
+    block.calls += warm + calls + each * CONCURRENCY
+
+
+def figures_of(block: Block) -> dict[str, float]:
+    """A path's figures from all its rounds."""
+    times, loaded = sorted(block.times), sorted(block.loaded)
     return {
         "p50_ms": 1000 * statistics.median(times),
         "p99_ms": 1000 * times[int(0.99 * (len(times) - 1))],
-        "calls_per_s_c1": calls / sequential,
+        "calls_per_s_c1": len(times) / block.sequential,
         f"p50_ms_c{CONCURRENCY}": 1000 * statistics.median(loaded),
         f"p99_ms_c{CONCURRENCY}": 1000 * loaded[int(0.99 * (len(loaded) - 1))],
-        f"calls_per_s_c{CONCURRENCY}": each * CONCURRENCY / concurrent,
-        "calls": calls + each * CONCURRENCY + 30,
+        f"calls_per_s_c{CONCURRENCY}": block.loaded_calls / block.concurrent,
+        "calls": block.calls,
     }
 
 
@@ -300,21 +320,38 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                         proxy.pid,
                     ),
                 ]
-                with Progress(console=console) as progress:
-                    bar = progress.add_task("MCP paths", total=len(paths))
-                    for name, open_client, call, pid in paths:
-                        if options.only not in name:
-                            progress.advance(bar)
-                            continue
-                        async with open_client() as client:
-                            before = cpu_seconds(pid) if pid else 0.0
-                            figures = await measure(client, call, options.calls)
-                            if pid:
-                                spent = cpu_seconds(pid) - before
-                                figures["bridge_cpu_ms_per_call"] = 1000 * spent / figures["calls"]
-                        results["paths"][name] = figures
-                        progress.advance(bar)
-                        report_progress(len(results["paths"]), len(paths), name)
+                chosen = [path for path in paths if options.only in path[0]]
+                rounds = max(options.rounds, 1)
+                blocks = {name: Block() for name, *_ in chosen}
+                async with contextlib.AsyncExitStack() as stack:
+                    clients = {
+                        name: await stack.enter_async_context(open_client())
+                        for name, open_client, *_ in chosen
+                    }
+                    # Rounds, each path in turn: a change in the machine's
+                    # load over the run falls on every path alike.
+                    with Progress(console=console) as progress:
+                        bar = progress.add_task("MCP paths", total=rounds * len(chosen))
+                        for round_ in range(rounds):
+                            for name, _, call, pid in chosen:
+                                block = blocks[name]
+                                before = cpu_seconds(pid) if pid else 0.0
+                                await measure(
+                                    clients[name], call, options.calls // rounds, block,
+                                    warm=30 if round_ == 0 else 5,
+                                )  # fmt: skip
+                                if pid:
+                                    block.cpu += cpu_seconds(pid) - before
+                                progress.advance(bar)
+                            report_progress(round_ + 1, rounds, f"round {round_ + 1}")
+                for name, _, _, pid in chosen:
+                    figures = figures_of(blocks[name])
+                    if pid:
+                        figures["bridge_cpu_ms_per_call"] = (
+                            1000 * blocks[name].cpu / blocks[name].calls
+                        )
+                    results["paths"][name] = figures
+                results["rounds"] = rounds
                 # The bridge processes alone (not the servers they started).
                 results["memory_mib"] = {
                     "ztgate": memory_mib(served.pid),
@@ -389,6 +426,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument(
         "--only", default="", help="measure only the paths whose name contains this (profiling)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="the calls in this many rounds, paths in turn"
     )
     options = parser.parse_args()
     console = Console()
