@@ -203,7 +203,10 @@ async def test_a_resumed_agent_starts_with_an_empty_burst_window(
     assert containment.burst is not None
     for _ in range(4):
         await containment.burst(make_call(), ctx(clock))
-    await asyncio.sleep(0.05)
+    for _ in range(500):  # until the suspension is stored (a fixed sleep flaked under load)
+        if not containment._unconfirmed:
+            break
+        await asyncio.sleep(0.01)
     containment.changed({GENERATION})
     HoldRegistry(database, clock).resume(AGENT, RUNNER, actor="alice")
     containment.changed({GENERATION})
