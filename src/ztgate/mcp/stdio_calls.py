@@ -54,6 +54,10 @@ _SDK_BUFFER: Final = 64
 # The shutdown of the MCP spec: close stdin, wait, then terminate, then kill.
 _EXIT_SECONDS: Final = 2.0
 _POLL_SECONDS: Final = 0.01
+# The longest line a server may write (for the SDK's messages too, which the
+# result limit does not cover): a server writing more without a line break
+# is stopped, not buffered without end.
+_MAX_LINE_BYTES: Final = 64 * 1024 * 1024
 
 
 class StdioPipes:
@@ -185,15 +189,23 @@ class StdioPipes:
     ) -> None:
         """Route the server's stdout: the answers to our requests settled, the rest to the SDK."""
         partial: list[bytes] = []  # a line's pieces so far (joined once, when it ends)
+        pending = 0  # their size
+        longest = max(_MAX_LINE_BYTES, self.max_result_bytes or 0)
         why = "the MCP server exited"
         try:
             while chunk := await stdout.read(_CHUNK):
-                if b"\n" not in chunk:
-                    partial.append(chunk)
-                    continue
                 partial.append(chunk)
+                if b"\n" not in chunk:
+                    pending += len(chunk)
+                    if pending > longest:
+                        why = f"the MCP server wrote a line longer than {longest} bytes"
+                        logger.error("%s: stopping it", why)
+                        self._kill()
+                        break
+                    continue
                 lines = b"".join(partial).split(b"\n")
                 partial = [lines.pop()]
+                pending = len(partial[0])
                 for line in lines:
                     if not self._answered(line):
                         await to_sdk.send(_parse_line(line))
@@ -242,6 +254,12 @@ class StdioPipes:
             # The server may still run: ending the read side tells the SDK the session ended.
             if self._to_sdk is not None:
                 await self._to_sdk.aclose()
+
+    def _kill(self) -> None:
+        """Kill the server's process group at once (it misbehaves)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
     def _end(self, why: str) -> None:
         """No more answers will come: fail the requests still waiting."""

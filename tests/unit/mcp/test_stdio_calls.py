@@ -21,6 +21,7 @@ import pytest
 from mcp import StdioServerParameters
 
 from ztgate.errors import UpstreamError
+from ztgate.mcp import stdio_calls
 from ztgate.mcp.servers import McpServer
 from ztgate.mcp.stdio_calls import StdioPipes, StdioToolCaller
 from ztgate.mcp.upstream import McpUpstreams, result_of
@@ -59,6 +60,10 @@ for line in sys.stdin:
         answer["result"] = "done"
     elif mode == "die":
         sys.exit(3)
+    elif mode == "endless":
+        while True:
+            sys.stdout.write("z" * 65536)
+            sys.stdout.flush()
     elif mode == "silent":
         continue
     sys.stdout.write(json.dumps(answer) + "\n")
@@ -118,6 +123,17 @@ async def test_an_answer_in_many_pieces_arrives_whole(tmp_path: Path) -> None:
     async with open_pipes("large", tmp_path, limit=1_048_576) as pipes:
         result = await StdioToolCaller(pipes, "2025-06-18").call("send", {}, {}, 10)
     assert result.body == {"content": [{"type": "text", "text": "y" * 300000}]}
+
+
+async def test_a_line_without_end_stops_the_server_instead_of_filling_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stdio_calls, "_MAX_LINE_BYTES", 1_000_000)
+    async with open_pipes("endless", tmp_path) as pipes:
+        with pytest.raises(UpstreamError, match="a line longer than 1000000 bytes"):
+            await StdioToolCaller(pipes, "2025-06-18").call("send", {}, {}, 20)
+        assert pipes.process is not None
+        assert await asyncio.wait_for(pipes.process.wait(), 10) == -9  # killed
 
 
 @pytest.mark.parametrize(
