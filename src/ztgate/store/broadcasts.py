@@ -35,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -176,11 +178,36 @@ class ChangeBroadcasts:
             self._pending = True  # whenever it is back, read the store before serving
             raise StoreUnavailableError(f"change broadcasts unavailable: {self.problem}")
         now = self._monotonic()
-        if not self._pending and now - self._read_at < self._resync:
+        if not self._pending and now - self._read_at < self._resync and not self._unread():
             return False
         self._pending = False
         self._read_at = now
         return True
+
+    def _unread(self) -> bool:
+        """Whether the subscription has bytes this replica has not handled yet.
+
+        A message published before a call arrived may still sit in the
+        socket, or in the stream redis-py reads it from, when the call is
+        checked: the event loop runs the call's task before the follower's.
+        Then the store is read now, so that a change acknowledged to anyone
+        before a call was sent holds for that call (one `select` per call).
+        Data that is not a change (a pong) costs one read of the
+        generations. redis-py has no public way to look at its buffers;
+        should that change, every call reads the store (slower, never stale).
+        """
+        pubsub = self._pubsub
+        try:
+            connection: Any = pubsub.connection if pubsub is not None else None
+            if connection is None:
+                return True
+            if connection._parser._buffer or connection._reader._buffer:
+                return True
+            sock = connection._writer.transport.get_extra_info("socket")
+            readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        except Exception:  # internals changed, or the connection is going away
+            return True
+        return bool(readable)
 
     async def next_message(self, timeout: float) -> None:
         """Return at the next change message, or after `timeout` seconds (approval waiters)."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -258,3 +259,22 @@ async def test_a_waiter_wakes_at_the_next_message_not_at_its_timeout(
     await asyncio.to_thread(_bump, publishing, "approvals")
     await asyncio.wait_for(waiter, 10)
     assert loop.time() - started < 10
+
+
+async def test_a_change_published_before_a_call_holds_for_it_even_before_the_loop_reads_it(
+    broadcasts: ChangeBroadcasts, database: Database, publishing: Database
+) -> None:
+    """The call's task may run before the follower's: the unread bytes still make it read."""
+    watcher = GenerationWatcher(database, broadcasts=broadcasts)
+    try:
+        watcher.prime()
+        await asyncio.sleep(0.05)  # any pong handled
+        assert watcher.changed() == set()
+        _bump(publishing, "revocations")
+        time.sleep(0.05)  # the event loop does not run: the message stays in the socket
+        assert broadcasts.messages == 0
+        assert watcher.changed() == {"revocations"}
+        await _until(lambda: broadcasts.messages == 1)
+        assert watcher.changed() == set()  # the message, handled later, moved nothing new
+    finally:
+        watcher.close()
