@@ -118,22 +118,18 @@ class Decision:
     verdicts: tuple[Verdict, ...]
     phase: Phase = Phase.CALL
     elapsed_seconds: float = 0.0
+    # `outcome`, found on first read: read about a dozen times per call, and
+    # the verdicts (frozen, in a tuple) never change.
+    _outcome: Outcome | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def outcome(self) -> Outcome:
         """Deny beats ask beats allow; no verdict at all is a deny."""
-        if not self.verdicts:
-            return Outcome.DENY
-        # A loop, not a set of the outcomes: read about a dozen times per
-        # call, and hashing an Enum member runs Python code.
-        asked = False
-        for verdict in self.verdicts:
-            outcome = verdict.outcome
-            if outcome is Outcome.ASK:
-                asked = True
-            elif outcome is not Outcome.ALLOW:
-                return Outcome.DENY  # a deny, or anything that is not an Outcome at all
-        return Outcome.ASK if asked else Outcome.ALLOW
+        found = self._outcome
+        if found is None:
+            found = _outcome_of(self.verdicts)
+            object.__setattr__(self, "_outcome", found)
+        return found
 
     @property
     def deciding(self) -> tuple[Verdict, ...]:
@@ -188,3 +184,18 @@ class Decision:
             }
             for v in self.deciding
         ]
+
+
+def _outcome_of(verdicts: tuple[Verdict, ...]) -> Outcome:
+    """Deny beats ask beats allow; no verdict at all is a deny."""
+    if not verdicts:
+        return Outcome.DENY
+    # A loop, not a set of the outcomes: hashing an Enum member runs Python code.
+    asked = False
+    for verdict in verdicts:
+        outcome = verdict.outcome
+        if outcome is Outcome.ASK:
+            asked = True
+        elif outcome is not Outcome.ALLOW:
+            return Outcome.DENY  # a deny, or anything that is not an Outcome at all
+    return Outcome.ASK if asked else Outcome.ALLOW

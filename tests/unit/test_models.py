@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ztgate.models import Decision, Obligation, Outcome, Phase, Verdict
 from ztgate.testing import make_call
@@ -133,3 +137,25 @@ def test_findings_are_the_guard_facts_behind_a_call_not_allowed() -> None:
     ]
     allowed = Decision(make_call(), (tainted, Verdict("policy", ALLOW, "permitted")))
     assert allowed.findings() == []  # an allowed call's record lists every verdict already
+
+
+def _reference_outcome(outcomes: list[object]) -> Outcome:
+    """The rule as written: deny (or anything not an Outcome) beats ask beats allow."""
+    if not outcomes or any(o is not ALLOW and o is not ASK for o in outcomes):
+        return DENY
+    return ASK if ASK in outcomes else ALLOW
+
+
+@given(st.lists(st.sampled_from([ALLOW, ASK, DENY, "allow", None]), max_size=8))
+def test_the_outcome_found_once_is_the_outcome_of_the_verdicts(outcomes: list[object]) -> None:
+    verdicts = tuple(Verdict(f"c{i}", o, "") for i, o in enumerate(outcomes))  # type: ignore[arg-type]
+    decision = Decision(make_call(), verdicts)
+    expected = _reference_outcome(outcomes)
+    assert decision.outcome is expected
+    assert decision.outcome is expected  # read again: the remembered one
+    # A copy with another call has the same verdicts, so the same outcome;
+    # one with other verdicts has theirs, never the copied one.
+    assert dataclasses.replace(decision, call=make_call(call_id="c2")).outcome is expected
+    other = dataclasses.replace(decision, verdicts=(*verdicts, Verdict("x", DENY)))
+    assert other.outcome is DENY
+    assert decision == Decision(make_call(), verdicts)  # the remembered outcome is not compared
