@@ -50,6 +50,9 @@ class ArgumentsSchemaCheck:
             return Verdict(self.name, Outcome.DENY, f"unknown tool {call.tool!r}")
         if not entry.spec.enabled:
             return Verdict(self.name, Outcome.DENY, f"tool {call.tool!r} is disabled")
+        plain = entry.plain_arguments
+        if plain is not None and plain(call.arguments):
+            return Verdict(self.name, Outcome.ALLOW, "arguments match the schema")
         problem = describe(entry.arguments.iter_errors(call.arguments))
         if problem is not None:
             return Verdict(
@@ -70,6 +73,9 @@ class ResultSchemaCheck:
         entry = ctx.tool
         if entry is None or entry.result is None:
             return Verdict(self.name, Outcome.ALLOW, "no output schema declared")
+        plain = entry.plain_result
+        if plain is not None and plain(result.body):
+            return Verdict(self.name, Outcome.ALLOW, "result matches the output schema")
         problem = describe(entry.result.iter_errors(result.body))
         if problem is not None:
             return Verdict(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator, FormatChecker
 
+from ztgate.schema.plain import PlainCheck, plain_check
 from ztgate.tools.model import Tool
 
 
@@ -19,13 +20,17 @@ class CatalogEntry:
     """A tool with its argument and result validators compiled once.
 
     `pinned`: its description and schemas are the ones a principal approved
-    (computed once per catalog, see tools/pins.py).
+    (computed once per catalog, see tools/pins.py). `plain_arguments` and
+    `plain_result`: quick checks that say only "surely valid" for plain
+    schemas (ztgate.schema.plain; None for others), before the validators.
     """
 
     spec: Tool
     arguments: Draft202012Validator
     result: Draft202012Validator | None
     pinned: bool = True
+    plain_arguments: PlainCheck | None = None
+    plain_result: PlainCheck | None = None
 
 
 class Catalog:
@@ -41,6 +46,8 @@ class Catalog:
                 if tool.output_schema is None
                 else Draft202012Validator(tool.output_schema, format_checker=checker),
                 tool.pinned,
+                plain_check(tool.input_schema),
+                None if tool.output_schema is None else plain_check(tool.output_schema),
             )
             for tool in tools
         }
