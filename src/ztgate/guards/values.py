@@ -61,6 +61,8 @@ _CONFUSABLES = str.maketrans(
     "ABEKMHOPCTXYIJSDQWYHIaeopcyxsijhdqwlygaiiABEZHIKMNOPTYXovpaikuxcjouhnqg",
 )
 _SPACE = re.compile(r"\s+")
+# What `unquote` decodes: `%` and two hex digits; text without any it returns as it is.
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _DIGIT = re.compile(r"\d")
 _NOT_DIGIT = re.compile(r"\D+")
 
@@ -170,7 +172,9 @@ def strict_text(text: str) -> str:
 def percent_decode(text: str) -> str:
     """`text` percent-decoded until stable (at most three rounds: double encoding is common)."""
     for _ in range(3):
-        if "%" not in text:
+        # Text with a `%` but no escape ("grew 4%") is common in prose: no
+        # decoding round for it (unquote would give the same text back).
+        if "%" not in text or _PERCENT_ESCAPE.search(text) is None:
             break
         decoded = unquote(text)
         if decoded == text:

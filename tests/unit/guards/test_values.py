@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ztgate.guards import values
 from ztgate.guards.values import TextScan, Value, clean, whole
@@ -286,3 +290,28 @@ def test_shared_scans_are_kept_within_bounds() -> None:
     for i in range(values.SHARED_SCANS + 10):
         values.shared_scan(f"text {i}")
     assert len(values._SHARED) <= values.SHARED_SCANS
+
+
+def _decoded_as_before(text: str) -> str:
+    """`percent_decode` before it looked for an escape first: unquote until stable."""
+    for _ in range(3):
+        if "%" not in text:
+            break
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(
+        st.sampled_from(["%", "%2", "%25", "%41", "%4", "%e9", "%C3%A9", "%zz", "%%", "4%", "g"])
+        | st.text(alphabet="%0123456789abcdefABCDEFgz \u00e9\u0663\uff10", max_size=6)
+        | st.text(max_size=4),
+        max_size=10,
+    ).map("".join)
+)
+def test_percent_decode_is_unquote_until_stable(text: str) -> None:
+    assert values.percent_decode(text) == _decoded_as_before(text)
