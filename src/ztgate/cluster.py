@@ -22,10 +22,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ztgate.ports import free_port
+from ztgate.processes import child_env, stop_process
 
 if TYPE_CHECKING:
     from ztgate.store.redis_server import RedisServer
@@ -100,24 +99,6 @@ def with_store(text: str, url: str, hot_state_url: str) -> str:
     if "\n[store]\n" in text:
         return text.replace("\n[store]\n", "\n[store]\n" + lines, 1)
     return text + "\n[store]\n" + lines
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZTGATE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
 
 
 def _wait_ready(
@@ -324,7 +305,7 @@ class LocalCluster:
             process = subprocess.Popen(  # noqa: S603 - our own programs, fixed arguments
                 command,
                 cwd=self.workdir,
-                env=_child_env(**env),
+                env=child_env(**env),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -336,7 +317,7 @@ class LocalCluster:
         """Stop the balancer, the replicas, the tools, PostgreSQL and Redis (in that order)."""
         for process in reversed(self._processes):
             with contextlib.suppress(Exception):
-                _stop(process)
+                stop_process(process)
         self._processes.clear()
         from ztgate.store.postgres_server import PostgresServer
         from ztgate.store.redis_server import RedisServer

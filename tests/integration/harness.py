@@ -36,6 +36,8 @@ from ztgate.cli.toml import array_of_tables, value
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
 from ztgate.mcp.meta import call_meta
+from ztgate.processes import child_env as clean_env
+from ztgate.processes import stop_process
 from ztgate.tasks.registry import TaskRegistry
 from ztgate.testing import make_settings
 from ztgate.warrants import proof
@@ -56,14 +58,6 @@ SLOW_TOOL_TIMEOUT = 0.5
 LEAK_MARKER = "LEAK-MARKER-must-not-reach-the-agent"  # as in upstream_server.py
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any ZTGATE_* variable, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZTGATE_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
 def run_cli(
     config: Path, *args: str, timeout: float = 60, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -77,17 +71,6 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
-
-
-def _stop(process: subprocess.Popen[Any], *, timeout: float = 10) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
 
 
 # -- the upstream tool server -------------------------------------------------------
@@ -191,7 +174,7 @@ class GatewayProcess:
     def stop(self) -> None:
         """SIGTERM (then SIGKILL) and wait."""
         if self.process is not None:
-            _stop(self.process)
+            stop_process(self.process)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no draining, no final checkpoint."""
@@ -416,7 +399,7 @@ def start_upstream() -> Iterator[Upstream]:
         httpx.get(f"{server.url}/received", timeout=10).raise_for_status()
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
         if process.stdout is not None:
             process.stdout.close()
 

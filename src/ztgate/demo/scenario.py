@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from ztgate.identity.attestation import process_selectors
 from ztgate.identity.entries import EntryRegistry
 from ztgate.ports import free_port
 from ztgate.principals.registry import PrincipalRegistry
+from ztgate.processes import stop_process
 from ztgate.sdk import Agent, ApprovalPending, Delegation, Principal, ZtgateError, requests
 from ztgate.warrants import proof
 
@@ -68,12 +68,7 @@ def live_gateway(workdir: Path) -> Iterator[tuple[str, Settings]]:
         _wait_ready(url, process)
         yield url, settings
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         if process.stderr is not None:
             process.stderr.close()
 

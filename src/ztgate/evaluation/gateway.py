@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from ztgate.cli.toml import array_of_tables
 from ztgate.config import Settings
 from ztgate.demo.scenario import register
 from ztgate.ports import free_port
+from ztgate.processes import stop_process
 from ztgate.sdk import Agent, ApprovalPending, CallDenied, Principal, ZtgateError
 
 AGENT_PATH = "agent/eval"
@@ -169,15 +169,8 @@ class EvalGateway:
         raise RuntimeError("the gateway did not become ready within 60 s")
 
     def _stop(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self._process is not None:
+            stop_process(self._process, timeout=15)
 
     def __exit__(self, *_exc: Any) -> None:
         self._stop()
