@@ -61,6 +61,16 @@ def process(
         stop_process(proc, timeout=15)
 
 
+@contextlib.contextmanager
+def echo_upstream(cpus: set[int] | None) -> Iterator[str]:
+    """`benchmarks/upstream.py` on a free port, answering: its echo tool's URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/echo"
+    with process([python(), str(ROOT / "benchmarks/upstream.py"), str(port)], cpus=cpus) as server:
+        wait_http(url, server)
+        yield url
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _harness import ROOT, free_port, machine, process, python, report_progress, wait_http
+from _harness import (
+    ROOT,
+    echo_upstream,
+    free_port,
+    machine,
+    report_progress,
+)
 from overhead import ARGUMENTS, settings_toml
 from rich.console import Console
 
@@ -156,16 +162,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     options = parser.parse_args()
     console = Console()
-    upstream_port = free_port()
-    upstream_url = f"http://127.0.0.1:{upstream_port}/echo"
     results: dict[str, Any] = {"machine": machine(), "trials": options.trials}
     with (
         tempfile.TemporaryDirectory(prefix="ztgate-propagation-") as scratch,
-        process(
-            [python(), str(ROOT / "benchmarks/upstream.py"), str(upstream_port)], cpus=None
-        ) as upstream,
+        echo_upstream(cpus=None) as upstream_url,
     ):
-        wait_http(upstream_url, upstream)
         workdir = Path(scratch)
         with LocalCluster(
             workdir, replicas=2, port=free_port(), config_text=settings_toml(0, upstream_url)

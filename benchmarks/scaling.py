@@ -40,6 +40,7 @@ from _harness import (
     ROOT,
     cpu_seconds,
     descendants,
+    echo_upstream,
     free_port,
     machine,
     machine_info,
@@ -181,15 +182,10 @@ def run_replicas(console: Console, replicas: int, seconds: int) -> dict[str, Any
     """N replicas behind HAProxy (`LocalCluster`), each its own PostgreSQL and Redis run."""
     from ztgate.cluster import LocalCluster
 
-    upstream_port = free_port()
-    upstream_url = f"http://127.0.0.1:{upstream_port}/echo"
     with (
         tempfile.TemporaryDirectory(prefix="ztgate-scaling-replicas-") as scratch,
-        process(
-            [python(), str(ROOT / "benchmarks/upstream.py"), str(upstream_port)], cpus=ALL_CPUS
-        ) as upstream,
+        echo_upstream(cpus=ALL_CPUS) as upstream_url,
     ):
-        wait_http(upstream_url, upstream)
         workdir = Path(scratch)
         cluster = LocalCluster(
             workdir,
