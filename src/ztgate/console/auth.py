@@ -159,8 +159,7 @@ class ConsoleAuth:
         try:
             allowed = await self.throttle.attempt(name, address)
         except StoreUnavailableError:
-            logger.error("console: login for %r refused: the hot state is unavailable", name[:64])
-            return self._login_form("logins are unavailable for now: try again shortly", 503, name)
+            return self._throttle_unavailable(name)
         if not allowed:
             logger.warning("console: login for %r from %s throttled", name[:64], address)
             minutes = max(1, round(self.throttle.window / 60))
@@ -177,8 +176,7 @@ class ConsoleAuth:
         try:
             await self.throttle.succeeded(name, address)
         except StoreUnavailableError:
-            logger.error("console: login for %r refused: the hot state is unavailable", name[:64])
-            return self._login_form("logins are unavailable for now: try again shortly", 503, name)
+            return self._throttle_unavailable(name)
         try:
             jwk, thumbprint = session_key(field(form, "public_jwk", 1024))
         except InvalidInputError as exc:
@@ -217,6 +215,11 @@ class ConsoleAuth:
         response = RedirectResponse(f"{PREFIX}/login", 303)
         response.delete_cookie(COOKIE, path=PREFIX, secure=True, httponly=True, samesite="strict")
         return response
+
+    def _throttle_unavailable(self, name: str) -> Response:
+        """The login refused: the throttle's hot state does not answer (fail closed)."""
+        logger.error("console: login for %r refused: the hot state is unavailable", name[:64])
+        return self._login_form("logins are unavailable for now: try again shortly", 503, name)
 
     def _login_form(self, error: str = "", status: int = 200, name: str = "") -> Response:
         nonce = secrets.token_urlsafe(32)

@@ -172,12 +172,12 @@ class ChangeBroadcasts:
             StoreUnavailableError: this replica cannot know what changed
                 (not subscribed, or Redis silent for too long).
         """
-        if not self.ready:
+        now = self._monotonic()
+        if not self._subscribed or self._silent(now):
             if self._subscribed:
                 self.problem = f"Redis silent for over {self.stale_after:.1f} s"
             self._pending = True  # whenever it is back, read the store before serving
             raise StoreUnavailableError(f"change broadcasts unavailable: {self.problem}")
-        now = self._monotonic()
         if not self._pending and now - self._read_at < self._resync and not self._unread():
             return False
         self._pending = False
