@@ -63,45 +63,36 @@ browser:
 	    echo "The browser tests need chromium: run 'sudo apt-get install chromium' (or set ZTGATE_CHROMIUM)." >&2; exit 1; \
 	  fi; }
 
+## $(call debian_package,CHECK,PACKAGE,WHY): unless CHECK succeeds, install Debian's
+## PACKAGE when we are root, else say WHY and how, and fail.
+define debian_package
+@$(1) >/dev/null 2>&1 || { \
+  if [ "$$(id -u)" -eq 0 ]; then \
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2); \
+  else \
+    echo "$(3): run 'sudo apt-get install $(2)'." >&2; exit 1; \
+  fi; }
+endef
+
 ## bubblewrap, for the enclaves stdio MCP servers run in: Debian's package, installed when missing and we are root.
 sandbox:
-	@command -v bwrap >/dev/null || { \
-	  if [ "$$(id -u)" -eq 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
-	  else \
-	    echo "Enclaves need bubblewrap: run 'sudo apt-get install bubblewrap'." >&2; exit 1; \
-	  fi; }
+	$(call debian_package,command -v bwrap,bubblewrap,Enclaves need bubblewrap)
 
 ## redis-server, for the tests of the shared hot state (each test run starts its own on a
 ## free port): Debian's package, installed when missing and we are root.
 redis:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" -eq 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
-	  else \
-	    echo "The hot-state tests need redis-server: run 'sudo apt-get install redis-server'." >&2; exit 1; \
-	  fi; }
+	$(call debian_package,command -v redis-server,redis-server,The hot-state tests need redis-server)
 
 ## PostgreSQL, for the durable store's tests (each test run makes its own cluster with
 ## initdb in a scratch directory and starts it on a free port): Debian's package,
 ## installed when missing and we are root.
 postgres:
-	@{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" -eq 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
-	  else \
-	    echo "The store tests need PostgreSQL: run 'sudo apt-get install postgresql'." >&2; exit 1; \
-	  fi; }
+	$(call debian_package,{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; },postgresql,The store tests need PostgreSQL)
 
 ## HAProxy, the load balancer of make run-cluster and of the cluster tests: Debian's
 ## package, installed when missing and we are root.
 haproxy:
-	@command -v haproxy >/dev/null || { \
-	  if [ "$$(id -u)" -eq 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; \
-	  else \
-	    echo "The cluster needs HAProxy: run 'sudo apt-get install haproxy'." >&2; exit 1; \
-	  fi; }
+	$(call debian_package,command -v haproxy,haproxy,The cluster needs HAProxy)
 
 demo: $(STAMP)
 	$(BIN)/ztgate demo
