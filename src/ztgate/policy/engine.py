@@ -12,6 +12,12 @@ satisfied `forbid` wins over any permit. ztgate adds two:
   the engine, and a decision that names a policy the set does not have.
 
 Error messages are scrubbed of quoted strings, which may carry argument values.
+
+Cedar's answer is read straight from the engine's JSON (what
+`cedarpy.is_authorized` would wrap, parsed with orjson rather than `json`),
+and turning it into an evaluation is remembered per policy set, keyed on the
+exact decision, policy ids and error texts: the same answer always makes the
+same evaluation.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import cedarpy
+import orjson
 
 from ztgate.models import Outcome
 from ztgate.policy.arguments import ArgumentTypeError
@@ -31,6 +39,10 @@ logger = logging.getLogger(__name__)
 MAX_REASON_CHARS = 500
 _LISTED = 3
 _QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# What `cedarpy.is_authorized` calls and wraps (its JSON is parsed with `json`
+# there, which costs more than the rest of the wrapper); the public function
+# when a cedarpy version does not have it.
+_BATCH: Any = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch", None)
 
 
 def decide(snapshot: PolicySnapshot, facts: CallFacts) -> Evaluation:
@@ -49,21 +61,59 @@ def decide(snapshot: PolicySnapshot, facts: CallFacts) -> Evaluation:
 def evaluate(snapshot: PolicySnapshot, request: Request) -> Evaluation:
     """What the policies in `snapshot` say about `request` (never raises)."""
     try:
-        result = cedarpy.is_authorized(request.cedar(), snapshot.policies, request.entities)
+        answer = authorize(request, snapshot.policies)
+        diagnostics = answer.get("diagnostics", {})
+        key = (
+            answer["decision"],
+            tuple(diagnostics.get("reason", ())),
+            tuple(diagnostics.get("errors", ())),
+        )
     except BaseException as exc:  # fail closed, on a panic in the engine too
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         logger.exception("the policy engine failed")
         return Evaluation(Outcome.DENY, f"the policy engine failed: {type(exc).__name__}")
-    return interpret(snapshot, result)
+    return snapshot.evaluation(key, lambda: _interpret(snapshot, *key))
+
+
+def authorize(request: Request, policies: cedarpy.PolicySet) -> dict[str, Any]:
+    """Cedar's answer to `request`, as the JSON object `cedarpy.is_authorized` wraps."""
+    if _BATCH is None:
+        return cast_answer(cedarpy.is_authorized(request.cedar(), policies, request.entities))
+    texts = _BATCH([request.cedar()], policies, request.entities._inner, None, False)
+    answer = orjson.loads(texts[0])
+    if not isinstance(answer, dict):
+        raise TypeError("the policy engine's answer is not a JSON object")
+    return answer
+
+
+def cast_answer(result: cedarpy.AuthzResult) -> dict[str, Any]:
+    """The JSON object behind a `cedarpy.AuthzResult`."""
+    return {
+        "decision": result.decision.value,
+        "diagnostics": {
+            "reason": list(result.diagnostics.reasons),
+            "errors": list(result.diagnostics.errors),
+        },
+    }
 
 
 def interpret(snapshot: PolicySnapshot, result: cedarpy.AuthzResult) -> Evaluation:
     """Turn Cedar's answer into an evaluation, failing closed on any error."""
     diagnostics = result.diagnostics
-    errors = tuple(scrub(str(error)) for error in diagnostics.errors)
+    return _interpret(
+        snapshot,
+        result.decision.value,
+        tuple(diagnostics.reasons),
+        tuple(diagnostics.errors),
+    )
+
+
+def _interpret(
+    snapshot: PolicySnapshot, decided: str, reasons: tuple[str, ...], found_errors: tuple[str, ...]
+) -> Evaluation:
+    errors = tuple(scrub(str(error)) for error in found_errors)
     rules = snapshot.rules
-    reasons = diagnostics.reasons
     unknown = [pid for pid in reasons if pid not in rules]
     found = [rules[pid] for pid in reasons if pid in rules]
     if len(found) > 1:
@@ -78,7 +128,7 @@ def interpret(snapshot: PolicySnapshot, result: cedarpy.AuthzResult) -> Evaluati
         )
     if unknown:
         return Evaluation(Outcome.DENY, f"the engine named an unknown policy {unknown[0]!r}")
-    decision = result.decision
+    decision = cedarpy.Decision[decided]
     if decision is cedarpy.Decision.Deny:
         forbids = tuple(rule for rule in satisfied if rule.effect == "forbid")
         if forbids:

@@ -51,9 +51,9 @@ class Watch:
     def __init__(self, directory: Path) -> None:
         """Nothing is read until `signature()`."""
         self.directory = directory
-        self._dirs: list[Path] = [directory]
+        self._dirs: list[str] = [str(directory)]
         self._dir_stats: tuple[Stat, ...] = ()
-        self._files: list[Path] = []
+        self._files: list[str] = []
 
     def signature(self) -> tuple[Stat, ...]:
         """The directories' and files' stats: any edit, addition or removal changes it.
@@ -61,12 +61,12 @@ class Watch:
         A file added or removed changes its directory's stat; only then is
         the directory listed again.
         """
-        dirs = tuple(_stat(path) for path in self._dirs)
+        dirs = tuple(map(_stat, self._dirs))
         if dirs != self._dir_stats:
-            self._dirs = [self.directory, *self._subdirs()]
-            self._files = self._list()
-            dirs = self._dir_stats = tuple(_stat(path) for path in self._dirs)
-        return dirs + tuple(_stat(path) for path in self._files)
+            self._dirs = [str(path) for path in (self.directory, *self._subdirs())]
+            self._files = [str(path) for path in self._list()]
+            dirs = self._dir_stats = tuple(map(_stat, self._dirs))
+        return dirs + tuple(map(_stat, self._files))
 
     def _subdirs(self) -> list[Path]:
         found: list[Path] = []
@@ -82,12 +82,12 @@ class Watch:
         return [*loader.policy_files(self.directory), *([tags] if tags.exists() else [])]
 
 
-def _stat(path: Path) -> Stat:
+def _stat(path: str) -> Stat:
     try:
         st = os.stat(path)
     except OSError:
-        return (str(path),)
-    return (str(path), st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+        return (path,)
+    return (path, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 A `PolicySnapshot` is what one load produced: the parsed policy set, the
 schema it was validated against, and what evaluating a call needs. It never
-changes once built (apart from a cache of agents' entities), so a reload
+changes once built (apart from caches of agents' entities and of what
+Cedar's answers mean), so a reload
 builds a new one and swaps it in whole.
 """
 
@@ -21,6 +22,7 @@ from ztgate.policy.references import Needs
 from ztgate.policy.schema import CedarType
 
 AGENT_CACHE_SIZE = 4096
+EVALUATION_CACHE_SIZE = 1024
 _NO_TAGS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
@@ -71,6 +73,7 @@ class PolicySnapshot:
     files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     _agents: OrderedDict[tuple[Any, ...], cedarpy.Entities] = field(default_factory=OrderedDict)
+    _evaluations: dict[tuple[Any, ...], Evaluation] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -88,6 +91,21 @@ class PolicySnapshot:
         while len(self._agents) > AGENT_CACHE_SIZE:
             self._agents.popitem(last=False)
         return entities
+
+    def evaluation(self, answer: tuple[Any, ...], interpret: Any) -> Evaluation:
+        """What Cedar's `answer` (decision, policy ids, errors, exactly) means for this set.
+
+        `interpret()` makes it, once per distinct answer (the same answer
+        always means the same thing for one set).
+        """
+        hit = self._evaluations.get(answer)
+        if hit is not None:
+            return hit
+        evaluation: Evaluation = interpret()
+        if len(self._evaluations) >= EVALUATION_CACHE_SIZE:
+            self._evaluations.clear()
+        self._evaluations[answer] = evaluation
+        return evaluation
 
 
 @dataclass(frozen=True, slots=True)

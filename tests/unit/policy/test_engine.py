@@ -6,9 +6,11 @@ from typing import Any
 
 import cedarpy
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ztgate.models import Outcome
-from ztgate.policy import engine
+from ztgate.policy import engine, model
 from ztgate.policy.engine import decide, evaluate, scrub
 from ztgate.policy.entities import build
 from ztgate.policy.model import GuardFacts
@@ -136,11 +138,114 @@ def test_an_engine_exception_denies(load: Load, monkeypatch: pytest.MonkeyPatch)
         raise RuntimeError("boom")
 
     monkeypatch.setattr(engine.cedarpy, "is_authorized", explode)
+    monkeypatch.setattr(engine, "_BATCH", explode)
     evaluation = decide(snapshot, call("lookup"))
     assert (evaluation.outcome, evaluation.reason) == (
         Outcome.DENY,
         "the policy engine failed: RuntimeError",
     )
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_a_malformed_engine_answer_denies(
+    load: Load, monkeypatch: pytest.MonkeyPatch, raw: bool
+) -> None:
+    snapshot = load(PERMIT_READS)
+    if raw:
+        monkeypatch.setattr(engine, "_BATCH", lambda *args: ["[]"])
+    else:
+        monkeypatch.setattr(engine, "_BATCH", lambda *args: ['{"diagnostics": {}}'])
+    evaluation = decide(snapshot, call("lookup"))
+    assert evaluation.outcome is Outcome.DENY
+    assert evaluation.reason.startswith("the policy engine failed")
+
+
+def test_without_the_engine_internals_the_public_function_decides_alike(
+    load: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot = load(PERMIT_READS)
+    fast = decide(snapshot, call("lookup"))
+    monkeypatch.setattr(engine, "_BATCH", None)
+    snapshot = load(PERMIT_READS)
+    assert decide(snapshot, call("lookup")) == fast
+    assert decide(snapshot, call("send", {"to": "x"})).outcome is Outcome.DENY
+
+
+SET_FOR_ANSWERS = (
+    PERMIT_READS
+    + '@id("tainted")\n@ask("tainted")\n'
+    + "permit (principal, action, resource) when { context.guards.tainted };\n"
+    + '@id("no-secrets")\n@reason("secrets stay")\n'
+    + "forbid (principal, action, resource) when { !context.guards.secrets.isEmpty() };\n"
+    + 'permit (principal, action == Action::"call:pay", resource)\n'
+    + "when { context.arguments.amount + 1 > 0 };\n"
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    tool=st.sampled_from(["lookup", "send", "pay"]),
+    tainted=st.booleans(),
+    secrets=st.lists(st.sampled_from(["aws", "gcp"]), max_size=2),
+    amount=st.sampled_from([0, 1, 2**63 - 1]),
+)
+def test_evaluations_are_what_the_public_engine_and_interpret_say(
+    load: Load, tool: str, tainted: bool, secrets: list[str], amount: int
+) -> None:
+    """The fast path (engine JSON, remembered interpretations) is held to the slow one."""
+    snapshot = load(SET_FOR_ANSWERS)
+    guards = GuardFacts(tainted_arguments=("/to",) if tainted else (), secrets=tuple(secrets))
+    facts = call(tool, {"amount": amount} if tool == "pay" else {"to": "x"}, guards=guards)
+    request = build(snapshot, facts)
+    slow = engine.interpret(
+        snapshot, cedarpy.is_authorized(request.cedar(), snapshot.policies, request.entities)
+    )
+    for _ in range(2):  # the first time interprets, the second remembers
+        assert evaluate(snapshot, request) == slow
+
+
+def test_a_different_answer_is_not_taken_from_the_remembered_ones(load: Load) -> None:
+    snapshot = load(SET_FOR_ANSWERS)
+    made: list[tuple[Any, ...]] = []
+
+    def interpret(answer: tuple[Any, ...]) -> Any:
+        made.append(answer)
+        return engine._interpret(snapshot, *answer)
+
+    allow = ("Allow", ("reads",), ())
+    first = snapshot.evaluation(allow, lambda: interpret(allow))
+    assert snapshot.evaluation(allow, lambda: interpret(allow)) is first
+    assert made == [allow]
+    for answer in (
+        ("Deny", ("reads",), ()),
+        ("Allow", ("tainted",), ()),
+        ("Allow", ("reads", "tainted"), ()),
+        ("Allow", ("reads",), ("an error",)),
+        ("Allow", ("reads",), ("another error",)),
+    ):
+        evaluation = snapshot.evaluation(answer, lambda answer=answer: interpret(answer))
+        assert made[-1] == answer
+        assert evaluation == engine._interpret(snapshot, *answer)
+    assert snapshot.evaluation(("Deny", ("reads",), ()), lambda: None).outcome is Outcome.DENY
+    assert [
+        e.outcome for e in (decide(snapshot, call("lookup")), decide(snapshot, call("send")))
+    ] == [
+        Outcome.ALLOW,
+        Outcome.DENY,
+    ]
+
+
+def test_remembered_interpretations_are_bounded(load: Load) -> None:
+    snapshot = load(PERMIT_READS)
+    for n in range(model.EVALUATION_CACHE_SIZE * 2 + 5):
+        answer = ("Allow", ("reads",), (f"error {n}",))
+        evaluation = snapshot.evaluation(
+            answer, lambda answer=answer: engine._interpret(snapshot, *answer)
+        )
+        assert f"error {n}" in evaluation.reason
+        assert len(snapshot._evaluations) <= model.EVALUATION_CACHE_SIZE
 
 
 def test_a_decision_naming_an_unknown_policy_denies(load: Load) -> None:
