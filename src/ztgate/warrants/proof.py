@@ -23,7 +23,7 @@ another warrant, later, or again, and it fails.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import re
 import secrets
@@ -48,6 +48,9 @@ DEFAULT_WINDOW = 30.0
 OPERATIONS = frozenset({"claim", "delegate", "renew"})
 _JTI = re.compile(r"[\x21-\x7e]{16,128}")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+# Three base64url segments: what splitting on "." and matching each with `_SEGMENT` accepts.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 class ProofError(InvalidInputError):
@@ -65,7 +68,9 @@ class Proof:
 
 
 def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """`base64.urlsafe_b64decode` of an unpadded segment, without its wrappers' cost."""
+    data = segment.encode("ascii").translate(_URLSAFE) + b"=" * (-len(segment) % 4)
+    return binascii.a2b_base64(data)
 
 
 def arguments_hash(canonical: bytes) -> str:
@@ -145,10 +150,9 @@ class ProofVerifier:
         """
         if not isinstance(proof, str) or len(proof) > MAX_PROOF_CHARS:
             raise ProofError(f"a proof is a JWS of at most {MAX_PROOF_CHARS} characters")
-        parts = proof.split(".")
-        if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+        if _COMPACT.fullmatch(proof) is None:
             raise ProofError("not a compact JWS (three base64url segments)")
-        header_b64, payload_b64, signature_b64 = parts
+        header_b64, payload_b64, signature_b64 = proof.split(".")
         checked = self._headers.get(header_b64)
         if checked is None:
             checked = self._check_header(header_b64)

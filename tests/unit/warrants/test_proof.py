@@ -607,3 +607,33 @@ def test_specific_spellings(key: ec.EllipticCurvePrivateKey, jkt: str) -> None:
         {"a": 1, "b": [100.5, {"x": 2, "y": 1}]},
     ):
         mismatch(proof, "made for other arguments", canonical=canonical_json(different))
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_ALPHABET + ".=+/ \n\x00é", max_size=40))
+def test_the_compact_form_check_is_the_split_and_per_segment_check(text: str) -> None:
+    from ztgate.warrants import proof as module
+
+    parts = text.split(".")
+    slow = len(parts) == 3 and all(module._SEGMENT.fullmatch(part) for part in parts)
+    assert (module._COMPACT.fullmatch(text) is not None) == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=_ALPHABET, min_size=1, max_size=64))
+def test_segment_decoding_is_urlsafe_b64decode(segment: str) -> None:
+    from ztgate.warrants import proof as module
+
+    padded = segment + "=" * (-len(segment) % 4)
+    try:
+        expected: bytes | type[Exception] = base64.urlsafe_b64decode(padded)
+    except ValueError:
+        expected = ValueError
+    try:
+        got: bytes | type[Exception] = module._b64decode(segment)
+    except ValueError:
+        got = ValueError
+    assert got == expected
