@@ -13,6 +13,9 @@ FastMCP) on every path, with the SDK's `Client`:
   out the egress proxy);
 - mcp-proxy 0.13 (PyPI; the peer): its Streamable HTTP server in front of
   the same stdio server. Installed into benchmarks/results/peer-venv.
+- a TCP relay (benchmarks/tcp_relay.py) in front of the HTTP server: it
+  copies bytes and parses nothing, so what it adds is the floor any bridge
+  pays on this machine for one more loopback hop and process.
 
 Per path: latency p50/p99 and throughput at concurrency 1 (sequential calls)
 and at concurrency 32 (one session, 32 concurrent requests), and the bridge's
@@ -76,6 +79,9 @@ from ztgate.warrants import proof
 from ztgate.warrants.jwk import key_thumbprint
 
 UPSTREAM = ROOT / "benchmarks" / "mcp_upstream.py"
+RELAY = ROOT / "benchmarks" / "tcp_relay.py"
+# The floor: what one more loopback hop and process cost, with nothing parsed.
+RELAY_PATH = "TCP relay (no parsing) -> HTTP upstream"
 PEER_VENV = ROOT / "benchmarks" / "results" / "peer-venv"
 PEER = "mcp-proxy==0.13.0"
 PEER_REQUIREMENTS = ROOT / "benchmarks" / "peer-requirements.txt"  # PEER and its dependencies
@@ -263,11 +269,13 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
     }
     results["peer"] = f"{PEER} (with mcp {_versions(version)['mcp']}), Streamable HTTP"
     upstream_port, gateway_port, proxy_port = free_port(), free_port(), free_port()
+    relay_port = free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
     with tempfile.TemporaryDirectory(prefix="ztgate-mcp-bench-") as scratch:
         workdir = Path(scratch)
         # Logs go to files: a long run fills a pipe nobody reads, and blocks.
-        logs = {name: (workdir / f"{name}.log").open("wb") for name in ("up", "gw", "peer")}
+        names = ("up", "gw", "peer", "relay")
+        logs = {name: (workdir / f"{name}.log").open("wb") for name in names}
         with process(
             [str(peer), str(UPSTREAM), "--http", str(upstream_port)], cpus=None, stderr=logs["up"]
         ) as upstream:
@@ -286,9 +294,15 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                     cpus=None,
                     stderr=logs["peer"],
                 ) as proxy,
+                process(
+                    [python(), str(RELAY), str(relay_port), str(upstream_port)],
+                    cpus=None,
+                    stderr=logs["relay"],
+                ) as relay,
             ):  # fmt: skip
                 wait_http(f"http://127.0.0.1:{gateway_port}/readyz", served)
                 _wait_port(proxy_port, proxy)
+                _wait_port(relay_port, relay)
                 stdio = StdioServerParameters(command=str(peer), args=[str(UPSTREAM)])
                 # The warrant also rides on the session (as the SDK's McpSession
                 # sends it), so the client's own tools/list sees the scoped tools
@@ -301,6 +315,12 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                 paths: list[tuple[str, Callable[[], Any], Call, int | None]] = [
                     ("direct, stdio", lambda: Client(stdio), plain, None),
                     ("direct, Streamable HTTP", lambda: http_client(upstream_url), plain, None),
+                    (
+                        RELAY_PATH,
+                        lambda: http_client(f"http://127.0.0.1:{relay_port}/mcp"),
+                        plain,
+                        relay.pid,
+                    ),
                     (
                         "ztgate -> HTTP upstream",
                         lambda: http_client(front, auth),
@@ -390,6 +410,7 @@ def report(console: Console, results: dict[str, Any]) -> None:
     (out / "mcp_calls.json").write_text(json.dumps(results, indent=2))
     paths = results["paths"]
     direct = {  # none for the paths whose direct path was not measured (--only)
+        RELAY_PATH: paths.get("direct, Streamable HTTP"),
         "ztgate -> HTTP upstream": paths.get("direct, Streamable HTTP"),
         "ztgate -> stdio upstream (enclave)": paths.get("direct, stdio"),
         "mcp-proxy 0.13 -> stdio upstream": paths.get("direct, stdio"),
