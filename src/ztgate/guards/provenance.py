@@ -125,7 +125,7 @@ def harvest(
         if budget <= 0 or candidates <= 0:
             break
         trusted = roles.trusted(path)
-        values: list[Value] = []
+        values: Sequence[Value] = ()
         if isinstance(value, str):
             text = value[:budget]
             budget -= len(text)
@@ -134,7 +134,7 @@ def harvest(
                 untrusted_text.append(text)
         elif isinstance(value, int | float) and not isinstance(value, bool):
             number = number_value(value)
-            values = [] if number is None else [number]
+            values = () if number is None else (number,)
         for item in values:
             if trusted:
                 if item.strict:
@@ -146,8 +146,30 @@ def harvest(
     return found
 
 
-def _values_in(text: str, budget: int) -> tuple[list[Value], int]:
+def _values_in(text: str, budget: int) -> tuple[Sequence[Value], int]:
+    """The values of one string of a result, and the candidate budget left after it.
+
+    A scan that ran to its end is kept (`_HARVESTED`): the same string
+    scanned again with at least the candidates it spent finds the same
+    values and spends as many (the finders are deterministic, and `spend`
+    only fails when the budget is out). A scan cut short is never kept.
+    """
+    cached = _HARVESTED.get(text)
+    if cached is not None and cached[1] <= budget:
+        _HARVESTED.move_to_end(text)
+        return cached[0], budget - cached[1] - 1
+    values, left, complete = _scan_values(text, budget)
+    if complete and len(text) <= HARVEST_CACHE_TEXT and len(values) <= HARVEST_CACHE_VALUES:
+        _HARVESTED[text] = (tuple(values), budget - left)
+        while len(_HARVESTED) > HARVEST_CACHE:
+            _HARVESTED.popitem(last=False)
+    return values, left - 1
+
+
+def _scan_values(text: str, budget: int) -> tuple[list[Value], int, bool]:
+    """`_values_in` without the cache: the values, the budget left, and whether no scan was cut."""
     values: list[Value] = []
+    complete = True
     found = whole(text)
     if found is not None:
         values.append(found)
@@ -156,17 +178,28 @@ def _values_in(text: str, budget: int) -> tuple[list[Value], int]:
         scan = TextScan(clean(text), budget=budget)
         values.extend(item.value for item in scan.everything())
         budget = scan.budget
+        complete = not scan.truncated
         decoded = percent_decode(text) if "%" in text else text
         if decoded != text:
             # Hidden by percent-encoding: recognised, never trusted.
             scan = TextScan(clean(decoded), budget=budget)
             values.extend(Value(i.value.kind, "", i.value.loose) for i in scan.everything())
             budget = scan.budget
+            complete = complete and not scan.truncated
     if stripped and len(stripped) <= SHORT_TEXT and (found is None or found.kind != TEXT):
         short = text_value(stripped)
         if short is not None:
             values.append(short)
-    return values, budget - 1
+    return values, budget, complete
+
+
+# Strings of results whose values were found (see `_values_in`): results
+# repeat strings (keys' values, a structured result and its text), and the
+# most recent ones are kept, each short and with few values.
+HARVEST_CACHE = 1024
+HARVEST_CACHE_TEXT = 4096  # characters of one string kept at most
+HARVEST_CACHE_VALUES = 64
+_HARVESTED: OrderedDict[str, tuple[tuple[Value, ...], int]] = OrderedDict()
 
 
 class ProvenanceRecorder:

@@ -591,13 +591,8 @@ class TextScan:
                 return
             if shape.count(b"0", start, end) >= 7:
                 continue
-            piece = self.text[start:end]
-            for token in _NUMBER_SEPARATORS.split(piece):
-                token = token.strip(".,-")
-                if token and token[0].isdigit() and not _DATE_OR_TIME.fullmatch(token):
-                    value = number_value(token.replace(",", ""))
-                    if value is not None:
-                        yield Found(start, end, value)
+            for value in _run_numbers(self.text[start:end]):
+                yield Found(start, end, value)
 
     def identifiers(self) -> Iterator[Found]:
         """Tokens mixing letters and digits (`file_8d7a2`, `INV-2024-0012`)."""
@@ -656,6 +651,19 @@ class TextScan:
             match = pattern.search(shape, resume)
         self._digit_runs[key] = runs
         return runs
+
+
+@functools.lru_cache(maxsize=4096)
+def _run_numbers(piece: str) -> tuple[Value, ...]:
+    """The amounts in one digit run (at most 41 characters: `_DIGIT_RUN`), cached: they recur."""
+    found = []
+    for token in _NUMBER_SEPARATORS.split(piece):
+        token = token.strip(".,-")
+        if token and token[0].isdigit() and not _DATE_OR_TIME.fullmatch(token):
+            value = number_value(token.replace(",", ""))
+            if value is not None:
+                found.append(value)
+    return tuple(found)
 
 
 _SHARED: OrderedDict[str, TextScan] = OrderedDict()

@@ -6,8 +6,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ztgate.guards import facts
+from ztgate.guards import facts, provenance
 from ztgate.guards.ledger import Ledger
 from ztgate.guards.provenance import (
     NAME,
@@ -352,3 +354,73 @@ def test_scope_and_schema_trust() -> None:
     }
     assert schema_trusts(schema, ("l", "0"), whole("a@b.example"))  # type: ignore[arg-type]
     assert not schema_trusts(schema, ("m",), whole("a@b.example"))  # type: ignore[arg-type]
+
+
+# -- the harvest's cache of strings: held to the uncached scan --------------------------
+
+_PIECES = st.sampled_from(
+    [
+        "bob@acme.example",
+        "https://acme.example/r?x=1",
+        "www.acme.example",
+        "%41%42",
+        "%2540",
+        "GB82 WEST 1234 5698 7654 32",
+        "+44 20 7946 0958",
+        "$4,200.00",
+        "INV-2024-0012",
+        "2024-05-19",
+        "#general",
+        "@carol",
+        "42",
+        "7",
+        "report",
+        "Quarterly",
+        ", ",
+        " ",
+        "\n",
+        "\u200b",
+        "\uff41",
+    ]
+)
+_TEXTS = st.lists(_PIECES | st.text(max_size=3), max_size=12).map("".join)
+
+
+def _agrees(values_in: Any, text: str, budgets: list[int]) -> bool:
+    """`values_in` gives what the uncached scan gives for `text`, whatever it cached before."""
+    for budget in budgets:
+        expected, left, _ = provenance._scan_values(text, budget)
+        if tuple(values_in(text, budget)[0]) != tuple(expected):
+            return False
+        if values_in(text, budget)[1] != left - 1:
+            return False
+    return True
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXTS, st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=4))
+def test_a_cached_string_gives_what_its_scan_gives(text: str, budgets: list[int]) -> None:
+    provenance._HARVESTED.clear()
+    assert _agrees(provenance._values_in, text, [20_000, *budgets, 20_000])
+    provenance._HARVESTED.clear()
+    assert _agrees(provenance._values_in, text, [*budgets, 20_000, *budgets])
+
+
+def test_a_cache_that_ignored_the_budget_would_be_caught() -> None:
+    def broken(text: str, budget: int) -> tuple[Any, int]:
+        cached = provenance._HARVESTED.get(text)
+        if cached is not None:  # the budget not compared: wrong for a smaller one
+            return cached[0], budget - cached[1] - 1
+        return provenance._values_in(text, budget)
+
+    provenance._HARVESTED.clear()
+    text = "mail bob@acme.example and carol@acme.example about INV-2024-0012, 42 items"
+    assert not _agrees(broken, text, [20_000, 2])
+
+
+def test_the_harvest_cache_is_bounded() -> None:
+    for i in range(provenance.HARVEST_CACHE + 10):
+        provenance._values_in(f"text {i}", 1000)
+    provenance._values_in("x " * provenance.HARVEST_CACHE_TEXT, 1000)
+    assert len(provenance._HARVESTED) <= provenance.HARVEST_CACHE
+    assert all(len(text) <= provenance.HARVEST_CACHE_TEXT for text in provenance._HARVESTED)

@@ -315,3 +315,37 @@ def _decoded_as_before(text: str) -> str:
 )
 def test_percent_decode_is_unquote_until_stable(text: str) -> None:
     assert values.percent_decode(text) == _decoded_as_before(text)
+
+
+def _numbers_as_before(text: str) -> list[tuple[int, int, values.Value]]:
+    """`TextScan.numbers` before the amounts of a digit run were cached per run."""
+    scan = values.TextScan(text)
+    shape = scan.shape(values._NUMERIC_SHAPE)
+    found = []
+    for start, end in scan._runs(1):
+        if not scan.spend():
+            break
+        if shape.count(b"0", start, end) >= 7:
+            continue
+        for token in values._NUMBER_SEPARATORS.split(text[start:end]):
+            token = token.strip(".,-")
+            if token and token[0].isdigit() and not values._DATE_OR_TIME.fullmatch(token):
+                value = values.number_value(token.replace(",", ""))
+                if value is not None:
+                    found.append((start, end, value))
+    return found
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(
+        st.sampled_from(["4", "42", "1,250.00", "$4,200", "-3", "0.5", "2024-05-19", "12:00"])
+        | st.sampled_from([" ", "/", "(", ")", ".", ",", "-", "+", "EUR", "part ", "\u0663"])
+        | st.text(alphabet="0123456789 .,-/+()$a", max_size=6),
+        max_size=10,
+    ).map("".join)
+)
+def test_the_amounts_of_digit_runs_are_found_as_before(text: str) -> None:
+    found = [(f.start, f.end, f.value) for f in values.TextScan(text).numbers()]
+    assert found == _numbers_as_before(text)
+    assert [(f.start, f.end, f.value) for f in values.TextScan(text).numbers()] == found

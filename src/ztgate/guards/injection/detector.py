@@ -326,17 +326,19 @@ class _Scan:
         if self.layer >= _MAX_LAYERS:
             return
         text = self.original
-        for match in _BASE64.finditer(text):
-            decoded = _base64_text(match.group(1))
-            if decoded is not None:
-                self._layer(decoded, "encoded.base64", *match.span(1))
-        for match in _HEX.finditer(text):
-            decoded = _printable(bytes.fromhex(match.group(1)))
-            if decoded is not None:
-                self._layer(decoded, "encoded.hex", *match.span(1))
+        if has_token_run(text):
+            for match in _BASE64.finditer(text):
+                decoded = _base64_text(match.group(1))
+                if decoded is not None:
+                    self._layer(decoded, "encoded.base64", *match.span(1))
+            for match in _HEX.finditer(text):
+                decoded = _printable(bytes.fromhex(match.group(1)))
+                if decoded is not None:
+                    self._layer(decoded, "encoded.hex", *match.span(1))
         if text.count("%") >= 3 or text.count("&") >= 3:
             for index, text in enumerate(texts_of(self.parts)):
-                self._escapes(index, text)
+                if text.count("%") >= 3 or text.count("&") >= 3:
+                    self._escapes(index, text)
 
     def _escapes(self, index: int, text: str) -> None:
         start = self.original_starts[index]
@@ -456,8 +458,27 @@ def _starts(texts: Sequence[str]) -> list[int]:
     """Where each text starts once they are joined by one separator each."""
     if not texts:
         return []
-    starts = list(itertools.accumulate(map(len, texts), lambda total, size: total + size + 1))
-    return [0, *(end + 1 for end in starts[:-1])]
+    # Each start is the one before it plus that text's length and one (all in C).
+    sizes = map(_PLUS_ONE, map(len, itertools.islice(texts, len(texts) - 1)))
+    return list(itertools.accumulate(sizes, initial=0))
+
+
+_PLUS_ONE = (1).__add__
+# Characters of a base64 run (`patterns.BASE64_RUN`; hex digits are among them): 'x'.
+_TOKEN_CHARS = bytes(
+    ord("x") if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "+/_-") else ord(" ")
+    for c in range(256)
+)
+_TOKEN_RUN = b"x" * 24
+
+
+def has_token_run(text: str) -> bool:
+    """False if `text` has no 24 base64 characters in a row: then no base64 or hex run matches.
+
+    (`BASE64_RUN` needs 24 of them, `HEX_RUN` 32 hex digits.) Non-ASCII
+    characters are none of them: they encode as '?'.
+    """
+    return _TOKEN_RUN in text.encode("ascii", "replace").translate(_TOKEN_CHARS)
 
 
 def _escape(key: str) -> str:

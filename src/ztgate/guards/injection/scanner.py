@@ -110,15 +110,8 @@ class Scanner:
                 findings.append(finding)
                 worst = max(worst, finding.score)
                 flagged = flagged or finding.score >= self.classifier_threshold
-        kinds = Counter(finding.kind for finding in findings)
-        return ScanReport(
-            tuple(findings),
-            worst,
-            flagged,
-            truncated,
-            characters(parts),
-            dict(kinds.most_common()),
-        )
+        kinds = dict(Counter(f.kind for f in findings).most_common()) if findings else {}
+        return ScanReport(tuple(findings), worst, flagged, truncated, characters(parts), kinds)
 
     def scan(self, value: Any) -> ScanReport:
         """Scan every string of `value`."""

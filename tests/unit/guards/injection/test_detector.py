@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ztgate.guards.injection import detector
 from ztgate.guards.injection.detector import (
     MAX_PER_RULE,
     Finding,
@@ -337,3 +339,60 @@ def test_strings_can_be_sliced_like_a_sequence() -> None:
     found = strings({"a": ["x", "y"]})
     assert [s.text for s in found[1:]] == ["x", "y"]
     assert found[-1] == Segment("/a/1", "y")
+
+
+# -- shortcuts, held to what they stand for -------------------------------------------
+
+_RUN_PIECES = st.sampled_from(
+    [
+        "QUJD",
+        "aGVsbG8gd29ybGQ",
+        "0123456789abcdef",
+        "DEADBEEF",
+        "+/_-",
+        "=",
+        "==",
+        " ",
+        "\n",
+        "\x00",
+        "é",
+        "\uff21",
+        "x" * 23,
+    ]
+)
+
+
+def _runs_found(text: str) -> bool:
+    return any(True for _ in detector._BASE64.finditer(text)) or any(
+        True for _ in detector._HEX.finditer(text)
+    )
+
+
+@settings(max_examples=1000)
+@given(st.lists(_RUN_PIECES | st.text(max_size=3), max_size=14).map("".join))
+def test_without_a_token_run_no_base64_or_hex_matches(text: str) -> None:
+    if not detector.has_token_run(text):
+        assert not _runs_found(text)
+
+
+def test_a_shorter_token_run_prefilter_would_be_caught() -> None:
+    text = "say " + "QUJD" * 6 + " now"  # 24 base64 characters: the shortest run that matches
+    assert _runs_found(text)
+    assert detector.has_token_run(text)
+    assert detector._TOKEN_RUN + b"x" not in text.encode().translate(detector._TOKEN_CHARS)
+
+
+def _starts_as_before(texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    ends = list(itertools.accumulate(map(len, texts), lambda total, size: total + size + 1))
+    return [0, *(end + 1 for end in ends[:-1])]
+
+
+@given(st.lists(st.text(max_size=5), max_size=8))
+def test_starts_are_where_joined_strings_begin(texts: list[str]) -> None:
+    assert detector._starts(texts) == _starts_as_before(texts)
+    joined = "\x00".join(texts)
+    assert [
+        joined[s : s + len(t)] for s, t in zip(detector._starts(texts), texts, strict=True)
+    ] == texts
