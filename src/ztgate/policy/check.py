@@ -227,14 +227,14 @@ def guard_facts(found: Mapping[str, Any]) -> GuardFacts:
     Raises:
         FactError: a finding has the wrong type.
     """
-    if not any(name in found for name in _GUARD_FACTS):
+    if found.keys().isdisjoint(_GUARD_FACTS):
         return NO_FINDINGS
     sources = found.get(found_by_guards.TAINT_SOURCES, {})
     if not isinstance(sources, Mapping):
         raise FactError(f"fact {found_by_guards.TAINT_SOURCES} is not a mapping")
     tainted_from: set[str] = set()
     for tools in sources.values():
-        if isinstance(tools, str) or not isinstance(tools, list | tuple):
+        if isinstance(tools, str) or not isinstance(tools, (list, tuple)):
             raise FactError(f"fact {found_by_guards.TAINT_SOURCES} does not map to lists of tools")
         tainted_from.update(str(tool) for tool in tools)
     return GuardFacts(
@@ -262,13 +262,21 @@ def _number(found: Mapping[str, Any], name: str) -> float:
     return value
 
 
+# Tuples of types, not unions: `isinstance` checks them several times faster.
+_COLLECTIONS = (list, tuple, set, frozenset)
+_UNORDERED = (set, frozenset)
+
+
 def _strings(found: Mapping[str, Any], name: str) -> tuple[str, ...]:
     value = found.get(name, ())
-    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+    if type(value) in _COLLECTIONS and not value:
+        return ()  # the usual case: nothing found
+    if isinstance(value, str) or not isinstance(value, _COLLECTIONS):
         raise FactError(f"fact {name} is not a list of strings")
-    if not all(isinstance(item, str) for item in value):
-        raise FactError(f"fact {name} is not a list of strings")
-    return tuple(sorted(value)) if isinstance(value, set | frozenset) else tuple(value)
+    for item in value:
+        if not isinstance(item, str):
+            raise FactError(f"fact {name} is not a list of strings")
+    return tuple(sorted(value)) if isinstance(value, _UNORDERED) else tuple(value)
 
 
 def _deny(reason: str) -> Verdict:

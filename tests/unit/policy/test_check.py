@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ztgate.errors import NotFoundError
 from ztgate.guards import facts as guard_names
 from ztgate.models import Outcome
 from ztgate.pipeline import CallContext
-from ztgate.policy.check import NAME, PolicyCheck, guard_facts, tools_of
+from ztgate.policy import check as check_module
+from ztgate.policy.check import NAME, FactError, PolicyCheck, guard_facts, tools_of
 from ztgate.policy.live import LivePolicies
+from ztgate.policy.model import GuardFacts
 from ztgate.tasks.registry import Task
 from ztgate.tasks.scope import parse_scope
 from ztgate.testing import FrozenClock, make_call, make_settings
@@ -344,3 +349,72 @@ async def test_budget_facts_reach_the_policies(policy_dir: Path, clock: FrozenCl
     assert huge.reason == ("the call's cost is outside the range of a Cedar decimal (fail closed)")
     bad = await check(make_call("lookup"), context(clock, **{**found, "task.spend": "lots"}))
     assert bad.reason == "fact task.spend is not a number (fail closed)"
+
+
+def _slow_strings(found: Any, name: str) -> tuple[str, ...]:
+    """The facts' string lists as read before the fast path (held to it below)."""
+    value = found.get(name, ())
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise FactError(f"fact {name} is not a list of strings")
+    if not all(isinstance(item, str) for item in value):
+        raise FactError(f"fact {name} is not a list of strings")
+    return tuple(sorted(value)) if isinstance(value, set | frozenset) else tuple(value)
+
+
+def _slow_guard_facts(found: Any) -> GuardFacts:
+    if not any(name in found for name in check_module._GUARD_FACTS):
+        return check_module.NO_FINDINGS
+    sources = found.get(guard_names.TAINT_SOURCES, {})
+    if not isinstance(sources, Mapping):
+        raise FactError(f"fact {guard_names.TAINT_SOURCES} is not a mapping")
+    tainted_from: set[str] = set()
+    for listed in sources.values():
+        if isinstance(listed, str) or not isinstance(listed, list | tuple):
+            raise FactError(f"fact {guard_names.TAINT_SOURCES} does not map to lists of tools")
+        tainted_from.update(str(tool) for tool in listed)
+    return GuardFacts(
+        tainted_arguments=_slow_strings(found, guard_names.TAINTED_ARGUMENTS),
+        tainted_from=tuple(sorted(tainted_from)),
+        secrets=_slow_strings(found, guard_names.SECRETS_LEAVING),
+        pii=_slow_strings(found, guard_names.PII_LEAVING),
+        encoded=_slow_strings(found, guard_names.ENCODED_LEAVING),
+        injection=check_module._typed(found, guard_names.INJECTION_SEEN, bool, False),
+        hosts=_slow_strings(found, guard_names.DESTINATION_HOSTS),
+    )
+
+
+_FACT_VALUES = st.one_of(
+    st.lists(st.sampled_from(["aws", "b", "", "z"]), max_size=3),
+    st.lists(st.sampled_from(["aws", "b"]), max_size=3).map(tuple),
+    st.frozensets(st.sampled_from(["aws", "b", "c"]), max_size=3),
+    st.sets(st.sampled_from(["aws", "b", "c"]), max_size=3),
+    st.lists(st.one_of(st.text(max_size=2), st.integers(), st.none()), max_size=3),
+    st.sampled_from(["", "text", 0, 1, None, True, False, {}, {"a": ["t"]}, b"", ()]),
+    st.dictionaries(
+        st.sampled_from(["/a", "/b"]),
+        st.one_of(st.lists(st.sampled_from(["read_web", "x"]), max_size=2), st.just("tool")),
+        max_size=2,
+    ),
+)
+
+
+def _outcome(read: Any, found: Any) -> Any:
+    try:
+        return read(found)
+    except FactError as exc:
+        return ("FactError", str(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*check_module._GUARD_FACTS, "warrant.delegated_by", "other"]),
+        _FACT_VALUES,
+        max_size=5,
+    )
+)
+def test_guard_facts_and_string_lists_read_as_before(found: dict[str, Any]) -> None:
+    assert _outcome(guard_facts, found) == _outcome(_slow_guard_facts, found)
+    for name in (*check_module._GUARD_FACTS, "warrant.delegated_by"):
+        fast = _outcome(lambda f, name=name: check_module._strings(f, name), found)
+        assert fast == _outcome(lambda f, name=name: _slow_strings(f, name), found)
