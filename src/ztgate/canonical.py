@@ -40,6 +40,29 @@ def canonical_json(value: Any) -> bytes:
         raise InvalidInputError(f"value has no canonical JSON form: {exc}") from exc
 
 
+def canonical_json_ascii_keys(fields: dict[str, Any]) -> bytes:
+    """`canonical_json(fields)` for an object whose keys are ASCII strings, NOT checked.
+
+    For objects whose field names are the caller's own literals (an audit
+    record's body): only the values are checked, as `canonical_json` checks
+    them. A key that is not an ASCII string would make the bytes differ
+    from RFC 8785; never pass keys that came from outside.
+
+    Raises:
+        InvalidInputError: a value has no canonical form.
+    """
+    for value in fields.values():
+        kind = type(value)
+        if kind is str or (kind is int and -_SAFE_INTEGER <= value <= _SAFE_INTEGER):
+            continue
+        if not _orjson_is_canonical(value):
+            return canonical_json(fields)
+    try:
+        return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate
+        raise InvalidInputError(f"value has no canonical JSON form: {exc}") from exc
+
+
 def _orjson_is_canonical(value: Any) -> bool:
     # orjson escapes strings exactly as JCS does and writes integers the same
     # way; it sorts keys by code point, which equals JCS's UTF-16 order for

@@ -13,7 +13,12 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ztgate.canonical import canonical_json, canonical_sha256, sha256_hex
+from ztgate.canonical import (
+    canonical_json,
+    canonical_json_ascii_keys,
+    canonical_sha256,
+    sha256_hex,
+)
 from ztgate.errors import InvalidInputError
 from ztgate.jsonlimits import parse_json
 
@@ -230,6 +235,37 @@ def test_canonical_json_raises_only_invalid_input(value: Any) -> None:
     """Arbitrary Python values (lone surrogates, NaN, huge ints) never escape as other errors."""
     with contextlib.suppress(InvalidInputError):
         canonical_json(value)
+
+
+ascii_keys = st.text(st.characters(max_codepoint=127, exclude_categories=["Cs"]), max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fields=st.dictionaries(
+        ascii_keys,
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | any_texts,
+            lambda inner: (
+                st.lists(inner, max_size=3) | st.dictionaries(any_texts, inner, max_size=3)
+            ),
+            max_leaves=8,
+        ),
+        max_size=5,
+    )
+)
+def test_ascii_keys_form_is_the_canonical_form(fields: dict[str, Any]) -> None:
+    """Only the top-level keys go unchecked: values of every kind, nested keys of any text."""
+    try:
+        expected: bytes | None = canonical_json(fields)
+    except InvalidInputError:
+        expected = None
+
+    if expected is None:
+        with pytest.raises(InvalidInputError):
+            canonical_json_ascii_keys(fields)
+    else:
+        assert canonical_json_ascii_keys(fields) == expected
 
 
 def test_sha256_hex_is_lowercase_hex_sha256() -> None:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 
 from ztgate.audit.checkpoint import CheckpointSigner
-from ztgate.audit.record import GENESIS, AuditEntry, AuditReceipt, build_body, seal
-from ztgate.clock import Clock
+from ztgate.audit.record import GENESIS, AuditEntry, AuditReceipt, seal_entry
+from ztgate.clock import Clock, isoformat
 from ztgate.errors import AuditError, GatewayError, StoreUnavailableError
 from ztgate.store.database import Database, RawCursor
 
@@ -192,15 +192,16 @@ class AuditLog:
     def _append(self, conn: RawCursor, entries: Sequence[AuditEntry]) -> list[AuditReceipt]:
         seq, head, cp_seq, cp_at = self._lock_head(conn)
         now = self._clock.now()
+        ts = isoformat(now)  # one time for the whole transaction, formatted once
+        chain = self.chain
         receipts: list[AuditReceipt] = []
         rows = []
         for entry in entries:
             seq += 1
-            body = build_body(entry, chain=self.chain, seq=seq, prev=head, ts=now)
-            text, head = seal(body)
+            text, head = seal_entry(entry, chain=chain, seq=seq, prev=head, ts=ts)
             rows.append(
                 {
-                    "chain": self.chain,
+                    "chain": chain,
                     "seq": seq,
                     "ts": now,
                     "kind": entry.kind,
@@ -213,8 +214,10 @@ class AuditLog:
                     "hash": head,
                 }
             )
-            receipts.append(AuditReceipt(self.chain, seq, head))
-        if rows:
+            receipts.append(AuditReceipt(chain, seq, head))
+        if len(rows) == 1:  # the usual case: one statement, without executemany's iteration
+            conn.execute(_INSERT_RECORD, rows[0])
+        elif rows:
             conn.executemany(_INSERT_RECORD, rows)
         if self._checkpoint_due(seq, cp_seq, cp_at, now):
             self._write_checkpoint(conn, seq, head, now)

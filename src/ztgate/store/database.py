@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
@@ -235,6 +236,10 @@ class DedicatedConnection:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._connection: Any = None
+        # The driver's connection behind `_connection`, and one cursor on it
+        # (with its converted statements), kept for every transaction.
+        self._driver: Any = None
+        self._cursor: RawCursor | None = None
 
     def raw(self) -> Any:
         """The DBAPI connection, opened if needed.
@@ -249,32 +254,29 @@ class DedicatedConnection:
                 fairy = self._database.engine.raw_connection()
                 fairy.detach()  # ours alone: closing it closes the DBAPI connection
                 self._connection = fairy
+                self._driver = fairy.dbapi_connection
                 self._database._dedicated.add(self)
         return self._connection
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[RawCursor]:
-        """A cursor in a write transaction, committed on success.
+    def transaction(self) -> _Transaction:
+        """A cursor in a write transaction, committed on success (a context manager).
 
         Raises:
             StoreUnavailableError: the database cannot be reached or written.
             StoreError: any other database failure.
         """
-        dbapi = self._database.engine.dialect.loaded_dbapi
-        connection = self.raw()
-        try:
-            cursor = connection.cursor()
-            if self._database.is_sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
-            yield RawCursor(cursor, self._database.is_sqlite)
-            connection.commit()
-        except dbapi.Error as error:
-            self.close()
-            kind = StoreUnavailableError if _is_unavailable(dbapi, error) else StoreError
-            raise kind(f"database unavailable: {str(error).splitlines()[0]}") from error
-        except BaseException:
-            self.close()
-            raise
+        return _Transaction(self)
+
+    def _begin(self) -> RawCursor:
+        # `_Transaction.__enter__`: the connection (opened if needed), its
+        # cursor, and on SQLite the write lock (BEGIN IMMEDIATE).
+        self.raw()
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = RawCursor(self._driver.cursor(), self._database.is_sqlite)
+        if self._database.is_sqlite:
+            cursor.begin_immediate()
+        return cursor
 
     def close(self) -> None:
         """Roll back anything open and close the connection."""
@@ -285,8 +287,54 @@ class DedicatedConnection:
             _rollback_quietly(driver)
             with contextlib.suppress(Exception):
                 driver.close()
-            self._connection = None
+            self._connection = self._driver = self._cursor = None
         self._database._dedicated.discard(self)
+
+
+class _Transaction:
+    """`DedicatedConnection.transaction`: a class, not a generator, for its few microseconds.
+
+    Any failure closes the connection (rolling back); a driver error becomes
+    `StoreUnavailableError` or `StoreError`, anything else propagates as it is.
+    """
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: DedicatedConnection) -> None:
+        self._owner = owner
+
+    def __enter__(self) -> RawCursor:
+        dbapi = self._owner._database.engine.dialect.loaded_dbapi
+        try:
+            return self._owner._begin()
+        except dbapi.Error as error:
+            self._owner.close()
+            raise _mapped(dbapi, error) from error
+        except BaseException:
+            self._owner.close()
+            raise
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        owner = self._owner
+        dbapi = owner._database.engine.dialect.loaded_dbapi
+        if error is None:
+            try:
+                owner._driver.commit()
+                return
+            except dbapi.Error as failure:
+                owner.close()
+                raise _mapped(dbapi, failure) from failure
+            except BaseException:
+                owner.close()
+                raise
+        owner.close()
+        if isinstance(error, dbapi.Error):
+            raise _mapped(dbapi, error) from error
 
 
 class RawCursor:
@@ -303,6 +351,10 @@ class RawCursor:
     def for_update(self) -> str:
         """` FOR UPDATE` where row locks need asking for; empty on SQLite."""
         return "" if self._is_sqlite else " FOR UPDATE"
+
+    def begin_immediate(self) -> None:
+        """SQLite's BEGIN IMMEDIATE: start a transaction holding the write lock."""
+        self._cursor.execute("BEGIN IMMEDIATE")
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         """Run one statement; returns the DBAPI cursor."""
@@ -347,13 +399,17 @@ def _is_unavailable(dbapi: Any, error: Exception) -> bool:
     return isinstance(error, kinds)
 
 
+def _mapped(dbapi: Any, error: Exception) -> StoreError:
+    kind = StoreUnavailableError if _is_unavailable(dbapi, error) else StoreError
+    return kind(f"database unavailable: {str(error).splitlines()[0]}")
+
+
 @contextlib.contextmanager
 def _map_driver_errors(dbapi: Any) -> Iterator[None]:
     try:
         yield
     except dbapi.Error as error:
-        kind = StoreUnavailableError if _is_unavailable(dbapi, error) else StoreError
-        raise kind(f"database unavailable: {str(error).splitlines()[0]}") from error
+        raise _mapped(dbapi, error) from error
 
 
 @contextlib.contextmanager

@@ -22,7 +22,10 @@ from ztgate.audit.record import (
     AuditReceipt,
     build_body,
     seal,
+    seal_entry,
 )
+from ztgate.clock import isoformat
+from ztgate.errors import InvalidInputError
 
 TS = 1_800_000_000.123456
 TS_TEXT = "2027-01-15T08:00:00.123456Z"
@@ -175,6 +178,82 @@ def test_seal_matches_the_rfc8785_reference(detail: dict[str, Any], text: str) -
 
     assert sealed.encode() == rfc8785.dumps(body)
     assert digest == hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+
+
+_texts = st.text(max_size=8)  # any code points, lone surrogates included
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _texts,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_texts, children, max_size=3),
+    max_leaves=8,
+)
+_entries = st.builds(
+    AuditEntry,
+    kind=_texts | st.none() | st.integers(),
+    outcome=_texts | st.floats(),
+    call_id=st.none() | _texts,
+    agent=st.none() | _texts | st.integers(),
+    task_id=st.none() | _texts,
+    tool=st.none() | _texts,
+    status=st.none() | st.integers() | st.floats(),
+    reasons=st.lists(st.dictionaries(_texts, _values, max_size=3), max_size=3),
+    arguments_sha256=st.none() | _texts,
+    arguments_preview=st.none() | _texts,
+    justification=st.none() | _texts,
+    detail=st.dictionaries(_texts, _values, max_size=3),
+)
+
+
+def _seal_or_error(seal_it: Callable[[], tuple[str, str]]) -> tuple[str, str] | str:
+    try:
+        return seal_it()
+    except InvalidInputError:
+        return "no canonical form"
+
+
+@settings(max_examples=300, deadline=None)
+@given(entry=_entries, seq=st.integers(0, 2**63), ts=st.floats(0, 4e9))
+def test_seal_entry_is_seal_of_build_body(entry: AuditEntry, seq: int, ts: float) -> None:
+    """The log's shortcut (field names not re-checked, time formatted once) changes no byte.
+
+    Values of every kind (floats, huge integers, non-ASCII and lone-surrogate
+    keys and strings, wrong types) in every field, required ones included.
+    """
+    options: dict[str, Any] = {"chain": "main", "seq": seq, "prev": "ab" * 32}
+
+    slow = _seal_or_error(lambda: seal(build_body(entry, ts=ts, **options)))
+    fast = _seal_or_error(lambda: seal_entry(entry, ts=isoformat(ts), **options))
+
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"detail": {"x": 0.1}},
+        {"detail": {"é": 1}},
+        {"reasons": [{"\U0001f600": "a", "\uffff": "b"}]},
+        {"status": 2**60},
+        {"outcome": 1.5},
+        {"kind": None},
+    ],
+    ids=repr,
+)
+def test_seal_entry_checks_values_as_seal_does(
+    make_entry: Callable[..., AuditEntry], changes: dict[str, Any]
+) -> None:
+    entry = make_entry(1, **changes)
+    options: dict[str, Any] = {"chain": "main", "seq": 3, "prev": "ab" * 32}
+
+    sealed = seal_entry(entry, ts=TS_TEXT, **options)
+
+    assert sealed == seal(build_body(entry, ts=TS, **options))
+
+
+def test_seal_entry_refuses_what_seal_refuses(make_entry: Callable[..., AuditEntry]) -> None:
+    entry = make_entry(1, detail={"n": float("nan")})
+
+    with pytest.raises(InvalidInputError):
+        seal_entry(entry, chain="main", seq=3, prev="ab" * 32, ts=TS_TEXT)
 
 
 def test_records_link_to_the_previous_record(

@@ -8,6 +8,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -310,6 +311,61 @@ def test_raw_write_returns_its_connection_to_the_pool(database: Database) -> Non
         with database.raw_write() as cursor:
             cursor.execute("SELECT 1")
     assert database.engine.pool.checkedout() == 0
+
+
+def test_a_dedicated_connection_keeps_its_cursor_until_a_failure(database: Database) -> None:
+    insert = "INSERT INTO generations (name, value) VALUES (:name, 1)"
+    connection = database.dedicated()
+    try:
+        with connection.transaction() as first:
+            first.execute(insert, {"name": "a"})
+        with connection.transaction() as second:
+            second.execute(insert, {"name": "b"})
+        with pytest.raises(StoreError), connection.transaction() as failing:
+            failing.execute(insert, {"name": "c"})
+            failing.execute(insert, {"name": "c"})
+        with connection.transaction() as after:
+            after.execute(insert, {"name": "d"})
+    finally:
+        connection.close()
+
+    assert second is first  # one cursor for every transaction...
+    assert failing is first
+    assert after is not first  # ...until a failure closes the connection and drops it
+    assert _count(database) == 3  # a, b, d: the failed transaction rolled back
+
+
+class _FailingCommit:
+    """A driver connection whose commit fails as a lost database would."""
+
+    def __init__(self, driver: Any, error: Exception) -> None:
+        self._driver = driver
+        self._error = error
+
+    def commit(self) -> None:
+        raise self._error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+
+def test_a_failed_commit_is_store_unavailable_and_commits_nothing(database: Database) -> None:
+    dbapi = database.engine.dialect.loaded_dbapi
+    connection = database.dedicated()
+    try:
+        connection.raw()
+        connection._driver = _FailingCommit(connection._driver, dbapi.OperationalError("gone"))
+        with pytest.raises(StoreUnavailableError, match="gone"), connection.transaction() as cursor:
+            cursor.execute("INSERT INTO generations (name, value) VALUES ('x', 1)")
+        assert connection._connection is None  # closed, rolled back: reopened on next use
+        with connection.transaction() as cursor:
+            cursor.execute("INSERT INTO generations (name, value) VALUES ('y', 1)")
+    finally:
+        connection.close()
+
+    with database.read() as conn:
+        names = conn.execute(text("SELECT name FROM generations")).scalars().all()
+    assert names == ["y"]
 
 
 def test_raw_cursor_needs_no_row_locks_on_sqlite(database: Database) -> None:
