@@ -51,7 +51,7 @@ def scan_arguments(arguments: Any) -> list[tuple[str, Finding]]:
     stack: list[tuple[tuple[str, ...], Any]] = [((), arguments)]
     while stack:
         path, value = stack.pop()
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):  # dict first: no ABC check
             for key, item in value.items():
                 name = str(key)
                 where = (*path, name)

@@ -23,6 +23,7 @@ and tools, never values.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ MAX_HARVEST = 20_000  # candidate values looked at in one result
 UNTRACEABLE = Value(TEXT, "", ())
 _NO_FLOW = ToolFlow()
 _CONTAINED_KINDS = frozenset({EMAIL, HOST, HANDLE, TEXT})
+_SPACE = re.compile(r"\s")  # what `str.isspace` is true for (both are Py_UNICODE_ISSPACE)
 
 
 # -- field roles ------------------------------------------------------------------------
@@ -268,7 +270,9 @@ def argument_values(
     )
     out: list[tuple[tuple[str, ...], list[Value]]] = []
     for path, value in leaves(arguments):
-        role = next((r for tokens, r in patterns if covers(tokens, path)), None)
+        role = (
+            next((r for tokens, r in patterns if covers(tokens, path)), None) if patterns else None
+        )
         if role == UNTRACKED or value is None or isinstance(value, bool):
             continue
         values: list[Value] = []
@@ -290,7 +294,7 @@ def _argument_strings(text: str, role: str | None) -> list[Value]:
         found = whole(text)
         if found is not None:
             return [found]
-        if not any(char.isspace() for char in text.strip()):
+        if _SPACE.search(text.strip()) is None:
             return []  # a plain word
     scan = shared_scan(clean(text))
     inside = [item.value for item in scan.addresses()]

@@ -190,6 +190,7 @@ def _loose(text: str) -> str:
 # -- forms per kind ---------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # addresses recur; both parts are bounded by the scans
 def email_value(local: str, domain: str) -> Value:
     """An e-mail address (`local@domain`, already cleaned)."""
     strict = f"{local.casefold()}@{domain.casefold().rstrip('.')}"
@@ -198,6 +199,7 @@ def email_value(local: str, domain: str) -> Value:
     return Value(EMAIL, strict, (f"{loose_local}@{loose_domain}", loose_domain))
 
 
+@functools.lru_cache(maxsize=4096)  # URLs recur; at most about `MAX_VALUE_CHARS` each
 def url_value(text: str) -> Value | None:
     """A URL (already cleaned), or None if it has no host."""
     try:
@@ -311,11 +313,15 @@ def text_value(text: str) -> Value | None:
 # -- classifying a whole string ---------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4096)
 def whole(raw: str) -> Value | None:
     """The steering value `raw` is as a whole, or None if it is free text or nothing (cached)."""
     if not raw or len(raw) > MAX_VALUE_CHARS:
-        return None
+        return None  # (and not cached: the cache holds short strings only)
+    return _whole(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole(raw: str) -> Value | None:
     invisible = has_invisible(raw)
     text = clean(raw).strip()
     value = _shape(text)

@@ -424,3 +424,9 @@ def test_the_harvest_cache_is_bounded() -> None:
     provenance._values_in("x " * provenance.HARVEST_CACHE_TEXT, 1000)
     assert len(provenance._HARVESTED) <= provenance.HARVEST_CACHE
     assert all(len(text) <= provenance.HARVEST_CACHE_TEXT for text in provenance._HARVESTED)
+
+
+def test_the_plain_word_test_reads_whitespace_as_isspace_does() -> None:
+    for code in range(0x110000):
+        char = chr(code)
+        assert (provenance._SPACE.search(char) is not None) == char.isspace(), hex(code)

@@ -349,3 +349,26 @@ def test_the_amounts_of_digit_runs_are_found_as_before(text: str) -> None:
     found = [(f.start, f.end, f.value) for f in values.TextScan(text).numbers()]
     assert found == _numbers_as_before(text)
     assert [(f.start, f.end, f.value) for f in values.TextScan(text).numbers()] == found
+
+
+def test_whole_caches_short_strings_only() -> None:
+    before = values._whole.cache_info().currsize
+    long = "a@b.example " * (values.MAX_VALUE_CHARS // 4)
+    assert values.whole(long) is None
+    assert values._whole.cache_info().currsize == before
+    assert values.whole("bob@acme.example") == values._whole.__wrapped__("bob@acme.example")
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.sampled_from(["bob", "Bob+x", "%62ob", "acme.example", "ACME.example.", "@", "://"])
+        | st.sampled_from(["https", "http", "/p?q=1", ":8443", "%2F", "\u0430", " "])
+        | st.text(max_size=3),
+        max_size=8,
+    ).map("".join)
+)
+def test_cached_value_forms_are_the_forms(text: str) -> None:
+    for local, domain in [(text, "acme.example"), ("bob", text)]:
+        assert values.email_value(local, domain) == values.email_value.__wrapped__(local, domain)
+    assert values.url_value(text) == values.url_value.__wrapped__(text)
