@@ -254,7 +254,7 @@ class DedicatedConnection:
                 fairy = self._database.engine.raw_connection()
                 fairy.detach()  # ours alone: closing it closes the DBAPI connection
                 self._connection = fairy
-                self._driver = fairy.dbapi_connection
+                self._driver = getattr(fairy, "dbapi_connection", None) or fairy
                 self._database._dedicated.add(self)
         return self._connection
 
