@@ -52,6 +52,15 @@ _UPDATE_HEAD = (
     "UPDATE audit_heads SET seq = :seq, hash = :hash, checkpoint_seq = :checkpoint_seq,"
     " checkpoint_at = :checkpoint_at WHERE chain = :chain"
 )
+# The same, only if the head is still exactly as this log last committed it
+# (`_Head`): the check and the lock of `_lock_head` in the one statement.
+_ADVANCE_HEAD = (
+    _UPDATE_HEAD + " AND seq = :was_seq AND hash = :was_hash"
+    " AND checkpoint_seq = :was_checkpoint_seq AND checkpoint_at = :was_checkpoint_at"
+)
+
+# A chain head's columns: seq, hash, checkpoint_seq, checkpoint_at.
+_Head = tuple[int, str, int, float]
 
 
 class AuditLog:
@@ -84,6 +93,10 @@ class AuditLog:
         self.batches = self.batched_records = 0  # group-commit effectiveness, for metrics
         self._gathering: list[_Pending] | None = None
         self._write_lock: asyncio.Lock | None = None
+        # The head as this log's last transaction committed it (None: unknown),
+        # and whether the next append may build on it unread (`_append`).
+        self._last: _Head | None = None
+        self._unread = False
 
     # -- asynchronous, group-committed appends (the gateway) -----------------
 
@@ -175,8 +188,11 @@ class AuditLog:
         Raises:
             StoreUnavailableError: the database could not be written.
         """
+        last, self._last = self._last, None  # unknown again unless this commits
         with self.connection.transaction() as cursor:
-            return self._append(cursor, entries)
+            receipts, head = self._append(cursor, entries, last)
+        self._last = head
+        return receipts
 
     def append_within(self, conn: Connection, entries: Sequence[AuditEntry]) -> list[AuditReceipt]:
         """Append `entries` inside the caller's write transaction on `conn`.
@@ -187,10 +203,43 @@ class AuditLog:
         raw = conn.connection.driver_connection
         if raw is None:
             raise AuditError("the transaction has no open database connection")
-        return self._append(RawCursor(raw.cursor(), self._database.is_sqlite), entries)
+        self._last = None  # the head moves (if the caller commits)
+        return self._append(RawCursor(raw.cursor(), self._database.is_sqlite), entries, None)[0]
 
-    def _append(self, conn: RawCursor, entries: Sequence[AuditEntry]) -> list[AuditReceipt]:
-        seq, head, cp_seq, cp_at = self._lock_head(conn)
+    def _append(
+        self, conn: RawCursor, entries: Sequence[AuditEntry], last: _Head | None
+    ) -> tuple[list[AuditReceipt], _Head]:
+        # The usual case, one writer: the head is still `last`, as this log
+        # committed it. The records are built on it unread, and one UPDATE
+        # both moves the head and checks that it was `last` (every column):
+        # on SQLite inside BEGIN IMMEDIATE, which already excludes every
+        # other writer; on PostgreSQL the UPDATE takes the row lock as
+        # SELECT ... FOR UPDATE would, and re-checks its condition on the
+        # newest version of the row once a concurrent writer commits. Matched:
+        # the head is what `_lock_head` would have read, now locked, so the
+        # records are those the locked path writes. Not matched: nothing was
+        # written or locked; read the head under its lock and build again.
+        if last is not None and self._unread and entries:
+            done = self._write(conn, entries, last, unread=True)
+            if done is not None:
+                return done
+        locked = self._lock_head(conn)
+        # Building unread pays off while nobody else appends in between.
+        self._unread = locked == last
+        done = self._write(conn, entries, locked, unread=False)
+        if done is None:  # pragma: no cover - only an unread head can have moved
+            raise AuditError(f"audit chain {self.chain!r} moved while locked")
+        return done
+
+    def _write(
+        self, conn: RawCursor, entries: Sequence[AuditEntry], start: _Head, *, unread: bool
+    ) -> tuple[list[AuditReceipt], _Head] | None:
+        """Append `entries` after the head `start`.
+
+        None if `unread` (the head was not read under its lock) and the head
+        turned out not to be `start`: then nothing was written.
+        """
+        seq, head, cp_seq, cp_at = start
         now = self._clock.now()
         ts = isoformat(now)  # one time for the whole transaction, formatted once
         chain = self.chain
@@ -215,20 +264,25 @@ class AuditLog:
                 }
             )
             receipts.append(AuditReceipt(chain, seq, head))
+        checkpoint = self._checkpoint_due(seq, cp_seq, cp_at, now)
+        end = (seq, head, seq, now) if checkpoint else (seq, head, cp_seq, cp_at)
+        if unread and not self._advance_head(conn, start, end):
+            return None
         if len(rows) == 1:  # the usual case: one statement, without executemany's iteration
             conn.execute(_INSERT_RECORD, rows[0])
         elif rows:
             conn.executemany(_INSERT_RECORD, rows)
-        if self._checkpoint_due(seq, cp_seq, cp_at, now):
+        if checkpoint:
             self._write_checkpoint(conn, seq, head, now)
-            cp_seq, cp_at = seq, now
-        self._update_head(conn, seq, head, cp_seq, cp_at)
-        return receipts
+        if not unread:
+            self._update_head(conn, *end)
+        return receipts, end
 
     def checkpoint_now(self) -> None:
         """Sign a checkpoint of the current head, if it has moved since the last one."""
         if self._signer is None:
             return
+        self._last = None  # the head's checkpoint columns move
         with self.connection.transaction() as conn:
             seq, head, cp_seq, _ = self._lock_head(conn)
             if seq == 0 or seq == cp_seq:
@@ -270,6 +324,24 @@ class AuditLog:
                 "checkpoint_at": cp_at,
             },
         )
+
+    def _advance_head(self, conn: RawCursor, was: _Head, now: _Head) -> bool:
+        # `_ADVANCE_HEAD`: True if the head was `was` (and is now `now`, locked).
+        cursor = conn.execute(
+            _ADVANCE_HEAD,
+            {
+                "chain": self.chain,
+                "seq": now[0],
+                "hash": now[1],
+                "checkpoint_seq": now[2],
+                "checkpoint_at": now[3],
+                "was_seq": was[0],
+                "was_hash": was[1],
+                "was_checkpoint_seq": was[2],
+                "was_checkpoint_at": was[3],
+            },
+        )
+        return bool(cursor.rowcount == 1)
 
     def _checkpoint_due(self, seq: int, cp_seq: int, cp_at: float, now: float) -> bool:
         if self._signer is None or seq == cp_seq:

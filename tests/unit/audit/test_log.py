@@ -312,6 +312,135 @@ def test_two_logs_on_separate_databases_interleave_into_one_chain(
     _assert_valid(database, public_key)
 
 
+def _count_head_reads(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the appends that read the head under its lock (`_lock_head`)."""
+    reads: list[int] = []
+    lock_head = log._lock_head
+
+    def counted(conn: Any) -> tuple[int, str, int, float]:
+        reads.append(1)
+        return lock_head(conn)
+
+    monkeypatch.setattr(log, "_lock_head", counted)
+    return reads
+
+
+def test_a_lone_writer_builds_on_the_head_it_committed_without_reading_it(
+    other_database: Callable[..., Database],
+    clock: FrozenClock,
+    signer: CheckpointSigner,
+    make_entry: Entry,
+    public_key: Ed25519PublicKey,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = AuditLog(other_database(), clock, signer=signer, checkpoint_every_records=3)
+    reads = _count_head_reads(log, monkeypatch)
+
+    for i in range(10):
+        clock.advance(0.1)  # checkpoint times that are not whole seconds, compared exactly
+        log.append_now([make_entry(i)])
+
+    # The first append reads the head, the second finds it as the first left
+    # it; from then on each append's UPDATE checks the head instead.
+    assert len(reads) == 2
+    assert _seqs(database) == list(range(1, 11))
+    assert _checkpoint_seqs(database) == [3, 6, 9]
+    _assert_valid(database, public_key)
+
+
+def test_a_head_moved_by_another_writer_is_read_again(
+    other_database: Callable[..., Database],
+    clock: FrozenClock,
+    signer: CheckpointSigner,
+    make_entry: Entry,
+    public_key: Ed25519PublicKey,
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway = AuditLog(other_database(), clock, signer=signer, checkpoint_every_records=4)
+    cli = AuditLog(other_database(), clock, signer=signer, checkpoint_every_records=4)
+    reads = _count_head_reads(gateway, monkeypatch)
+    # Bursts: the gateway builds on its own head unread, then finds it moved.
+    pattern = "GGGCGGGGCCCGGGCGCGGG"
+
+    receipts = []
+    for i, who in enumerate(pattern):
+        clock.advance(0.25)
+        writer = gateway if who == "G" else cli
+        receipts += writer.append_now([make_entry(i)])
+
+    assert [r.seq for r in receipts] == list(range(1, len(pattern) + 1))
+    assert _seqs(database) == list(range(1, len(pattern) + 1))
+    assert _checkpoint_seqs(database) == [4, 8, 12, 16, 20]
+    # Every gateway append right after the CLI's found the head moved and read it.
+    assert len(reads) > pattern.count("CG")
+    assert len(reads) < pattern.count("G")
+    _assert_valid(database, public_key)
+
+
+def test_a_checkpoint_by_another_writer_is_seen(
+    other_database: Callable[..., Database],
+    clock: FrozenClock,
+    signer: CheckpointSigner,
+    make_entry: Entry,
+    public_key: Ed25519PublicKey,
+    database: Database,
+) -> None:
+    gateway = AuditLog(other_database(), clock, signer=signer, checkpoint_every_records=3)
+    cli = AuditLog(other_database(), clock, signer=signer)
+    for i in range(3):  # the third builds on the head unread
+        clock.advance(1)
+        gateway.append_now([make_entry(i)])
+    assert _checkpoint_seqs(database) == [3]
+    gateway.append_now([make_entry(3)])
+
+    cli.checkpoint_now()  # only the head's checkpoint columns move
+    gateway.append_now([make_entry(4)])
+    gateway.append_now([make_entry(5)])
+
+    # Counted from the CLI's checkpoint at 4, not the gateway's at 3.
+    assert _checkpoint_seqs(database) == [3, 4]
+    gateway.append_now([make_entry(6)])
+    assert _checkpoint_seqs(database) == [3, 4, 7]
+    _assert_valid(database, public_key)
+
+
+class _FailingCommit:
+    """A driver connection whose commit fails as a lost database would."""
+
+    def __init__(self, driver: Any, error: Exception) -> None:
+        self._driver = driver
+        self._error = error
+
+    def commit(self) -> None:
+        raise self._error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+
+def test_a_failed_commit_forgets_the_head(
+    make_log: Callable[..., AuditLog], make_entry: Entry, database: Database
+) -> None:
+    log = make_log(signer=None)
+    for i in range(3):  # the third builds on the head unread
+        log.append_now([make_entry(i)])
+    connection = log.connection
+    connection._driver = _FailingCommit(
+        connection._driver, database.engine.dialect.loaded_dbapi.OperationalError("gone")
+    )
+
+    with pytest.raises(StoreUnavailableError, match="gone"):
+        log.append_now([make_entry(3)])
+    assert log._last is None  # the head it built on did not commit
+    receipts = log.append_now([make_entry(4)]) + log.append_now([make_entry(5)])
+
+    assert [r.seq for r in receipts] == [4, 5]
+    assert _seqs(database) == [1, 2, 3, 4, 5]
+    _assert_valid(database, None)
+
+
 def test_two_logs_in_concurrent_threads_make_one_chain(
     other_database: Callable[..., Database],
     clock: FrozenClock,
