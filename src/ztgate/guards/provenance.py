@@ -46,6 +46,7 @@ from ztgate.guards.values import (
     number_value,
     percent_decode,
     shared_scan,
+    shared_scan_of,
     strict_text,
     text_value,
     whole,
@@ -177,7 +178,11 @@ def _scan_values(text: str, budget: int) -> tuple[list[Value], int, bool]:
         values.append(found)
     stripped = text.strip()
     if found is None or " " in stripped:
-        scan = TextScan(clean(text), budget=budget)
+        cleaned = clean(text)
+        scan = TextScan(cleaned, budget=budget)
+        shared = shared_scan_of(cleaned)  # an argument's: its addresses are already found
+        if shared is not None:
+            scan.adopt_addresses(shared)
         values.extend(item.value for item in scan.everything())
         budget = scan.budget
         complete = not scan.truncated

@@ -418,6 +418,8 @@ class TextScan:
         self._shapes: dict[bytes, bytes] = {}
         self._digit_runs: dict[int, list[tuple[int, int]]] = {}
         self._found: dict[str, list[Found]] = {}
+        # What `addresses` spent, when it ran first and to its end (see `adopt_addresses`).
+        self._addresses_spent: int | None = None
 
     def spend(self) -> bool:
         """Take one candidate from the budget; False (and `truncated`) when none is left."""
@@ -446,7 +448,40 @@ class TextScan:
 
         A number inside a URL, an address or an IBAN is not found again on its own.
         """
-        return self._cached("addresses", self._find_addresses)
+        found = self._found.get("addresses")
+        if found is None:
+            first = not self._digit_runs and self._found.keys().isdisjoint(_ADDRESS_PARTS)
+            before = self.budget
+            found = self._cached("addresses", self._find_addresses)
+            if first and not self.truncated:
+                self._addresses_spent = before - self.budget
+        return found
+
+    def adopt_addresses(self, donor: TextScan) -> bool:
+        """Take what `donor` (a scan of the same text) found as `addresses`, as if found here.
+
+        Only into a scan that has found nothing yet, and only what `donor`
+        found with its finders run first and to their end, spending no more
+        than this scan's budget: a fresh scan would then find the same,
+        spending as much (the finders are deterministic, and `spend` only
+        fails when the budget is out). True if taken.
+        """
+        spent = donor._addresses_spent
+        if (
+            spent is None
+            or spent > self.budget
+            or self.truncated
+            or self._found
+            or self._digit_runs
+            or donor.text != self.text
+        ):
+            return False
+        for name in (*_ADDRESS_PARTS, "addresses"):
+            self._found[name] = list(donor._found[name])
+        self._digit_runs[7] = list(donor._digit_runs[7])
+        self._shapes.update(donor._shapes)
+        self.budget -= spent
+        return True
 
     def _find_addresses(self) -> Iterator[Found]:
         spans: list[tuple[int, int]] = []
@@ -674,6 +709,13 @@ def _run_numbers(piece: str) -> tuple[Value, ...]:
 
 _SHARED: OrderedDict[str, TextScan] = OrderedDict()
 _shared_chars = 0
+# The finders `addresses` runs, by the names their findings are cached under.
+_ADDRESS_PARTS = ("urls", "emails", "hashes", "ibans", "digits7")
+
+
+def shared_scan_of(text: str) -> TextScan | None:
+    """The shared scan of `text` if the guards of this call made one (none is made)."""
+    return _SHARED.get(text)
 
 
 def shared_scan(text: str) -> TextScan:

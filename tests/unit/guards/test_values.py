@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -372,3 +373,108 @@ def test_cached_value_forms_are_the_forms(text: str) -> None:
     for local, domain in [(text, "acme.example"), ("bob", text)]:
         assert values.email_value(local, domain) == values.email_value.__wrapped__(local, domain)
     assert values.url_value(text) == values.url_value.__wrapped__(text)
+
+
+# -- a harvest's scan taking an argument's addresses: held to a fresh scan -----------
+
+_SCAN_TEXTS = st.lists(
+    st.sampled_from(
+        [
+            "bob@acme.example",
+            "https://acme.example/r?x=1",
+            "www.acme.example",
+            "@carol",
+            "#general",
+            "GB82 WEST 1234 5698 7654 32",
+            "+44 20 7946 0958",
+            "4111 1111 1111 1111",
+            "$4,200.00",
+            "INV-2024-0012",
+            "2024-05-19 12:00",
+            "AKIAIOSFODNN7EXAMPLE",
+            "password=hunter2hunter2",
+            "report",
+            "part 7",
+            " ",
+            ", ",
+        ]
+    )
+    | st.text(max_size=3),
+    max_size=10,
+).map("".join)
+_DONOR_CALLS = st.lists(
+    st.sampled_from(["urls", "emails", "hashes", "ibans", "digits", "tokens", "spend", "numbers"]),
+    max_size=3,
+)
+
+
+def _call(scan: values.TextScan, name: str) -> None:
+    if name == "urls":
+        scan.urls()
+    elif name == "emails":
+        scan.emails_and_handles()
+    elif name == "hashes":
+        scan.hash_handles()
+    elif name == "ibans":
+        scan.ibans()
+    elif name == "digits":
+        scan.digit_runs(min_digits=7)
+    elif name == "tokens":
+        list(scan.long_tokens(16))
+    elif name == "spend":
+        scan.spend()
+    else:
+        list(scan.numbers())
+
+
+def _everything(scan: values.TextScan) -> tuple[Any, ...]:
+    found = [(item.start, item.end, item.value) for item in scan.everything()]
+    return found, scan.budget, scan.truncated
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    _SCAN_TEXTS,
+    st.integers(min_value=0, max_value=30),
+    st.integers(min_value=0, max_value=30) | st.just(values.MAX_CANDIDATES),
+    _DONOR_CALLS,
+    _DONOR_CALLS,
+)
+def test_a_scan_that_takes_another_scans_addresses_finds_what_a_fresh_one_finds(
+    text: str, budget: int, donor_budget: int, before: list[str], after: list[str]
+) -> None:
+    donor = values.TextScan(text, budget=donor_budget)
+    for name in before:
+        _call(donor, name)
+    donor.addresses()
+    for name in after:
+        _call(donor, name)
+    scan = values.TextScan(text, budget=budget)
+    scan.adopt_addresses(donor)
+    assert _everything(scan) == _everything(values.TextScan(text, budget=budget))
+
+
+def test_taking_addresses_found_after_other_finders_would_be_caught() -> None:
+    text = "see https://a.example/x https://b.example/y and mail bob@acme.example"
+    donor = values.TextScan(text)
+    donor.urls()  # spent before `addresses`: not counted in what it spends
+    left = donor.budget
+    donor.addresses()
+    assert donor._addresses_spent is None  # so never taken
+    scan = values.TextScan(text, budget=2)
+    assert not scan.adopt_addresses(donor)
+    # Had what `addresses` spent itself been taken for all of it, the scan would differ.
+    donor._addresses_spent = left - donor.budget
+    broken = values.TextScan(text, budget=2)
+    assert broken.adopt_addresses(donor)
+    assert _everything(broken) != _everything(values.TextScan(text, budget=2))
+
+
+def test_an_argument_scans_addresses_are_taken_by_the_harvest() -> None:
+    text = "Quarterly report for bob@acme.example, part 7"
+    donor = values.shared_scan(text)
+    donor.addresses()
+    assert values.shared_scan_of(text) is donor
+    scan = values.TextScan(text, budget=100)
+    assert scan.adopt_addresses(donor)
+    assert not values.TextScan(text, budget=0).adopt_addresses(donor)
