@@ -23,7 +23,11 @@ def leaves(document: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
         kind = type(value)
         if kind is str or kind is int or kind is float or value is None or kind is bool:
             yield where, value  # the common case first: no ABC checks for JSON scalars
-        elif kind is dict or isinstance(value, Mapping):
+        elif kind is dict:  # (a str key is its own str())
+            stack.extend(
+                [((*where, k if type(k) is str else str(k)), v) for k, v in reversed(value.items())]
+            )
+        elif isinstance(value, Mapping):
             stack.extend(((*where, str(k)), v) for k, v in reversed(list(value.items())))
         elif kind is list or isinstance(value, list | tuple):
             stack.extend(((*where, str(i)), v) for i, v in reversed(list(enumerate(value))))

@@ -275,6 +275,16 @@ def iban_valid(compact: str) -> bool:
 
 def number_value(number: Any) -> Value | None:
     """An amount: a JSON number or numeric text, in canonical decimal form."""
+    kind = type(number)
+    if kind is float or (kind is int and -_CACHED_INTS <= number <= _CACHED_INTS):
+        return _json_number_value(number)
+    return _number_value(number)
+
+
+_CACHED_INTS = 2**63  # ints cached by `number_value`: up to 19 digits (keys stay small)
+
+
+def _number_value(number: Any) -> Value | None:
     try:
         value = Decimal(number if isinstance(number, str) else repr(number))
     except (InvalidOperation, ValueError):
@@ -289,6 +299,11 @@ def number_value(number: Any) -> Value | None:
     digits = text.lstrip("-")
     loose = digits[-9:] if digits.isdigit() and len(digits) >= 9 else text
     return Value(NUMBER, text, (loose,))
+
+
+# JSON numbers recur (counts, priorities, amounts). `typed`: 1 and 1.0 are
+# cached apart; equal floats (0.0 and -0.0) have the same form anyway.
+_json_number_value = functools.lru_cache(maxsize=4096, typed=True)(_number_value)
 
 
 def handle_value(text: str) -> Value:

@@ -478,3 +478,16 @@ def test_an_argument_scans_addresses_are_taken_by_the_harvest() -> None:
     scan = values.TextScan(text, budget=100)
     assert scan.adopt_addresses(donor)
     assert not values.TextScan(text, budget=0).adopt_addresses(donor)
+
+
+@settings(max_examples=500)
+@given(
+    st.integers()
+    | st.floats()
+    | st.sampled_from([0.0, -0.0, 1, 1.0, True, False, 2**63, -(2**63), 2**63 + 1, 10**40])
+)
+def test_cached_json_numbers_have_their_forms(number: Any) -> None:
+    assert values.number_value(number) == values._number_value(number)
+    assert values.number_value(number) == values._number_value(number)  # from the cache
+    other = -number if isinstance(number, float) else float(number) if abs(number) < 1e300 else 0
+    assert values.number_value(other) == values._number_value(other)
