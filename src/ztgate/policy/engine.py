@@ -59,11 +59,22 @@ def decide(snapshot: PolicySnapshot, facts: CallFacts) -> Evaluation:
 
 
 def evaluate(snapshot: PolicySnapshot, request: Request) -> Evaluation:
-    """What the policies in `snapshot` say about `request` (never raises)."""
+    """What the policies in `snapshot` say about `request` (never raises).
+
+    What the engine answered is kept with the set for the exact request
+    (`Request.key()`: Cedar decides from the request, the entities and the
+    policies alone, and the key fixes all three within one set), so an
+    identical request is not put to the engine again. A failure of the
+    engine is never kept.
+    """
+    key = request.key()
+    kept = snapshot.decided(key)
+    if kept is not None:
+        return kept
     try:
         answer = authorize(request, snapshot.policies)
         diagnostics = answer.get("diagnostics", {})
-        key = (
+        said = (
             answer["decision"],
             tuple(diagnostics.get("reason", ())),
             tuple(diagnostics.get("errors", ())),
@@ -73,7 +84,9 @@ def evaluate(snapshot: PolicySnapshot, request: Request) -> Evaluation:
             raise
         logger.exception("the policy engine failed")
         return Evaluation(Outcome.DENY, f"the policy engine failed: {type(exc).__name__}")
-    return snapshot.evaluation(key, lambda: _interpret(snapshot, *key))
+    evaluation = snapshot.evaluation(said, lambda: _interpret(snapshot, *said))
+    snapshot.keep(key, evaluation)
+    return evaluation
 
 
 def authorize(request: Request, policies: cedarpy.PolicySet) -> dict[str, Any]:

@@ -58,6 +58,11 @@ class Request:
     resource: Mapping[str, str]
     context: Mapping[str, Any]
     entities: cedarpy.Entities
+    # What the entities were built from besides the policy set: the agent's
+    # facts (see `PolicySnapshot.with_agent`). With the tool and the context
+    # it determines the whole request (`key`).
+    agent_key: tuple[Any, ...] = ()
+    context_json: str = ""
 
     def cedar(self) -> dict[str, Any]:
         """The request as `cedarpy.is_authorized` takes it (the context as JSON text)."""
@@ -65,8 +70,21 @@ class Request:
             "principal": self.principal,
             "action": self.action,
             "resource": self.resource,
-            "context": orjson.dumps(self.context).decode(),
+            "context": self.context_json or orjson.dumps(self.context).decode(),
         }
+
+    def key(self) -> tuple[Any, ...]:
+        """Everything Cedar is asked, exactly, for one policy set: equal keys, equal requests."""
+        context = self.context_json or orjson.dumps(self.context).decode()
+        return (
+            self.principal["type"],
+            self.principal["id"],
+            self.agent_key,
+            self.action["id"],
+            self.resource["type"],
+            self.resource["id"],
+            context,
+        )
 
 
 def tool_entity(tool: Tool, tags: Tags) -> dict[str, Any]:
@@ -142,6 +160,8 @@ def build(snapshot: PolicySnapshot, facts: CallFacts) -> Request:
         {"type": TOOL, "id": facts.tool},
         context,
         entities,
+        agent_key=key,
+        context_json=orjson.dumps(context).decode(),
     )
 
 

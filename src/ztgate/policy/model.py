@@ -23,6 +23,9 @@ from ztgate.policy.schema import CedarType
 
 AGENT_CACHE_SIZE = 4096
 EVALUATION_CACHE_SIZE = 1024
+DECISION_CACHE_SIZE = 4096
+# Requests with a larger context (arguments the policies read) are not kept.
+DECISION_CACHE_MAX_CONTEXT_CHARS = 4096
 _NO_TAGS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 
 
@@ -74,6 +77,7 @@ class PolicySnapshot:
     warnings: tuple[str, ...] = ()
     _agents: OrderedDict[tuple[Any, ...], cedarpy.Entities] = field(default_factory=OrderedDict)
     _evaluations: dict[tuple[Any, ...], Evaluation] = field(default_factory=dict)
+    _decisions: dict[tuple[Any, ...], Evaluation] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -91,6 +95,19 @@ class PolicySnapshot:
         while len(self._agents) > AGENT_CACHE_SIZE:
             self._agents.popitem(last=False)
         return entities
+
+    def decided(self, request: tuple[Any, ...]) -> Evaluation | None:
+        """What this set decided for exactly `request` (a `Request.key()`), if it is kept."""
+        return self._decisions.get(request)
+
+    def keep(self, request: tuple[Any, ...], evaluation: Evaluation) -> None:
+        """Keep what this set decided for `request`: Cedar is a pure function of the request,
+        the entities and the policies, and all three are fixed for this key in this set."""
+        if len(request[-1]) > DECISION_CACHE_MAX_CONTEXT_CHARS:
+            return
+        if len(self._decisions) >= DECISION_CACHE_SIZE:
+            self._decisions.clear()
+        self._decisions[request] = evaluation
 
     def evaluation(self, answer: tuple[Any, ...], interpret: Any) -> Evaluation:
         """What Cedar's `answer` (decision, policy ids, errors, exactly) means for this set.

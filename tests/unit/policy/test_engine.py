@@ -13,9 +13,9 @@ from ztgate.models import Outcome
 from ztgate.policy import engine, model
 from ztgate.policy.engine import decide, evaluate, scrub
 from ztgate.policy.entities import build
-from ztgate.policy.model import GuardFacts
+from ztgate.policy.model import AgentFacts, GuardFacts
 
-from .conftest import Load, call
+from .conftest import AGENT, Load, call
 
 PERMIT_READS = """@id("reads")
 permit (principal, action in Action::"call", resource) when { resource.risk == "read" };
@@ -270,3 +270,97 @@ def test_scrub_elides_quoted_strings() -> None:
     assert (
         scrub('entity `Tool::"sec\\"ret"` does\n not exist') == 'entity `Tool::"…"` does not exist'
     )
+
+
+OWNER_AND_ARGUMENTS = (
+    '@id("alice-sends")\n'
+    + 'permit (principal == Agent::"spiffe://ztgate.local/agent/a", '
+    + 'action == Action::"call:send", resource)\n'
+    + 'when { principal.owner == "alice" && context.arguments.to == "x" };\n'
+)
+
+
+class _CountingEngine:
+    """`engine.authorize` as it is, counting the requests put to it."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict[str, Any]] = []
+        self._authorize = engine.authorize
+
+    def __call__(self, request: Any, policies: Any) -> dict[str, Any]:
+        self.asked.append(request.cedar())
+        return self._authorize(request, policies)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> _CountingEngine:
+    counter = _CountingEngine()
+    monkeypatch.setattr(engine, "authorize", counter)
+    return counter
+
+
+def test_an_identical_request_is_decided_once_per_set(
+    load: Load, counting: _CountingEngine
+) -> None:
+    snapshot = load(OWNER_AND_ARGUMENTS)
+    first = decide(snapshot, call("send", {"to": "x"}))
+    assert first.outcome is Outcome.ALLOW
+    assert decide(snapshot, call("send", {"to": "x"})) is first
+    assert len(counting.asked) == 1
+    # A reload is a new set: asked again.
+    reloaded = load(OWNER_AND_ARGUMENTS)
+    assert decide(reloaded, call("send", {"to": "x"})) == first
+    assert len(counting.asked) == 2
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        call("send", {"to": "y"}),  # the context
+        call("send", {"to": "x"}, agent=AgentFacts(AGENT.spiffe_id, "ztgate.local", True, "bob")),
+        call(
+            "send",
+            {"to": "x"},
+            agent=AgentFacts("spiffe://ztgate.local/agent/b", "ztgate.local", True, "alice"),
+        ),
+        call("send", {"to": "x"}, agent=None),  # anonymous
+        call("lookup", {"to": "x"}),  # the action and resource
+    ],
+)
+def test_a_request_that_differs_in_anything_is_put_to_the_engine(
+    load: Load, counting: _CountingEngine, changed: Any
+) -> None:
+    snapshot = load(OWNER_AND_ARGUMENTS)
+    assert decide(snapshot, call("send", {"to": "x"})).outcome is Outcome.ALLOW
+    evaluation = decide(snapshot, changed)
+    assert len(counting.asked) == 2
+    assert evaluation.outcome is Outcome.DENY
+    fresh = load(OWNER_AND_ARGUMENTS)
+    assert evaluation == decide(fresh, changed)  # what a set that kept nothing says
+
+
+def test_an_engine_failure_is_not_kept(load: Load, monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = load(PERMIT_READS)
+    works = engine.authorize
+
+    def explode(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "authorize", explode)
+    assert decide(snapshot, call("lookup")).outcome is Outcome.DENY
+    monkeypatch.setattr(engine, "authorize", works)
+    assert decide(snapshot, call("lookup")).outcome is Outcome.ALLOW
+
+
+def test_kept_decisions_are_bounded_and_large_contexts_are_not_kept(
+    load: Load, counting: _CountingEngine
+) -> None:
+    snapshot = load(OWNER_AND_ARGUMENTS)
+    for n in range(model.DECISION_CACHE_SIZE + 10):
+        decide(snapshot, call("send", {"to": f"x{n}"}))
+        assert len(snapshot._decisions) <= model.DECISION_CACHE_SIZE
+    large = call("send", {"to": "x" * (model.DECISION_CACHE_MAX_CONTEXT_CHARS + 1)})
+    before = len(counting.asked)
+    decide(snapshot, large)
+    decide(snapshot, large)
+    assert len(counting.asked) == before + 2
