@@ -124,18 +124,30 @@ class Block:
     loaded_calls: int = 0
     calls: int = 0
     cpu: float = 0.0
+    # The bridge's CPU over the measured calls alone, sequential and concurrent.
+    cpu_c1: float = 0.0
+    cpu_loaded: float = 0.0
 
 
-async def measure(client: Client, call: Call, calls: int, block: Block, warm: int) -> None:
-    """Add to `block`: `calls` sequential calls (after `warm` unmeasured), then as many at once."""
+async def measure(
+    client: Client, call: Call, calls: int, block: Block, warm: int, pid: int | None = None
+) -> None:
+    """Add to `block`: `calls` sequential calls (after `warm` unmeasured), then as many at once.
+
+    With `pid`, that process's CPU time over each of the two is added too.
+    """
     for _ in range(warm):
         await call(client)
+    cpu = cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
     for _ in range(calls):
         began = time.perf_counter()
         await call(client)
         block.times.append(time.perf_counter() - began)
     block.sequential += time.perf_counter() - started
+    if pid:
+        block.cpu_c1 += cpu_seconds(pid) - cpu
+        cpu = cpu_seconds(pid)
 
     async def worker(n: int) -> None:
         for _ in range(n):
@@ -147,6 +159,8 @@ async def measure(client: Client, call: Call, calls: int, block: Block, warm: in
     started = time.perf_counter()
     await asyncio.gather(*(worker(each) for _ in range(CONCURRENCY)))
     block.concurrent += time.perf_counter() - started
+    if pid:
+        block.cpu_loaded += cpu_seconds(pid) - cpu
     block.loaded_calls += each * CONCURRENCY
     block.calls += warm + calls + each * CONCURRENCY
 
@@ -358,7 +372,7 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                                 before = cpu_seconds(pid) if pid else 0.0
                                 await measure(
                                     clients[name], call, options.calls // rounds, block,
-                                    warm=30 if round_ == 0 else 5,
+                                    warm=30 if round_ == 0 else 5, pid=pid,
                                 )  # fmt: skip
                                 if pid:
                                     block.cpu += cpu_seconds(pid) - before
@@ -367,8 +381,13 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                 for name, _, _, pid in chosen:
                     figures = figures_of(blocks[name])
                     if pid:
-                        figures["bridge_cpu_ms_per_call"] = (
-                            1000 * blocks[name].cpu / blocks[name].calls
+                        block = blocks[name]
+                        figures["bridge_cpu_ms_per_call"] = 1000 * block.cpu / block.calls
+                        figures["bridge_cpu_ms_per_call_c1"] = (
+                            1000 * block.cpu_c1 / len(block.times)
+                        )
+                        figures[f"bridge_cpu_ms_per_call_c{CONCURRENCY}"] = (
+                            1000 * block.cpu_loaded / block.loaded_calls
                         )
                     results["paths"][name] = figures
                 results["rounds"] = rounds
@@ -417,7 +436,8 @@ def report(console: Console, results: dict[str, Any]) -> None:
     }
     columns = ("path", "p50 ms", "p99 ms", "added p50 ms", "calls/s c=1",
                f"p50 ms c={CONCURRENCY}", f"p99 ms c={CONCURRENCY}",
-               f"calls/s c={CONCURRENCY}", "bridge CPU ms/call")  # fmt: skip
+               f"calls/s c={CONCURRENCY}", "bridge CPU ms/call",
+               "CPU c=1", f"CPU c={CONCURRENCY}")  # fmt: skip
     table = Table(*columns, title=f"MCP tools/call ({results['machine']})")
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for name, figures in paths.items():
@@ -431,9 +451,14 @@ def report(console: Console, results: dict[str, Any]) -> None:
             f"{figures[f'p50_ms_c{CONCURRENCY}']:.2f}",
             f"{figures[f'p99_ms_c{CONCURRENCY}']:.2f}",
             f"{figures[f'calls_per_s_c{CONCURRENCY}']:.0f}",
-            f"{figures['bridge_cpu_ms_per_call']:.2f}"
-            if "bridge_cpu_ms_per_call" in figures
-            else "",
+            *(
+                f"{figures[key]:.2f}" if key in figures else ""
+                for key in (
+                    "bridge_cpu_ms_per_call",
+                    "bridge_cpu_ms_per_call_c1",
+                    f"bridge_cpu_ms_per_call_c{CONCURRENCY}",
+                )
+            ),
         )
         table.add_row(*row)
         lines.append("| " + " | ".join(row) + " |")
