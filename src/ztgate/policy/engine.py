@@ -13,11 +13,9 @@ satisfied `forbid` wins over any permit. ztgate adds two:
 
 Error messages are scrubbed of quoted strings, which may carry argument values.
 
-Cedar's answer is read straight from the engine's JSON (what
-`cedarpy.is_authorized` would wrap, parsed with orjson rather than `json`),
-and turning it into an evaluation is remembered per policy set, keyed on the
-exact decision, policy ids and error texts: the same answer always makes the
-same evaluation.
+Within one loaded set, Cedar's answer is kept per exact request, and its
+meaning per exact answer (decision, policy ids, error texts): the same
+request always gets the same answer, which always means the same thing.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import cedarpy
-import orjson
 
 from ztgate.models import Outcome
 from ztgate.policy.arguments import ArgumentTypeError
@@ -39,10 +36,6 @@ logger = logging.getLogger(__name__)
 MAX_REASON_CHARS = 500
 _LISTED = 3
 _QUOTED_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-# What `cedarpy.is_authorized` calls and wraps (its JSON is parsed with `json`
-# there, which costs more than the rest of the wrapper); the public function
-# when a cedarpy version does not have it.
-_BATCH: Any = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch", None)
 
 
 def decide(snapshot: PolicySnapshot, facts: CallFacts) -> Evaluation:
@@ -91,13 +84,7 @@ def evaluate(snapshot: PolicySnapshot, request: Request) -> Evaluation:
 
 def authorize(request: Request, policies: cedarpy.PolicySet) -> dict[str, Any]:
     """Cedar's answer to `request`, as the JSON object `cedarpy.is_authorized` wraps."""
-    if _BATCH is None:
-        return cast_answer(cedarpy.is_authorized(request.cedar(), policies, request.entities))
-    texts = _BATCH([request.cedar()], policies, request.entities._inner, None, False)
-    answer = orjson.loads(texts[0])
-    if not isinstance(answer, dict):
-        raise TypeError("the policy engine's answer is not a JSON object")
-    return answer
+    return cast_answer(cedarpy.is_authorized(request.cedar(), policies, request.entities))
 
 
 def cast_answer(result: cedarpy.AuthzResult) -> dict[str, Any]:
