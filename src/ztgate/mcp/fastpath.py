@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 from mcp.server.runner import modern_error_data
@@ -30,10 +30,12 @@ from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
     MCP_PARAM_HEADER_PREFIX,
+    MCP_PROTOCOL_VERSION_HEADER,
     InboundLadderRejection,
     classify_inbound_request,
-    find_duplicated_routing_header,
     find_invalid_x_mcp_header,
     validate_mcp_param_headers,
     x_mcp_header_map,
@@ -64,6 +66,26 @@ _META_KEYS: Final = ZTGATE_META_KEYS | {
 }
 _PARAM_PREFIX: Final = MCP_PARAM_HEADER_PREFIX.lower()
 _JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+# The headers this path reads, by the exact (lowercase) name Starlette's
+# `Headers.get` matches (the first line of that name wins, as there).
+_ROUTING: Final = (MCP_PROTOCOL_VERSION_HEADER, MCP_METHOD_HEADER, MCP_NAME_HEADER)
+_READ: Final = frozenset(
+    name.encode("latin-1")
+    for name in ("content-type", "host", "origin", "content-length", "accept", *_ROUTING)
+)
+# Routing headers, matched as the SDK's duplicate check matches them (any case):
+# bytes.lower() and the SDK's latin-1 str.lower() agree on these ASCII names.
+_ROUTING_BYTES: Final = frozenset(name.encode("latin-1") for name in _ROUTING)
+_PARAM_PREFIX_BYTES: Final = _PARAM_PREFIX.encode("latin-1")
+_ENVELOPE_KEYS: Final = (
+    PROTOCOL_VERSION_META_KEY,
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+)
+# The exact-input caches below hold answers the SDK's own checks gave (passes
+# only), and at most this many of each (then they start again).
+_CACHED: Final = 1024
+_MAX_KEY_CHARS: Final = 4096
 
 
 class McpCallFastPath:
@@ -77,6 +99,11 @@ class McpCallFastPath:
         self._limit = front.gateway.settings.gateway.max_body_bytes
         # Per tool: the schema it was found for, and the schema if it has headers to check.
         self._annotated: dict[str, tuple[Mapping[str, Any], dict[str, Any] | None]] = {}
+        # The SDK computes its server stamp once per server and hands out deep
+        # copies; the answers here are serialised at once, never changed.
+        self._stamp = front.server.server_info_stamp
+        # (Content-Type, Host, Origin) the SDK's transport checks passed.
+        self._secure: set[tuple[str | None, str | None, str | None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request (or hand it to the SDK's app)."""
@@ -84,21 +111,22 @@ class McpCallFastPath:
             await self.sdk_app(scope, receive, send)
             return
         request = Request(scope, receive)
-        if await self._security.validate_request(request, is_post=True) is not None:
+        headers = _HeaderScan(scope["headers"])
+        if not await self._transport_allows(request, headers):
             await self.sdk_app(scope, receive, send)  # the SDK words the refusal
             return
-        declared = request.headers.get("content-length")
+        declared = headers.found.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self._limit):
             await self.sdk_app(scope, receive, send)
             return
         body, complete = await _read(receive, self._limit)
         replay = _replaying(body, complete, receive)
-        found = _plain_tool_call(body, request) if complete else None
+        found = _plain_tool_call(body, headers) if complete else None
         if found is None:
             await self.sdk_app(scope, replay, send)
             return
         request_id, name, arguments, meta = found
-        if arguments or any(k.startswith(_PARAM_PREFIX) for k in request.headers):
+        if arguments or headers.has_param:
             schema = self._annotated_schema(name)
             if schema is not None and validate_mcp_param_headers(
                 schema, arguments, request.headers
@@ -114,9 +142,27 @@ class McpCallFastPath:
         result["resultType"] = "complete"
         result["_meta"] = {
             **result.get("_meta", {}),
-            SERVER_INFO_META_KEY: self.front.server.server_info_stamp,
+            SERVER_INFO_META_KEY: self._stamp,
         }
         await _answer(send, (200, {"jsonrpc": "2.0", "id": request_id, "result": result}))
+
+    async def _transport_allows(self, request: Request, headers: _HeaderScan) -> bool:
+        """Whether the SDK's transport checks (Content-Type, Host, Origin) pass.
+
+        They read those three headers only: a triple they passed once is
+        passed again without running them (an exact-input cache).
+        """
+        found = headers.found
+        key = (found.get("content-type"), found.get("host"), found.get("origin"))
+        if key in self._secure:
+            return True
+        if await self._security.validate_request(request, is_post=True) is not None:
+            return False
+        if sum(len(v) for v in key if v is not None) <= _MAX_KEY_CHARS:
+            if len(self._secure) >= _CACHED:
+                self._secure.clear()
+            self._secure.add(key)
+        return True
 
     def _annotated_schema(self, name: str) -> dict[str, Any] | None:
         """Tool `name`'s input schema if it has `Mcp-Param-*` headers to check, else None.
@@ -145,8 +191,40 @@ def _modern(scope: Scope) -> bool:
     return len(found) == 1 and found[0] in _MODERN
 
 
+class _HeaderScan:
+    """One pass over a request's raw header lines: what this path reads of them.
+
+    `found` holds the first value of each header in `_READ` under its exact
+    name, which is what Starlette's `Headers.get` (the SDK's reader) answers;
+    `duplicated` is whether a routing header comes twice in any case (the
+    SDK's `find_duplicated_routing_header`); `has_param` whether any header is
+    named `mcp-param-*` (as `Headers` iterates names: decoded, not lowered).
+    """
+
+    __slots__ = ("duplicated", "found", "has_param")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        found: dict[str, str] = {}
+        routing: set[bytes] = set()
+        self.duplicated = False
+        self.has_param = False
+        for key, value in raw:
+            if key in _READ:
+                name = key.decode("latin-1")
+                if name not in found:
+                    found[name] = value.decode("latin-1")
+            lowered = key.lower()
+            if lowered in _ROUTING_BYTES:
+                if lowered in routing:
+                    self.duplicated = True
+                routing.add(lowered)
+            elif key.startswith(_PARAM_PREFIX_BYTES):
+                self.has_param = True
+        self.found = found
+
+
 def _plain_tool_call(
-    body: bytes, request: Request
+    body: bytes, headers: _HeaderScan
 ) -> tuple[str | int, str, dict[str, Any], dict[str, Any]] | None:
     """The id, tool, arguments and `_meta` of a plain `tools/call`; None for anything else.
 
@@ -180,20 +258,76 @@ def _plain_tool_call(
         meta.get(CLIENT_CAPABILITIES_META_KEY), dict
     ):
         return None
-    raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.scope["headers"]]
-    if find_duplicated_routing_header(raw_headers) is not None:
+    if headers.duplicated:  # find_duplicated_routing_header
         return None
-    has_json, _ = check_accept_headers(request)
-    if not has_json:
+    if not _accepts_json(headers.found.get("accept", "")):
         return None
-    verdict = classify_inbound_request(decoded, headers=request.headers)
+    # The ladder reads the three routing headers only (by these exact names).
+    verdict = classify_inbound_request(decoded, headers=headers.found)
     if isinstance(verdict, InboundLadderRejection):
         return None
-    try:  # the SDK's own check of the params' shape at this version (about 12 µs)
-        validate_client_request("tools/call", verdict.protocol_version, params)
-    except ValidationError:
+    if not _valid_params(verdict.protocol_version, meta):
         return None
     return request_id, name, arguments, meta
+
+
+# Accept header values the SDK's rule was asked about, and its answer.
+_ACCEPTS: dict[str, bool] = {}
+
+
+class _AcceptOnly:
+    """What `check_accept_headers` reads of a request: its `accept` header."""
+
+    __slots__ = ("headers",)
+
+    def __init__(self, accept: str) -> None:
+        self.headers = {"accept": accept}
+
+
+def _accepts_json(accept: str) -> bool:
+    """The SDK's `check_accept_headers` JSON answer for `accept` (kept per exact value)."""
+    known = _ACCEPTS.get(accept)
+    if known is None:
+        known, _ = check_accept_headers(cast(Request, _AcceptOnly(accept)))
+        if len(accept) <= _MAX_KEY_CHARS:
+            if len(_ACCEPTS) >= _CACHED:
+                _ACCEPTS.clear()
+            _ACCEPTS[accept] = known
+    return known
+
+
+# The envelopes (as JSON) whose `tools/call` params the SDK's model passed.
+_VALID_ENVELOPES: set[bytes] = set()
+
+
+def _valid_params(version: str, meta: Mapping[str, Any]) -> bool:
+    """Whether the SDK's `validate_client_request` passes a plain call's params at `version`.
+
+    Of a plain call's params (`_plain_tool_call`: a string `name`, an object
+    or no `arguments`, `_meta` keys among the envelope's and ztgate's) the
+    model reads only the envelope's values: `arguments` is any object and
+    ztgate's keys are `_meta` extras of any value. So the SDK's answer for
+    the name-less, argument-less params of the same envelope is its answer
+    for these; it is kept per exact envelope (its JSON: equal JSON, equal
+    Python values), passes only.
+    """
+    envelope = {key: meta[key] for key in _ENVELOPE_KEYS if key in meta}
+    key: bytes | None
+    try:
+        key = version.encode() + b"\0" + orjson.dumps(envelope)
+    except (TypeError, UnicodeEncodeError):  # not JSON (never so for a body orjson read)
+        key = None
+    if key is not None and key in _VALID_ENVELOPES:
+        return True
+    try:  # the SDK's own check of the params' shape at this version (about 8 µs)
+        validate_client_request("tools/call", version, {"name": "", "_meta": envelope})
+    except ValidationError:
+        return False
+    if key is not None and len(key) <= _MAX_KEY_CHARS:
+        if len(_VALID_ENVELOPES) >= _CACHED:
+            _VALID_ENVELOPES.clear()
+        _VALID_ENVELOPES.add(key)
+    return True
 
 
 async def _read(receive: Receive, limit: int) -> tuple[bytes, bool]:

@@ -53,6 +53,16 @@ Post = Callable[[str, bytes, dict[str, str], float], Awaitable[tuple[int, str, b
 _CLIENT_INFO: Final = {"name": "ztgate", "version": __version__}
 MCP_SESSION_ID_HEADER: Final = "mcp-session-id"
 _ACCEPT: Final = "application/json, text/event-stream"
+# The `_meta` envelope of a call at each 2026-07-28-era version (built once,
+# shared by every call's params: they are serialised, never changed).
+_ENVELOPES: Final[dict[str, dict[str, Any]]] = {
+    version: {
+        PROTOCOL_VERSION_META_KEY: version,
+        CLIENT_INFO_META_KEY: _CLIENT_INFO,
+        CLIENT_CAPABILITIES_META_KEY: {},
+    }
+    for version in MODERN_PROTOCOL_VERSIONS
+}
 
 
 class HeaderMismatch(UpstreamError):
@@ -77,7 +87,17 @@ class HttpToolCaller:
         self._post = post
         self._session_id = session_id
         self._ids = itertools.count(1)
-        self._header_maps: dict[str, dict[tuple[str, ...], str]] = {}
+        # Per tool (found once, again after `forget`): the headers every call
+        # to it carries, and its schema's `Mcp-Param-*` map.
+        self._tools: dict[str, tuple[dict[str, str], dict[tuple[str, ...], str]]] = {}
+        self._headers: dict[str, str] = {
+            "Content-Type": "application/json",
+            "Accept": _ACCEPT,
+            "Accept-Encoding": "identity",
+            MCP_PROTOCOL_VERSION_HEADER: protocol_version,
+        }
+        if self.modern:
+            self._headers[MCP_METHOD_HEADER] = "tools/call"
 
     async def call(
         self,
@@ -95,18 +115,15 @@ class HttpToolCaller:
         """
         request_id = next(self._ids)
         params = call_params(name, arguments, self.protocol_version)
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": _ACCEPT,
-            "Accept-Encoding": "identity",
-            MCP_PROTOCOL_VERSION_HEADER: self.protocol_version,
-        }
         if self.modern:
-            headers[MCP_METHOD_HEADER] = "tools/call"
-            headers[MCP_NAME_HEADER] = encode_header_value(name)
-            headers.update(mcp_param_headers(self._header_map(name, input_schema), arguments))
-        elif (session := self._session_id()) is not None:
-            headers[MCP_SESSION_ID_HEADER] = session
+            fixed, header_map = self._tool(name, input_schema)
+            headers = dict(fixed)
+            if header_map:
+                headers.update(mcp_param_headers(header_map, arguments))
+        else:
+            headers = dict(self._headers)
+            if (session := self._session_id()) is not None:
+                headers[MCP_SESSION_ID_HEADER] = session
         body = orjson.dumps(
             {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
         )
@@ -122,15 +139,19 @@ class HttpToolCaller:
             raise UpstreamError(f"MCP tool {name} failed: {text or 'an error'} ({code})")
         return tool_result_of(name, message.get("result"), time.perf_counter() - started)
 
-    def _header_map(self, name: str, input_schema: Mapping[str, Any]) -> dict[tuple[str, ...], str]:
-        found = self._header_maps.get(name)
+    def _tool(
+        self, name: str, input_schema: Mapping[str, Any]
+    ) -> tuple[dict[str, str], dict[tuple[str, ...], str]]:
+        """Tool `name`'s fixed headers (its `Mcp-Name` included) and `Mcp-Param-*` map."""
+        found = self._tools.get(name)
         if found is None:
-            found = self._header_maps[name] = x_mcp_header_map(dict(input_schema))
+            fixed = {**self._headers, MCP_NAME_HEADER: encode_header_value(name)}
+            found = self._tools[name] = (fixed, x_mcp_header_map(dict(input_schema)))
         return found
 
     def forget(self) -> None:
         """Drop what was derived from the tools' schemas (they were listed again)."""
-        self._header_maps.clear()
+        self._tools.clear()
 
 
 def call_params(name: str, arguments: Mapping[str, Any], protocol_version: str) -> dict[str, Any]:
@@ -141,12 +162,9 @@ def call_params(name: str, arguments: Mapping[str, Any], protocol_version: str) 
     earlier revision the handshake said all that.
     """
     params: dict[str, Any] = {"name": name, "arguments": arguments}
-    if protocol_version in MODERN_PROTOCOL_VERSIONS:
-        params["_meta"] = {
-            PROTOCOL_VERSION_META_KEY: protocol_version,
-            CLIENT_INFO_META_KEY: _CLIENT_INFO,
-            CLIENT_CAPABILITIES_META_KEY: {},
-        }
+    envelope = _ENVELOPES.get(protocol_version)
+    if envelope is not None:
+        params["_meta"] = envelope  # shared: the params are serialised, never changed
     return params
 
 

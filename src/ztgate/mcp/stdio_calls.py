@@ -147,13 +147,13 @@ class StdioPipes:
             raise UpstreamError(self._ended or "the MCP server is not running")
         request_id = f"{_PREFIX}{next(self._ids)}"
         message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        line = orjson.dumps(message)
+        line = orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[request_id] = answer
         expiry = loop.call_later(timeout, _expire, answer)
         try:
-            process.stdin.write(line + b"\n")
+            process.stdin.write(line)
             await process.stdin.drain()
             message = await answer
         except TimeoutError as exc:

@@ -159,6 +159,23 @@ def access_tools(server: McpServer, *, resources: bool, prompts: bool) -> list[T
     return found
 
 
+# `mcp://<server>/<tool>` URLs and their parts (the same few on every call).
+_PARTS: dict[str, tuple[str, str]] = {}
+_MAX_PARTS = 4096
+
+
+def _server_and_tool(url: str) -> tuple[str, str]:
+    """The server and the tool an `mcp://<server>/<tool>` URL names (kept per exact URL)."""
+    found = _PARTS.get(url)
+    if found is None:
+        parts = urlsplit(url)
+        found = (parts.hostname or "", parts.path.lstrip("/"))
+        if len(_PARTS) >= _MAX_PARTS:
+            _PARTS.clear()
+        _PARTS[url] = found
+    return found
+
+
 def _dump(items: Sequence[Any]) -> list[Any]:
     return [item.model_dump(mode="json", exclude_none=True, by_alias=True) for item in items]
 
@@ -377,8 +394,7 @@ class McpUpstreams:
         Raises:
             UpstreamError: the server is not connected, fails, or times out.
         """
-        parts = urlsplit(tool.upstream_url)
-        server, name = parts.hostname or "", parts.path.lstrip("/")
+        server, name = _server_and_tool(tool.upstream_url)
         client = self._client(server)
         timeout = tool.timeout_seconds or self._timeout
         arguments = dict(call.arguments)

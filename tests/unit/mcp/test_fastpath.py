@@ -387,3 +387,166 @@ def test_a_changed_call_gets_the_same_answer_on_either_path(opened: Opener) -> N
             assert answers[0] == answers[1]
 
         same()
+
+
+# -- the fast path's own shortcuts hold to the SDK's checks ------------------------------
+
+_header_names = st.sampled_from(
+    [
+        b"mcp-name",
+        b"MCP-Name",
+        b"mcp-method",
+        b"Mcp-Method",
+        b"mcp-protocol-version",
+        b"accept",
+        b"Accept",
+        b"host",
+        b"origin",
+        b"content-type",
+        b"content-length",
+        b"mcp-param-region",
+        b"Mcp-Param-X",
+        b"x-other",
+        b"mcp-n\xc0me",
+        b"MCP-NAM\xc9",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.lists(st.tuples(_header_names, st.binary(max_size=8).map(bytes)), max_size=8))
+def test_one_header_scan_reads_what_the_sdks_readers_read(
+    raw: list[tuple[bytes, bytes]],
+) -> None:
+    from mcp.shared.inbound import find_duplicated_routing_header
+    from starlette.datastructures import Headers
+
+    from ztgate.mcp.fastpath import _READ, _HeaderScan
+
+    scan = _HeaderScan(raw)
+    headers = Headers(raw=raw)
+    for name in _READ:
+        assert scan.found.get(name.decode()) == headers.get(name.decode())
+    pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    assert scan.duplicated == (find_duplicated_routing_header(pairs) is not None)
+    assert scan.has_param == any(k.startswith("mcp-param-") for k in headers)
+
+
+def test_bytes_and_latin_1_text_lowercase_alike_into_ascii() -> None:
+    # The scan lowers header names as bytes; the SDK lowers them as latin-1 text.
+    for byte in range(256):
+        char = bytes([byte]).decode("latin-1")
+        assert (char.lower().isascii()) == (byte < 128)
+        if byte < 128:
+            assert char.lower().encode() == bytes([byte]).lower()
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "",
+        "application/json",
+        "text/event-stream",
+        "*/*",
+        "application/*;q=0.1",
+        "Application/JSON ; q=1, text/html",
+        "text/*",
+        "application/jsonx",
+    ],
+)
+def test_the_accept_answer_is_the_sdks_every_time(accept: str) -> None:
+    from mcp.server.streamable_http import check_accept_headers
+    from starlette.requests import Request
+
+    from ztgate.mcp.fastpath import _accepts_json
+
+    scope = {"type": "http", "headers": [(b"accept", accept.encode())] if accept else []}
+    expected, _ = check_accept_headers(Request(scope))
+    assert _accepts_json(accept) is expected
+    assert _accepts_json(accept) is expected  # kept
+
+
+_envelope_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-2, 2),
+    st.just(1.0),
+    st.just(VERSION),
+    st.just("2025-06-18"),
+    st.just({}),
+    st.just({"name": "c", "version": "1"}),
+    st.just({"name": "c"}),
+    st.just({"name": 5, "version": "1"}),
+    st.just({"roots": {}}),
+    st.just({"roots": 5}),
+    st.just({"sampling": {}}),
+    st.just({"sampling": []}),
+    st.just({"experimental": {"x": 1}}),
+    st.just({"experimental": {"x": {}}}),
+    st.just([]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    envelope=st.dictionaries(st.sampled_from(list(ENVELOPE)), _envelope_values, max_size=3),
+    arguments=st.one_of(st.none(), _json.filter(lambda v: isinstance(v, dict))),
+    extras=st.dictionaries(
+        st.sampled_from(["ztgate/warrant", "ztgate/proof", "ztgate/justification"]), _json
+    ),
+)
+def test_params_pass_the_shortcut_exactly_when_they_pass_the_sdks_model(
+    envelope: dict[str, Any], arguments: dict[str, Any] | None, extras: dict[str, Any]
+) -> None:
+    # Only the envelope decides; an envelope passed once is kept: ask twice.
+    from mcp_types.methods import validate_client_request
+    from pydantic import ValidationError
+
+    from ztgate.mcp.fastpath import _valid_params
+
+    meta = {**envelope, **extras}
+    params: dict[str, Any] = {"name": "lookup", "_meta": meta}
+    if arguments is not None:
+        params["arguments"] = arguments
+    try:
+        validate_client_request("tools/call", VERSION, params)
+        expected = True
+    except ValidationError:
+        expected = False
+    assert _valid_params(VERSION, meta) is expected
+    assert _valid_params(VERSION, meta) is expected
+
+
+async def test_a_passed_host_does_not_let_a_foreign_one_through(opened: Opener) -> None:
+    async with opened() as pair:
+        _, _, here = await pair.both(orjson.dumps(call()), named("lookup"))
+        assert here
+        for headers in (
+            {"host": "evil.example"},
+            {"origin": "http://evil.example"},
+            {"content-type": "text/plain"},
+        ):
+            fast, sdk, here = await pair.both(orjson.dumps(call()), {**named("lookup"), **headers})
+            assert not here, headers
+            assert fast == sdk, headers
+
+
+async def test_each_answer_carries_the_servers_stamp_unchanged(opened: Opener) -> None:
+    async with opened() as pair:
+        for _ in range(2):
+            fast, sdk, _ = await pair.both(orjson.dumps(call()), named("lookup"))
+            stamp = fast[2]["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]
+            assert stamp == sdk[2]["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]
+            assert stamp["name"] == "ztgate"
+            assert stamp["version"]
+
+
+async def test_a_bad_envelope_after_a_good_one_is_the_sdks_to_answer(opened: Opener) -> None:
+    async with opened() as pair:
+        _, _, here = await pair.both(orjson.dumps(call()), named("lookup"))
+        assert here
+        bad = call()
+        bad["params"]["_meta"]["io.modelcontextprotocol/clientInfo"] = {"name": "test"}
+        fast, sdk, here = await pair.both(orjson.dumps(bad), named("lookup"))
+        assert not here
+        assert fast == sdk

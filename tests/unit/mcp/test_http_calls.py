@@ -25,6 +25,7 @@ from mcp import Client
 from mcp_types import HEADER_MISMATCH
 from multidict import CIMultiDict
 
+from ztgate import __version__
 from ztgate.errors import UpstreamError
 from ztgate.forward import Forwarder
 from ztgate.mcp import upstream as upstream_module
@@ -329,3 +330,92 @@ async def test_a_handshake_era_session_is_called_with_its_session_id(
         result = await upstreams.call(tools["files.send"], make_call("files.send", SEND))
     assert result.body == {"sent": SEND}
     assert len(sessions) == 1 and sessions[0]  # the SDK client's session, presented
+
+
+def _reference_request(
+    request_id: int, name: str, arguments: dict[str, Any], schema: dict[str, Any]
+) -> tuple[bytes, dict[str, str]]:
+    """A call's body and headers as built from scratch on every call (the earlier code)."""
+    from mcp.shared.inbound import encode_header_value, mcp_param_headers, x_mcp_header_map
+
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientInfo": {"name": "ztgate", "version": __version__},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    params = {"name": name, "arguments": arguments, "_meta": meta}
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "Accept-Encoding": "identity",
+        "mcp-protocol-version": VERSION,
+        "mcp-method": "tools/call",
+        "mcp-name": encode_header_value(name),
+        **mcp_param_headers(x_mcp_header_map(dict(schema)), arguments),
+    }
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    return orjson.dumps(body), headers
+
+
+async def test_a_calls_request_is_what_building_it_afresh_gives_per_tool_and_schema() -> None:
+    # Headers and the envelope are kept per tool (until `forget`): every call's
+    # request must still be byte for byte what building it afresh gives.
+    sent: list[tuple[bytes, dict[str, str]]] = []
+
+    async def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
+        sent.append((body, dict(headers)))
+        headers["Mcp-Param-Injected"] = "x"  # a poster that changes what it is given
+        answer = {"jsonrpc": "2.0", "id": orjson.loads(body)["id"], "result": {"content": []}}
+        return 200, "application/json", orjson.dumps(answer)
+
+    routed = {"type": "object", "properties": {"r": {"type": "string", "x-mcp-header": "R"}}}
+    caller = HttpToolCaller("http://u.example/mcp", VERSION, post)
+    calls = [
+        ("plain", {"a": 1}, SCHEMA),
+        ("routed", {"r": "eu"}, routed),
+        ("routed", {"r": "us west"}, routed),
+        ("naïve tool", {}, SCHEMA),
+        ("plain", {"a": 2}, SCHEMA),
+    ]
+    expected = []
+    for request_id, (name, arguments, schema) in enumerate(calls, start=1):
+        await caller.call(name, arguments, schema, 5.0)
+        expected.append(_reference_request(request_id, name, arguments, schema))
+    caller.forget()  # listed again: "plain" now mirrors an argument
+    await caller.call("plain", {"r": "ap"}, routed, 5.0)
+    expected.append(_reference_request(len(calls) + 1, "plain", {"r": "ap"}, routed))
+    assert sent == expected
+
+
+async def test_a_handshake_era_call_carries_the_sessions_id_as_it_is_at_each_call() -> None:
+    sent: list[dict[str, str]] = []
+    session: list[str | None] = [None]
+
+    async def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Any:
+        sent.append(dict(headers))
+        answer = {"jsonrpc": "2.0", "id": orjson.loads(body)["id"], "result": {"content": []}}
+        return 200, "application/json", orjson.dumps(answer)
+
+    caller = HttpToolCaller("http://u.example/mcp", "2025-06-18", post, lambda: session[0])
+    await caller.call("t", {}, SCHEMA, 5.0)
+    session[0] = "s-1"
+    await caller.call("t", {}, SCHEMA, 5.0)
+    base = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "Accept-Encoding": "identity",
+        "mcp-protocol-version": "2025-06-18",
+    }
+    assert sent == [base, {**base, "mcp-session-id": "s-1"}]
+
+
+def test_the_shared_envelope_is_unchanged_by_calls() -> None:
+    from ztgate.mcp.http_calls import call_params
+
+    first = call_params("t", {"a": 1}, VERSION)
+    assert first["_meta"] == {
+        "io.modelcontextprotocol/protocolVersion": VERSION,
+        "io.modelcontextprotocol/clientInfo": {"name": "ztgate", "version": __version__},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    assert "_meta" not in call_params("t", {}, "2025-06-18")

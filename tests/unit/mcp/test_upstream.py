@@ -145,3 +145,17 @@ async def test_a_burst_of_change_messages_is_listed_once_more_not_once_each() ->
     release.set()
     await first
     assert listed == ["files", "files"]
+
+
+@pytest.mark.parametrize(
+    "url", ["mcp://web/echo", "mcp://Web/echo", "mcp://web/a/b", "mcp://web", "mcp://s/"]
+)
+def test_a_tools_server_and_name_are_its_urls_every_time(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    from ztgate.mcp.upstream import _server_and_tool
+
+    parts = urlsplit(url)
+    expected = (parts.hostname or "", parts.path.lstrip("/"))
+    assert _server_and_tool(url) == expected
+    assert _server_and_tool(url) == expected  # kept
