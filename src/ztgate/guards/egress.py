@@ -27,6 +27,7 @@ name the argument and what is wrong, not the host.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 from ztgate.guards import facts as fact
 from ztgate.guards.paths import leaves, pointer, shown
 from ztgate.guards.resolver import LOCAL_NAMES, ResolutionError, Resolver, literal, refusal
-from ztgate.guards.values import EMAIL, URL, clean, shared_scan, whole
+from ztgate.guards.values import EMAIL, MAX_VALUE_CHARS, URL, clean, shared_scan, whole
 from ztgate.models import Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext
 from ztgate.tools.flow import UNTRACKED, covers, parse_pattern
@@ -59,7 +60,17 @@ class Destination:
 
 
 def host_of(value: str, kind: str) -> str | None:
-    """The host of a URL or the domain of an e-mail address: lower case, IDNA; None if unsafe."""
+    """The host of a URL or the domain of an e-mail address: lower case, IDNA; None if unsafe.
+
+    Read once per exact (value, kind) for values of up to `MAX_VALUE_CHARS`
+    (a bounded cache: the same addresses recur call after call).
+    """
+    if len(value) <= MAX_VALUE_CHARS:
+        return _cached_host_of(value, kind)
+    return _host_of(value, kind)
+
+
+def _host_of(value: str, kind: str) -> str | None:
     if kind == URL:
         rest = value.split("://", 1)[1] if "://" in value else value
         authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
@@ -82,6 +93,9 @@ def host_of(value: str, kind: str) -> str | None:
     if _UNSAFE_HOST.search(host) or len(host) > 253:
         return None
     return host
+
+
+_cached_host_of = functools.lru_cache(maxsize=4096)(_host_of)
 
 
 def destinations(arguments: Any) -> list[Destination]:
@@ -129,7 +143,7 @@ def is_local_name(host: str) -> bool:
 def task_domains(scope: Any, tool: str) -> tuple[str, ...] | None:
     """The domains the task's scope allows for `tool` (its `domains` limits), or None."""
     tools = getattr(scope, "tools", None)
-    allowed = tools.get(tool) if isinstance(tools, Mapping) else None
+    allowed = tools.get(tool) if type(tools) is dict or isinstance(tools, Mapping) else None
     if allowed is None:
         return None
     domains: list[str] = []

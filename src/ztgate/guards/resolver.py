@@ -17,6 +17,7 @@ error: the guard fails closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -61,8 +62,13 @@ class Resolver(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=4096)
 def refusal(address: Address) -> str | None:
-    """Why an agent may not reach `address` ("a loopback address" ...), or None."""
+    """Why an agent may not reach `address` ("a loopback address" ...), or None.
+
+    Answers are cached by address (an address is equal only to one of the same
+    version, integer and IPv6 scope): a dozen range tests per address.
+    """
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
         if embedded is None and address.teredo is not None:
@@ -89,19 +95,39 @@ def refusal(address: Address) -> str | None:
 
 
 def literal(host: str) -> Address | None:
-    """The address `host` spells, in any form the system resolver reads as a number, or None."""
+    """The address `host` spells, in any form the system resolver reads as a number, or None.
+
+    Host names are ruled out without the parsers (which raise, at some cost,
+    for every name): an IPv6 address has a colon, and without one both
+    `ip_address` and `inet_aton` read only digits, dots and (inet_aton) hex.
+    Everything else is read once per exact text (bounded cache, texts of up
+    to 256 characters; longer ones are read every time).
+    """
     text = host.strip("[]")
+    if ":" not in text and not (text and _NUMERIC.issuperset(text)):
+        return None
+    return _cached_literal(text) if len(text) <= _CACHED_CHARS else _literal(text)
+
+
+_NUMERIC = frozenset("0123456789abcdefxABCDEFX.")
+_CACHED_CHARS = 256
+
+
+def _literal(text: str) -> Address | None:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
         pass
-    if not text or not all(c in "0123456789abcdefxABCDEFX." for c in text):
+    if not text or not _NUMERIC.issuperset(text):
         return None
     try:
         # inet_aton reads 127.1, 2130706433 and 0x7f.0.0.1 as getaddrinfo does.
         return ipaddress.IPv4Address(socket.inet_aton(text))
     except OSError:
         return None
+
+
+_cached_literal = functools.lru_cache(maxsize=4096)(_literal)
 
 
 class SystemResolver:

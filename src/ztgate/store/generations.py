@@ -69,6 +69,10 @@ class GenerationWatcher:
         self._broadcasts = broadcasts
         self._data_version: int | None = None
         self._seen: dict[str, int] = {}
+        # One cursor kept on the connection it was made on (a reopened
+        # connection gets a new one): a cursor per query cost a fifth of it.
+        self._cursor: Any = None
+        self._cursor_of: Any = None
 
     def prime(self) -> None:
         """Record the current generations as seen."""
@@ -113,7 +117,10 @@ class GenerationWatcher:
     def _query(self, sql: str) -> list[Any]:
         try:
             raw = self._connection.raw()
-            cursor = raw.cursor()
+            cursor = self._cursor
+            if cursor is None or self._cursor_of is not raw:
+                cursor = self._cursor = raw.cursor()
+                self._cursor_of = raw
             cursor.execute(sql)
             rows: list[Any] = cursor.fetchall()
             if not self._database.is_sqlite:
@@ -129,3 +136,4 @@ class GenerationWatcher:
         """Forget the connection's state (the connection is closed and reopened on demand)."""
         self._connection.close()
         self._data_version = None
+        self._cursor = self._cursor_of = None

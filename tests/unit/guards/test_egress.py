@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ztgate.errors import UpstreamError
 from ztgate.forward import Forwarder
-from ztgate.guards import facts
+from ztgate.guards import egress, facts
 from ztgate.guards.egress import NAME, EgressCheck, covered, destinations, host_of
 from ztgate.guards.resolver import Address, ResolutionError, SystemResolver
+from ztgate.guards.values import MAX_VALUE_CHARS
 from ztgate.models import Outcome, Verdict
 from ztgate.pipeline import CallContext
 from ztgate.tasks.scope import parse_scope
@@ -275,3 +278,60 @@ async def test_an_argument_the_tools_flow_declares_untracked_is_no_destination(
     only_uri = await run({"uri": "notes://today"}, clock, tool="files.resources.read")
     assert only_uri.outcome is Outcome.ALLOW
     assert (await run({"uri": "notes://today"}, clock)).outcome is Outcome.DENY  # elsewhere
+
+
+# -- host_of's cache: the exact (value, kind), values of bounded size -------------------------
+
+_HOST_PIECES = st.sampled_from(
+    [
+        "http://",
+        "https://",
+        "a",
+        "B",
+        "@",
+        "\\",
+        "/",
+        "?",
+        "#",
+        ":",
+        "8080",
+        ".",
+        "[",
+        "]",
+        " ",
+        "xn--",
+        "é",
+        "例",
+        "%",
+        "example",
+        "-",
+        "\u200b",
+        "\uff45",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_HOST_PIECES, max_size=12).map("".join), st.sampled_from(["url", "email"]))
+def test_host_of_cached_is_uncached(value: str, kind: str) -> None:
+    """Cached hosts are the uncached reading for both kinds of the same value, and again."""
+    other = "email" if kind == "url" else "url"
+    assert host_of(value, kind) == egress._host_of(value, kind)
+    assert host_of(value, other) == egress._host_of(value, other)
+    assert host_of(value, kind) == egress._host_of(value, kind)
+
+
+def test_host_of_cache_keeps_kinds_apart() -> None:
+    """One value, two readings: a cache keyed by the value alone would give one for both."""
+    value = "http://a@b.example/x"
+    assert host_of(value, "url") == "b.example"
+    assert host_of(value, "email") is None  # "b.example/x": not a host
+    assert host_of(value, "url") == "b.example"
+
+
+def test_host_of_long_values_read_uncached() -> None:
+    """Values beyond MAX_VALUE_CHARS are read every time, not kept."""
+    value = "https://" + "a" * MAX_VALUE_CHARS + ".example/"
+    before = egress._cached_host_of.cache_info().currsize
+    assert host_of(value, "url") == egress._host_of(value, "url")
+    assert egress._cached_host_of.cache_info().currsize == before

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ztgate.guards.resolver import ResolutionError, SystemResolver, literal, refusal
+from ztgate.guards.resolver import Address, ResolutionError, SystemResolver, literal, refusal
 
 
 @pytest.mark.parametrize(
@@ -81,3 +84,77 @@ async def test_the_system_resolver_fails_closed() -> None:
         await resolver.resolve("name.invalid")
     with pytest.raises(ResolutionError):
         await resolver.resolve("bad..name")
+
+
+# -- the shortcuts: a name ruled out without the parsers, cached readings --------------------
+
+_LITERAL_CHARS = "0123456789abcdefxABCDEFX.:[]%gz-"
+
+
+def _literal_reference(host: str) -> Address | None:
+    """`literal` as it was: both parsers tried on every text."""
+    text = host.strip("[]")
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if not text or not all(c in "0123456789abcdefxABCDEFX." for c in text):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(text))
+    except OSError:
+        return None
+
+
+_hosts = st.one_of(
+    st.text(alphabet=_LITERAL_CHARS, max_size=24),
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=6).map(lambda a: f"[{a}]"),
+    st.ip_addresses(v=6).map(lambda a: f"{a}%eth0"),
+    st.integers(min_value=0, max_value=2**33).map(str),
+    st.integers(min_value=0, max_value=2**32).map(hex),
+    st.text(max_size=12),
+    st.text(alphabet=_LITERAL_CHARS, min_size=250, max_size=300),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_hosts)
+def test_literal_is_the_parsers_answer(host: str) -> None:
+    """The prefilter never hides an address, and the cache answers as the parsers (twice)."""
+    expected = _literal_reference(host)
+    for _ in range(2):
+        found = literal(host)
+        assert found == expected
+        assert type(found) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "host", ["::1", "[::1]", "fe80::1%eth0", "127.1", "0x7f.0.0.1", "2130706433", "0177.0.0.1"]
+)
+def test_literal_reads_addresses_the_prefilter_lets_through(host: str) -> None:
+    """Colon-bearing and numeric texts still reach the parsers (a prefilter on digits would not)."""
+    assert literal(host) is not None
+    assert literal(host) == _literal_reference(host)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.ip_addresses(), st.ip_addresses(v=6).map(lambda a: a.ipv4_mapped or a)))
+def test_refusal_cached_is_uncached(address: Address) -> None:
+    """The cached refusal is the uncached one's, for v4 and v6 alike (same integers apart)."""
+    uncached = refusal.__wrapped__  # type: ignore[attr-defined]
+    assert refusal(address) == uncached(address)
+    other: Address
+    if isinstance(address, ipaddress.IPv4Address):
+        other = ipaddress.IPv6Address(int(address))
+    else:
+        other = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    assert refusal(other) == uncached(other)
+    assert refusal(address) == uncached(address)
+
+
+def test_refusal_keeps_v4_and_v6_of_one_integer_apart() -> None:
+    """0.0.0.1 (in 0.0.0.0/8, private) and ::1 (loopback) share an integer, not an answer."""
+    assert refusal(ipaddress.IPv4Address(1)) == "a private address"
+    assert refusal(ipaddress.IPv6Address(1)) == "a loopback address"
+    assert refusal(ipaddress.IPv4Address(1)) == "a private address"

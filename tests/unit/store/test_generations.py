@@ -195,3 +195,31 @@ def test_a_driver_error_on_the_watchers_connection_is_unavailable_and_recovers(
         assert watcher.changed() == {"tools"}
     finally:
         watcher.close()
+
+
+def test_the_watcher_reads_on_the_shared_connection_as_it_is_now(
+    database: Database, other: Database
+) -> None:
+    """The watcher's kept cursor follows its connection: closed by its other user, reopened."""
+    shared = database.dedicated()
+    watcher = GenerationWatcher(database, shared)
+    try:
+        watcher.prime()
+        for name in ("tools", "agents", "tools"):
+            with other.write() as conn:
+                bump(conn, name)
+            assert watcher.changed() == {name}
+            assert watcher.changed() == set()
+        # The audit writer closes the connection after a failure of its own;
+        # the next look reopens it and reads there, not on a dead cursor.
+        shared.close()
+        with other.write() as conn:
+            bump(conn, "agents")
+        assert watcher.changed() == {"agents"}
+        assert watcher.changed() == set()
+        watcher.close()
+        with other.write() as conn:
+            bump(conn, "tools")
+        assert watcher.changed() == {"tools"}
+    finally:
+        watcher.close()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from ztgate.store.hot import Bucket, HotState, MemoryHotState
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ztgate.store.hot import MAX_LABELS, Bucket, HotState, MemoryHotState
 from ztgate.testing import FrozenClock
 
 from .conftest import HotStates
@@ -461,3 +465,52 @@ async def test_forget_drops_notes(hot: HotState) -> None:
     await hot.note("map", {"a": "t"}, 60, 10)
     await hot.forget("map")
     assert await hot.notes("map", ["a"]) == [frozenset()]
+
+
+# -- the in-process notes as the documented model -----------------------------------------
+
+_NOTE = st.tuples(
+    st.sampled_from(["m1", "m2"]),
+    st.dictionaries(st.sampled_from([f"f{i}" for i in range(6)]), st.sampled_from("abcdefghijk")),
+    st.integers(min_value=0, max_value=5),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NOTE, max_size=40))
+def test_memory_notes_are_the_model(ops: list[tuple[str, dict[str, str], int]]) -> None:
+    """Each field keeps its distinct labels, at most MAX_LABELS, in at most `cap` fields.
+
+    A label noted again takes no room (a version counting repeats would
+    refuse the ninth distinct label), a full map takes no new field.
+    """
+    hot = MemoryHotState(FrozenClock())
+    model: dict[str, dict[str, set[str]]] = {}
+
+    async def run() -> None:
+        for key, entries, cap in ops:
+            await hot.note(key, entries, 60, cap)
+            noted = model.setdefault(key, {})
+            for name, label in entries.items():
+                if name not in noted:
+                    if len(noted) < cap:
+                        noted[name] = {label}
+                elif len(noted[name]) < MAX_LABELS:
+                    noted[name].add(label)
+            fields = [f"f{i}" for i in range(6)]
+            for name in ("m1", "m2"):
+                expected = [frozenset(model.get(name, {}).get(f, ())) for f in fields]
+                assert await hot.notes(name, fields) == expected
+
+    asyncio.run(run())
+
+
+async def test_a_label_noted_again_takes_no_room(hot: HotState) -> None:
+    """Eight notes of one label, then others: the field has room for seven more."""
+    for _ in range(MAX_LABELS):
+        await hot.note("map", {"f": "same"}, 60, 10)
+    for i in range(MAX_LABELS):
+        await hot.note("map", {"f": f"tool{i}"}, 60, 10)
+    found = (await hot.notes("map", ["f"]))[0]
+    assert "same" in found
+    assert len(found) == MAX_LABELS
