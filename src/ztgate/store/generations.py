@@ -121,6 +121,9 @@ class GenerationWatcher:
             if cursor is None or self._cursor_of is not raw:
                 cursor = self._cursor = raw.cursor()
                 self._cursor_of = raw
+                # data_version counts per connection (a new one starts at 1 on
+                # SQLite): a value seen on another connection compares to nothing.
+                self._data_version = None
             cursor.execute(sql)
             rows: list[Any] = cursor.fetchall()
             if not self._database.is_sqlite:

@@ -223,3 +223,20 @@ def test_the_watcher_reads_on_the_shared_connection_as_it_is_now(
         assert watcher.changed() == {"tools"}
     finally:
         watcher.close()
+
+
+def test_a_change_made_while_the_shared_connection_was_closed_is_seen(
+    database: Database, other: Database
+) -> None:
+    """data_version counts per connection: a reopened one starts again (at 1 on SQLite),
+    so the value seen on the closed connection says nothing about the new one."""
+    shared = database.dedicated()
+    watcher = GenerationWatcher(database, shared)
+    try:
+        watcher.prime()  # nothing changed yet on this connection: data_version 1
+        shared.close()  # the audit writer's failure
+        with other.write() as conn:
+            bump(conn, "agents")  # e.g. the CLI revoking an agent
+        assert watcher.changed() == {"agents"}
+    finally:
+        watcher.close()
