@@ -295,7 +295,7 @@ def test_a_change_that_cannot_be_audited_is_not_made(
 ) -> None:
     # Everything is recorded: if the audit record cannot be written, the
     # command fails, and so the change it reports as failed must not be in place.
-    def unavailable(self: AuditLog, cursor: Any, entries: Any) -> Any:
+    def unavailable(self: AuditLog, *args: Any) -> Any:
         raise StoreUnavailableError("database unavailable: database is locked")
 
     monkeypatch.setattr(AuditLog, "_append", unavailable)
