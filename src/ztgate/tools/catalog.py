@@ -46,8 +46,8 @@ class Catalog:
                 if tool.output_schema is None
                 else Draft202012Validator(tool.output_schema, format_checker=checker),
                 tool.pinned,
-                plain_check(tool.input_schema),
-                None if tool.output_schema is None else plain_check(tool.output_schema),
+                plain_check(tool.input_schema, checker),
+                None if tool.output_schema is None else plain_check(tool.output_schema, checker),
             )
             for tool in tools
         }
