@@ -30,10 +30,7 @@ def canonical_json(value: Any) -> bytes:
             IEEE 754 double range, NaN, a non-string key, a non-JSON type).
     """
     if _orjson_is_canonical(value):
-        try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate
-            raise InvalidInputError(f"value has no canonical JSON form: {exc}") from exc
+        return _sorted_orjson(value)
     try:
         return rfc8785.dumps(_exact_doubles(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
@@ -57,8 +54,13 @@ def canonical_json_ascii_keys(fields: dict[str, Any]) -> bytes:
             continue
         if not _orjson_is_canonical(value):
             return canonical_json(fields)
+    return _sorted_orjson(fields)
+
+
+def _sorted_orjson(value: Any) -> bytes:
+    # For values `_orjson_is_canonical` passed: orjson's bytes are JCS's.
     try:
-        return orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate
         raise InvalidInputError(f"value has no canonical JSON form: {exc}") from exc
 

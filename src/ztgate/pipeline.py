@@ -9,10 +9,9 @@ wins. A check that raises, times out or returns something other than a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -138,9 +137,8 @@ class Pipeline:
         self, name: str, invoke: Callable[[], Awaitable[Verdict]], watchdog: _Watchdog
     ) -> Verdict:
         try:
-            # What `with watchdog.timing():` does, written out: a generator
-            # context manager costs a few microseconds per check (some twenty
-            # checks per call).
+            # The watchdog's steps written out, not a context manager: a
+            # generator per check costs a few microseconds (some twenty a call).
             cancelling = watchdog.arm()
             try:
                 verdict: object = await invoke()
@@ -198,28 +196,6 @@ class _Watchdog:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    @contextlib.contextmanager
-    def timing(self) -> Iterator[None]:
-        """Time one check: `TimeoutError` if it runs out of time (it is cancelled).
-
-        `Pipeline._run` does the same with `arm`, `expired`, `passed` and
-        `disarm` directly (no generator per check).
-
-        Raises:
-            TimeoutError: the check ran longer than the timeout.
-        """
-        cancelling = self.arm()
-        try:
-            yield
-        except asyncio.CancelledError as exc:
-            if self.expired(cancelling):
-                raise TimeoutError from exc
-            raise
-        else:
-            self.passed()
-        finally:
-            self.disarm()
 
     def arm(self) -> int:
         """A check starts: its deadline set, the timer armed if none is; the cancellations now."""

@@ -82,10 +82,31 @@ _ENVELOPE_KEYS: Final = (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
 )
-# The exact-input caches below hold answers the SDK's own checks gave (passes
-# only), and at most this many of each (then they start again).
+# The exact-input caches below (`_Passed`) hold inputs the SDK's own checks
+# passed, at most this many of each (then they start again), each of at
+# most this many characters.
 _CACHED: Final = 1024
 _MAX_KEY_CHARS: Final = 4096
+
+
+class _Passed:
+    """Inputs one of the SDK's checks passed, exactly: asked again, they pass again."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: set[Any] = set()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def add(self, key: Any, chars: int) -> None:
+        """Remember that `key` (of `chars` characters) passed; not if it is too long."""
+        if chars > _MAX_KEY_CHARS:
+            return
+        if len(self._keys) >= _CACHED:
+            self._keys.clear()
+        self._keys.add(key)
 
 
 class McpCallFastPath:
@@ -103,7 +124,7 @@ class McpCallFastPath:
         # copies; the answers here are serialised at once, never changed.
         self._stamp = front.server.server_info_stamp
         # (Content-Type, Host, Origin) the SDK's transport checks passed.
-        self._secure: set[tuple[str | None, str | None, str | None]] = set()
+        self._secure = _Passed()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one request (or hand it to the SDK's app)."""
@@ -158,10 +179,7 @@ class McpCallFastPath:
             return True
         if await self._security.validate_request(request, is_post=True) is not None:
             return False
-        if sum(len(v) for v in key if v is not None) <= _MAX_KEY_CHARS:
-            if len(self._secure) >= _CACHED:
-                self._secure.clear()
-            self._secure.add(key)
+        self._secure.add(key, sum(len(v) for v in key if v is not None))
         return True
 
     def _annotated_schema(self, name: str) -> dict[str, Any] | None:
@@ -271,8 +289,8 @@ def _plain_tool_call(
     return request_id, name, arguments, meta
 
 
-# Accept header values the SDK's rule was asked about, and its answer.
-_ACCEPTS: dict[str, bool] = {}
+# Accept header values the SDK's rule passed.
+_ACCEPTED = _Passed()
 
 
 class _AcceptOnly:
@@ -285,19 +303,17 @@ class _AcceptOnly:
 
 
 def _accepts_json(accept: str) -> bool:
-    """The SDK's `check_accept_headers` JSON answer for `accept` (kept per exact value)."""
-    known = _ACCEPTS.get(accept)
-    if known is None:
-        known, _ = check_accept_headers(cast(Request, _AcceptOnly(accept)))
-        if len(accept) <= _MAX_KEY_CHARS:
-            if len(_ACCEPTS) >= _CACHED:
-                _ACCEPTS.clear()
-            _ACCEPTS[accept] = known
-    return known
+    """The SDK's `check_accept_headers` JSON answer for `accept` (a pass kept per exact value)."""
+    if accept in _ACCEPTED:
+        return True
+    accepted, _ = check_accept_headers(cast(Request, _AcceptOnly(accept)))
+    if accepted:
+        _ACCEPTED.add(accept, len(accept))
+    return accepted
 
 
 # The envelopes (as JSON) whose `tools/call` params the SDK's model passed.
-_VALID_ENVELOPES: set[bytes] = set()
+_VALID_ENVELOPES = _Passed()
 
 
 def _valid_params(version: str, meta: Mapping[str, Any]) -> bool:
@@ -323,10 +339,8 @@ def _valid_params(version: str, meta: Mapping[str, Any]) -> bool:
         validate_client_request("tools/call", version, {"name": "", "_meta": envelope})
     except ValidationError:
         return False
-    if key is not None and len(key) <= _MAX_KEY_CHARS:
-        if len(_VALID_ENVELOPES) >= _CACHED:
-            _VALID_ENVELOPES.clear()
-        _VALID_ENVELOPES.add(key)
+    if key is not None:
+        _VALID_ENVELOPES.add(key, len(key))
     return True
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -159,21 +160,11 @@ def access_tools(server: McpServer, *, resources: bool, prompts: bool) -> list[T
     return found
 
 
-# `mcp://<server>/<tool>` URLs and their parts (the same few on every call).
-_PARTS: dict[str, tuple[str, str]] = {}
-_MAX_PARTS = 4096
-
-
+@functools.lru_cache(maxsize=4096)  # the registered tools' URLs, the same few on every call
 def _server_and_tool(url: str) -> tuple[str, str]:
-    """The server and the tool an `mcp://<server>/<tool>` URL names (kept per exact URL)."""
-    found = _PARTS.get(url)
-    if found is None:
-        parts = urlsplit(url)
-        found = (parts.hostname or "", parts.path.lstrip("/"))
-        if len(_PARTS) >= _MAX_PARTS:
-            _PARTS.clear()
-        _PARTS[url] = found
-    return found
+    """The server and the tool an `mcp://<server>/<tool>` URL names."""
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.path.lstrip("/")
 
 
 def _dump(items: Sequence[Any]) -> list[Any]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import cedarpy
 
@@ -65,13 +64,7 @@ def evaluate(snapshot: PolicySnapshot, request: Request) -> Evaluation:
     if kept is not None:
         return kept
     try:
-        answer = authorize(request, snapshot.policies)
-        diagnostics = answer.get("diagnostics", {})
-        said = (
-            answer["decision"],
-            tuple(diagnostics.get("reason", ())),
-            tuple(diagnostics.get("errors", ())),
-        )
+        said = _said(cedarpy.is_authorized(request.cedar(), snapshot.policies, request.entities))
     except BaseException as exc:  # fail closed, on a panic in the engine too
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -82,31 +75,15 @@ def evaluate(snapshot: PolicySnapshot, request: Request) -> Evaluation:
     return evaluation
 
 
-def authorize(request: Request, policies: cedarpy.PolicySet) -> dict[str, Any]:
-    """Cedar's answer to `request`, as the JSON object `cedarpy.is_authorized` wraps."""
-    return cast_answer(cedarpy.is_authorized(request.cedar(), policies, request.entities))
-
-
-def cast_answer(result: cedarpy.AuthzResult) -> dict[str, Any]:
-    """The JSON object behind a `cedarpy.AuthzResult`."""
-    return {
-        "decision": result.decision.value,
-        "diagnostics": {
-            "reason": list(result.diagnostics.reasons),
-            "errors": list(result.diagnostics.errors),
-        },
-    }
-
-
 def interpret(snapshot: PolicySnapshot, result: cedarpy.AuthzResult) -> Evaluation:
     """Turn Cedar's answer into an evaluation, failing closed on any error."""
+    return _interpret(snapshot, *_said(result))
+
+
+def _said(result: cedarpy.AuthzResult) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """Cedar's answer, exactly: the decision, the deciding policy ids, the error texts."""
     diagnostics = result.diagnostics
-    return _interpret(
-        snapshot,
-        result.decision.value,
-        tuple(diagnostics.reasons),
-        tuple(diagnostics.errors),
-    )
+    return result.decision.value, tuple(diagnostics.reasons), tuple(diagnostics.errors)
 
 
 def _interpret(

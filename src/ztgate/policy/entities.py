@@ -61,8 +61,8 @@ class Request:
     # What the entities were built from besides the policy set: the agent's
     # facts (see `PolicySnapshot.with_agent`). With the tool and the context
     # it determines the whole request (`key`).
-    agent_key: tuple[Any, ...] = ()
-    context_json: str = ""
+    agent_key: tuple[Any, ...]
+    context_json: str  # `context` as Cedar is given it
 
     def cedar(self) -> dict[str, Any]:
         """The request as `cedarpy.is_authorized` takes it (the context as JSON text)."""
@@ -70,12 +70,11 @@ class Request:
             "principal": self.principal,
             "action": self.action,
             "resource": self.resource,
-            "context": self.context_json or orjson.dumps(self.context).decode(),
+            "context": self.context_json,
         }
 
     def key(self) -> tuple[Any, ...]:
         """Everything Cedar is asked, exactly, for one policy set: equal keys, equal requests."""
-        context = self.context_json or orjson.dumps(self.context).decode()
         return (
             self.principal["type"],
             self.principal["id"],
@@ -83,7 +82,7 @@ class Request:
             self.action["id"],
             self.resource["type"],
             self.resource["id"],
-            context,
+            self.context_json,
         )
 
 
@@ -160,8 +159,8 @@ def build(snapshot: PolicySnapshot, facts: CallFacts) -> Request:
         {"type": TOOL, "id": facts.tool},
         context,
         entities,
-        agent_key=key,
-        context_json=orjson.dumps(context).decode(),
+        key,
+        orjson.dumps(context).decode(),
     )
 
 

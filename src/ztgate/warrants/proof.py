@@ -49,7 +49,7 @@ OPERATIONS = frozenset({"claim", "delegate", "renew"})
 _JTI = re.compile(r"[\x21-\x7e]{16,128}")
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # Three base64url segments: what splitting on "." and matching each with `_SEGMENT` accepts.
-_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_COMPACT = re.compile(r"\.".join([_SEGMENT.pattern] * 3))
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import cedarpy
@@ -123,10 +124,7 @@ def test_a_missing_entity_denies(load: Load) -> None:
     snapshot = load('permit (principal, action, resource) when { resource.risk == "read" };')
     request = build(snapshot, call("lookup"))
     other = cedarpy.Entities.from_json_str("[]")
-    evaluation = evaluate(
-        snapshot,
-        type(request)(request.principal, request.action, request.resource, request.context, other),
-    )
+    evaluation = evaluate(snapshot, dataclasses.replace(request, entities=other))
     assert evaluation.outcome is Outcome.DENY
     assert "does not exist" in evaluation.reason
 
@@ -270,21 +268,21 @@ OWNER_AND_ARGUMENTS = (
 
 
 class _CountingEngine:
-    """`engine.authorize` as it is, counting the requests put to it."""
+    """`cedarpy.is_authorized` as it is, counting the requests put to it."""
 
     def __init__(self) -> None:
         self.asked: list[dict[str, Any]] = []
-        self._authorize = engine.authorize
+        self._authorize = engine.cedarpy.is_authorized
 
-    def __call__(self, request: Any, policies: Any) -> dict[str, Any]:
-        self.asked.append(request.cedar())
-        return self._authorize(request, policies)
+    def __call__(self, request: dict[str, Any], policies: Any, entities: Any) -> Any:
+        self.asked.append(request)
+        return self._authorize(request, policies, entities)
 
 
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch) -> _CountingEngine:
     counter = _CountingEngine()
-    monkeypatch.setattr(engine, "authorize", counter)
+    monkeypatch.setattr(engine.cedarpy, "is_authorized", counter)
     return counter
 
 
@@ -330,14 +328,14 @@ def test_a_request_that_differs_in_anything_is_put_to_the_engine(
 
 def test_an_engine_failure_is_not_kept(load: Load, monkeypatch: pytest.MonkeyPatch) -> None:
     snapshot = load(PERMIT_READS)
-    works = engine.authorize
+    works = engine.cedarpy.is_authorized
 
     def explode(*args: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(engine, "authorize", explode)
+    monkeypatch.setattr(engine.cedarpy, "is_authorized", explode)
     assert decide(snapshot, call("lookup")).outcome is Outcome.DENY
-    monkeypatch.setattr(engine, "authorize", works)
+    monkeypatch.setattr(engine.cedarpy, "is_authorized", works)
     assert decide(snapshot, call("lookup")).outcome is Outcome.ALLOW
 
 

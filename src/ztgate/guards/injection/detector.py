@@ -337,8 +337,7 @@ class _Scan:
                     self._layer(decoded, "encoded.hex", *match.span(1))
         if text.count("%") >= 3 or text.count("&") >= 3:
             for index, text in enumerate(texts_of(self.parts)):
-                if text.count("%") >= 3 or text.count("&") >= 3:
-                    self._escapes(index, text)
+                self._escapes(index, text)
 
     def _escapes(self, index: int, text: str) -> None:
         start = self.original_starts[index]
