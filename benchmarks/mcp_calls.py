@@ -15,7 +15,11 @@ FastMCP) on every path, with the SDK's `Client`:
   the same stdio server. Installed into benchmarks/results/peer-venv.
 - a TCP relay (benchmarks/tcp_relay.py) in front of the HTTP server: it
   copies bytes and parses nothing, so what it adds is the floor any bridge
-  pays on this machine for one more loopback hop and process.
+  pays on this machine for one more loopback hop and process;
+- a floor gateway (benchmarks/floor_gateway.py) in front of the HTTP server:
+  HTTP in and out as ztgate serves it, one ES256 verify, and two SQLite
+  audit commits per call, and no other check: the floor of any Python
+  gateway with per-call proofs and a write-ahead audit log.
 
 Per path: latency p50/p99 and throughput at concurrency 1 (sequential calls)
 and at concurrency 32 (one session, 32 concurrent requests), and the bridge's
@@ -76,12 +80,15 @@ from ztgate.mcp.servers import McpServer, McpServerRegistry
 from ztgate.tasks.registry import TaskRegistry
 from ztgate.testing import make_settings
 from ztgate.warrants import proof
-from ztgate.warrants.jwk import key_thumbprint
+from ztgate.warrants.jwk import key_thumbprint, public_jwk
 
 UPSTREAM = ROOT / "benchmarks" / "mcp_upstream.py"
 RELAY = ROOT / "benchmarks" / "tcp_relay.py"
 # The floor: what one more loopback hop and process cost, with nothing parsed.
 RELAY_PATH = "TCP relay (no parsing) -> HTTP upstream"
+FLOOR = ROOT / "benchmarks" / "floor_gateway.py"
+# The floor of a checking gateway: HTTP, one signature, two audit commits.
+FLOOR_PATH = "floor gateway (proof + audit only) -> HTTP upstream"
 PEER_VENV = ROOT / "benchmarks" / "results" / "peer-venv"
 PEER = "mcp-proxy==0.13.0"
 PEER_REQUIREMENTS = ROOT / "benchmarks" / "peer-requirements.txt"  # PEER and its dependencies
@@ -231,6 +238,7 @@ class Gateway:
         )
         ca = CertificateAuthority.load(settings.path(settings.identity.ca_dir), clock)
         self.key = ca.issue_x509_svid(AGENT).private_key
+        self.jwk = public_jwk(self.key)  # found once, as the SDK's McpSession does
         self.token = ca.issue_jwt_svid(AGENT, ["ztgate"], ttl=3600)
         tasks = TaskRegistry.from_settings(load_settings(workdir / "ztgate.toml"), database, clock)
         task, _, warrant = tasks.create(
@@ -256,6 +264,7 @@ class Gateway:
                 canonical=canonical,
                 tool=tool,
                 issued_at=time.time(),
+                jwk=self.jwk,
             )
             meta = call_meta(self.warrant, signed, justification="benchmark")
             result = await client.call_tool(tool, args, meta=meta)  # type: ignore[arg-type]
@@ -283,12 +292,12 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
     }
     results["peer"] = f"{PEER} (with mcp {_versions(version)['mcp']}), Streamable HTTP"
     upstream_port, gateway_port, proxy_port = free_port(), free_port(), free_port()
-    relay_port = free_port()
+    relay_port, floor_port = free_port(), free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}/mcp"
     with tempfile.TemporaryDirectory(prefix="ztgate-mcp-bench-") as scratch:
         workdir = Path(scratch)
         # Logs go to files: a long run fills a pipe nobody reads, and blocks.
-        names = ("up", "gw", "peer", "relay")
+        names = ("up", "gw", "peer", "relay", "floor")
         logs = {name: (workdir / f"{name}.log").open("wb") for name in names}
         with process(
             [str(peer), str(UPSTREAM), "--http", str(upstream_port)], cpus=None, stderr=logs["up"]
@@ -313,10 +322,16 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                     cpus=None,
                     stderr=logs["relay"],
                 ) as relay,
+                process(
+                    [python(), str(FLOOR), str(floor_port), upstream_url],
+                    cpus=None,
+                    stderr=logs["floor"],
+                ) as floor,
             ):  # fmt: skip
                 wait_http(f"http://127.0.0.1:{gateway_port}/readyz", served)
                 _wait_port(proxy_port, proxy)
                 _wait_port(relay_port, relay)
+                _wait_port(floor_port, floor)
                 stdio = StdioServerParameters(command=str(peer), args=[str(UPSTREAM)])
                 # The warrant also rides on the session (as the SDK's McpSession
                 # sends it), so the client's own tools/list sees the scoped tools
@@ -334,6 +349,12 @@ async def run(options: argparse.Namespace, console: Console) -> dict[str, Any]:
                         lambda: http_client(f"http://127.0.0.1:{relay_port}/mcp"),
                         plain,
                         relay.pid,
+                    ),
+                    (
+                        FLOOR_PATH,
+                        lambda: http_client(f"http://127.0.0.1:{floor_port}/mcp"),
+                        plain,
+                        floor.pid,
                     ),
                     (
                         "ztgate -> HTTP upstream",
@@ -430,6 +451,7 @@ def report(console: Console, results: dict[str, Any]) -> None:
     paths = results["paths"]
     direct = {  # none for the paths whose direct path was not measured (--only)
         RELAY_PATH: paths.get("direct, Streamable HTTP"),
+        FLOOR_PATH: paths.get("direct, Streamable HTTP"),
         "ztgate -> HTTP upstream": paths.get("direct, Streamable HTTP"),
         "ztgate -> stdio upstream (enclave)": paths.get("direct, stdio"),
         "mcp-proxy 0.13 -> stdio upstream": paths.get("direct, stdio"),
