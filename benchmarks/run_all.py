@@ -337,6 +337,8 @@ def summarise(run: dict[str, Any]) -> dict[str, Any]:
         paths = mcp["paths"]
         pairs = (
             ("ztgate -> HTTP upstream", "direct, Streamable HTTP"),
+            # The floor of any checking gateway (mcp_calls.FLOOR_PATH).
+            ("floor gateway (proof + audit only) -> HTTP upstream", "direct, Streamable HTTP"),
             ("ztgate -> stdio upstream (enclave)", "direct, stdio"),
             ("mcp-proxy 0.13 -> stdio upstream", "direct, stdio"),
         )
