@@ -153,6 +153,10 @@ def build(snapshot: PolicySnapshot, facts: CallFacts) -> Request:
             json.dumps([agent_entity(agent, snapshot.tags)]), snapshot.schema
         ),
     )
+    try:
+        context_json = orjson.dumps(context).decode()
+    except orjson.JSONEncodeError as exc:  # a lone surrogate in a string, say: no JSON for Cedar
+        raise RequestError(f"the call's context cannot be put to the policies: {exc}") from exc
     return Request(
         principal,
         {"type": "Action", "id": action_id(facts.tool)},
@@ -160,7 +164,7 @@ def build(snapshot: PolicySnapshot, facts: CallFacts) -> Request:
         context,
         entities,
         key,
-        orjson.dumps(context).decode(),
+        context_json,
     )
 
 

@@ -120,6 +120,31 @@ def test_an_argument_of_the_wrong_type_denies_with_the_reason(load: Load) -> Non
     assert "lots" not in evaluation.reason
 
 
+@pytest.mark.parametrize(
+    ("policy", "facts"),
+    [
+        (
+            'forbid (principal, action, resource) when { context.justification like "*drop*" };',
+            call("lookup", justification="drop \ud800"),
+        ),
+        (
+            'forbid (principal, action == Action::"call:send", resource) '
+            'when { context.arguments.to like "*x*" };',
+            call("send", {"to": "x\udfff"}),
+        ),
+    ],
+    ids=["justification", "argument"],
+)
+def test_a_context_with_a_lone_surrogate_denies_without_raising(
+    load: Load, policy: str, facts: model.CallFacts
+) -> None:
+    snapshot = load(policy + "\npermit (principal, action, resource);")
+    evaluation = decide(snapshot, facts)  # documented never to raise
+    assert evaluation.outcome is Outcome.DENY
+    assert evaluation.reason.startswith("the call's context cannot be put to the policies")
+    assert evaluation.reason.endswith("(fail closed)")
+
+
 def test_a_missing_entity_denies(load: Load) -> None:
     snapshot = load('permit (principal, action, resource) when { resource.risk == "read" };')
     request = build(snapshot, call("lookup"))
