@@ -44,6 +44,33 @@ LOCAL_NAMES = frozenset(
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT; Alibaba's metadata
+# The special-purpose blocks of IANA's IPv4 and IPv6 registries that are not
+# globally reachable (whole blocks, their few anycast exceptions included),
+# listed here rather than taken from `ipaddress`, whose tables differ between
+# Python releases (3.11's `is_private` misses all of 192.0.0.0/24, where
+# Oracle Cloud's metadata service lives at 192.0.0.192, and fec0::/10).
+SPECIAL_PURPOSE = tuple(
+    ipaddress.ip_network(block)
+    for block in (
+        "0.0.0.0/8",  # "this network"
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation
+        "203.0.113.0/24",  # documentation
+        "240.0.0.0/4",  # reserved
+        "255.255.255.255/32",  # limited broadcast
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation
+        "5f00::/16",  # segment routing (SRv6) SIDs
+        "fc00::/7",  # unique local
+        "fec0::/10",  # site-local (deprecated)
+    )
+)
 
 
 class ResolutionError(Exception):
@@ -89,6 +116,8 @@ def refusal(address: Address) -> str | None:
         return "a shared (carrier-grade NAT) address"
     if address.is_private:
         return "a private address"
+    if any(address in block for block in SPECIAL_PURPOSE if block.version == address.version):
+        return "a special-purpose address (not globally reachable)"
     if address.is_reserved or not address.is_global:
         return "a reserved address"
     return None

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ztgate.guards.resolver import Address, ResolutionError, SystemResolver, literal, refusal
+from ztgate.guards.resolver import (
+    SPECIAL_PURPOSE,
+    Address,
+    ResolutionError,
+    SystemResolver,
+    literal,
+    refusal,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +49,34 @@ def test_refused_addresses(address: str, why: str | None) -> None:
         assert found is None
     else:
         assert found is not None and why in found
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "192.0.0.192",  # Oracle Cloud Classic's metadata service
+        "192.0.0.8",
+        "192.88.99.1",
+        "198.18.0.1",
+        "203.0.113.7",
+        "fec0::1",
+        "64:ff9b:1::a9fe:a9fe",
+        "3fff::1",
+        "5f00::1",
+        "2001:db8::1",
+    ],
+)
+def test_special_purpose_addresses_are_refused_whatever_the_python(address: str) -> None:
+    """Refused by the module's own list, not only by `ipaddress`'s (which varies by release)."""
+    assert refusal(ipaddress.ip_address(address)) is not None
+
+
+@given(st.sampled_from(SPECIAL_PURPOSE), st.integers(min_value=0))
+def test_every_special_purpose_block_is_refused_throughout(
+    block: ipaddress.IPv4Network | ipaddress.IPv6Network, offset: int
+) -> None:
+    address = block[offset % block.num_addresses]
+    assert refusal(address) is not None
 
 
 @pytest.mark.parametrize(
