@@ -8,8 +8,8 @@ IPv6 ones (mapped, 6to4, Teredo, NAT64). Literal addresses in any form the
 system resolver accepts (`127.1`, `2130706433`, `0x7f.0.0.1`) resolve to
 what they mean, so they are checked the same way.
 
-`SystemResolver` asks the system resolver (`getaddrinfo` in a worker
-thread) with a timeout and keeps answers for a short while; tests inject
+`SystemResolver` asks the system resolver (`getaddrinfo` on threads of
+its own) with a timeout and keeps answers for a short while; tests inject
 their own `Resolver`. A name that does not resolve, or not in time, is an
 error: the guard fails closed.
 """
@@ -20,10 +20,12 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -160,41 +162,128 @@ _cached_literal = functools.lru_cache(maxsize=4096)(_literal)
 
 
 class SystemResolver:
-    """The system resolver, with a timeout and a small cache of answers."""
+    """The system resolver, with a timeout and a small cache of answers.
+
+    Lookups run on threads of their own (`RESOLVER_THREADS`, shared by every
+    resolver), never on the event loop's default executor, which the audit
+    writer and the stores use: a name whose servers do not answer holds a
+    thread until the C library gives up (5-30 s), whatever the timeout here,
+    and that must not stall anything else. At most `max_lookups` lookups run
+    or wait at once (threads still held by lookups whose callers gave up
+    included); beyond that a lookup is refused at once (fail closed). One
+    name is looked up once at a time, however many ask, and a name that
+    does not resolve is remembered as such for `failure_seconds`.
+    """
 
     def __init__(
-        self, *, timeout: float = 1.0, cache_seconds: float = 30.0, cache_size: int = 4096
+        self,
+        *,
+        timeout: float = 1.0,
+        cache_seconds: float = 30.0,
+        cache_size: int = 4096,
+        failure_seconds: float = 5.0,
+        max_lookups: int = 64,
+        lookup: Callable[..., list[Any]] = socket.getaddrinfo,
     ) -> None:
-        """Answers are kept `cache_seconds` (0: not at all)."""
+        """Answers are kept `cache_seconds`, failures `failure_seconds` (0: not at all)."""
         self._timeout = timeout
         self._cache_seconds = cache_seconds
+        self._failure_seconds = min(failure_seconds, cache_seconds)
         self._cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[float, tuple[Address, ...]]] = OrderedDict()
+        self._max_lookups = max_lookups
+        self._lookup = lookup
+        self._cache: OrderedDict[str, tuple[float, tuple[Address, ...] | str]] = OrderedDict()
+        self._pending: dict[str, asyncio.Future[list[Any]]] = {}
+        self._running = 0  # lookups submitted whose thread has not finished
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        """Lookups whose thread has not finished (those given up on included)."""
+        return self._running
 
     async def resolve(self, host: str) -> Sequence[Address]:
         """The addresses of `host` (TCP), from the cache or the system resolver."""
         now = time.monotonic()
         hit = self._cache.get(host)
         if hit is not None and hit[0] > now:
+            if isinstance(hit[1], str):
+                raise ResolutionError(hit[1])
             return hit[1]
-        loop = asyncio.get_running_loop()
+        pending = self._pending.get(host)
+        if pending is None:
+            pending = self._submit(host)
         try:
             async with asyncio.timeout(self._timeout):
-                infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+                infos = await asyncio.shield(pending)  # others may wait for it too
         except TimeoutError as exc:
             raise ResolutionError(f"no answer within {self._timeout:g}s") from exc
         except (OSError, UnicodeError) as exc:
-            raise ResolutionError(f"it does not resolve ({type(exc).__name__})") from exc
+            why = f"it does not resolve ({type(exc).__name__})"
+            self._remember(host, time.monotonic() + self._failure_seconds, why)
+            raise ResolutionError(why) from exc
         addresses = tuple(
             ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
             for info in infos
             if info[0] in (socket.AF_INET, socket.AF_INET6)
         )
         if not addresses:
-            raise ResolutionError("it resolves to no IP address")
-        if self._cache_seconds > 0:
-            self._cache[host] = (now + self._cache_seconds, addresses)
-            self._cache.move_to_end(host)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            why = "it resolves to no IP address"
+            self._remember(host, time.monotonic() + self._failure_seconds, why)
+            raise ResolutionError(why)
+        self._remember(host, now + self._cache_seconds, addresses)
         return addresses
+
+    def _submit(self, host: str) -> asyncio.Future[list[Any]]:
+        """Start looking `host` up on the resolver's threads.
+
+        Raises:
+            ResolutionError: `max_lookups` lookups are running or waiting already.
+        """
+        with self._lock:
+            if self._running >= self._max_lookups:
+                raise ResolutionError("the resolver is busy (too many lookups at once)")
+            self._running += 1
+        try:
+            submitted = _executor().submit(self._lookup, host, None, 0, socket.SOCK_STREAM)
+        except BaseException:
+            self._finished(None)
+            raise
+        submitted.add_done_callback(self._finished)
+        pending = asyncio.wrap_future(submitted)
+        self._pending[host] = pending
+        pending.add_done_callback(functools.partial(self._settled, host))
+        return pending
+
+    def _finished(self, _submitted: object) -> None:
+        with self._lock:  # on the lookup's own thread
+            self._running -= 1
+
+    def _settled(self, host: str, pending: asyncio.Future[list[Any]]) -> None:
+        if self._pending.get(host) is pending:
+            del self._pending[host]
+        if not pending.cancelled():
+            pending.exception()  # retrieved: every caller may have given up on it
+
+    def _remember(self, host: str, until: float, answer: tuple[Address, ...] | str) -> None:
+        if until <= time.monotonic():
+            return
+        self._cache[host] = (until, answer)
+        self._cache.move_to_end(host)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+
+# Threads for lookups (see `SystemResolver`), made on first use.
+RESOLVER_THREADS = 8
+_EXECUTOR: list[ThreadPoolExecutor] = []
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    with _EXECUTOR_LOCK:
+        if not _EXECUTOR:
+            _EXECUTOR.append(
+                ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="ztgate-resolver")
+            )
+        return _EXECUTOR[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
+import threading
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -151,18 +153,17 @@ async def test_names_in_text_are_not_resolved(clock: FrozenClock) -> None:
 
 
 async def test_a_slow_resolver_fails_closed(clock: FrozenClock) -> None:
-    resolver = SystemResolver(timeout=0.05)
+    answered = threading.Event()
 
-    async def slow(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(5)
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        answered.wait(5)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 0))]
 
-    loop = asyncio.get_running_loop()
-    original = loop.getaddrinfo
-    loop.getaddrinfo = slow  # type: ignore[method-assign]
+    resolver = SystemResolver(timeout=0.05, lookup=slow)
     try:
         verdict = await run({"url": "http://slow.example/"}, clock, check=EgressCheck(resolver))
     finally:
-        loop.getaddrinfo = original  # type: ignore[method-assign]
+        answered.set()
     assert verdict.outcome is Outcome.DENY and "no answer within 0.05s" in verdict.reason
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -76,7 +80,11 @@ def test_every_special_purpose_block_is_refused_throughout(
     block: ipaddress.IPv4Network | ipaddress.IPv6Network, offset: int
 ) -> None:
     address = block[offset % block.num_addresses]
-    assert refusal(address) is not None
+    if isinstance(address, ipaddress.IPv6Address) and address.teredo is not None:
+        # Teredo (2001::/32, inside 2001::/23) is judged by the IPv4 address it carries.
+        assert refusal(address) == refusal(address.teredo[1])
+    else:
+        assert refusal(address) is not None
 
 
 @pytest.mark.parametrize(
@@ -119,6 +127,89 @@ async def test_the_system_resolver_fails_closed() -> None:
         await resolver.resolve("name.invalid")
     with pytest.raises(ResolutionError):
         await resolver.resolve("bad..name")
+
+
+def _answer(address: str) -> list[Any]:
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0))]
+
+
+async def test_lookups_run_off_the_default_executor() -> None:
+    """A name that hangs holds the resolver's threads, never the loop's (audit writes use it)."""
+    loop = asyncio.get_running_loop()
+
+    class Refusing(ThreadPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the default executor was used")
+
+    refusing = Refusing(1)
+    loop.set_default_executor(refusing)
+    try:
+        found = await SystemResolver(timeout=5, cache_seconds=0).resolve("localhost")
+    finally:
+        loop.set_default_executor(ThreadPoolExecutor(2))
+        refusing.shutdown()
+    assert found and all(a.is_loopback for a in found)
+
+
+async def test_one_lookup_per_name_however_many_ask() -> None:
+    release = threading.Event()
+    asked: list[str] = []
+
+    def lookup(host: str, *args: Any) -> list[Any]:
+        asked.append(host)
+        release.wait(5)
+        return _answer("93.184.216.34")
+
+    resolver = SystemResolver(timeout=5, lookup=lookup)
+    waiting = [asyncio.create_task(resolver.resolve("example.com")) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    release.set()
+    answers = await asyncio.gather(*waiting)
+    assert asked == ["example.com"]
+    assert {str(a) for found in answers for a in found} == {"93.184.216.34"}
+
+
+async def test_lookups_are_bounded_and_a_hung_one_counts_until_its_thread_ends() -> None:
+    release = threading.Event()
+
+    def hang(host: str, *args: Any) -> list[Any]:
+        release.wait(5)
+        raise socket.gaierror(socket.EAI_AGAIN, "temporary failure")
+
+    resolver = SystemResolver(timeout=0.05, max_lookups=2, lookup=hang)
+    for host in ("a.example", "b.example"):
+        with pytest.raises(ResolutionError, match="no answer within"):
+            await resolver.resolve(host)
+    assert resolver.running == 2  # given up on, still holding their threads
+    with pytest.raises(ResolutionError, match="busy"):  # refused at once, fail closed
+        await resolver.resolve("c.example")
+    release.set()
+    for _ in range(100):
+        if resolver.running == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert resolver.running == 0
+    with pytest.raises(ResolutionError, match="does not resolve"):
+        await resolver.resolve("c.example")
+
+
+async def test_a_name_that_does_not_resolve_is_remembered_for_a_while() -> None:
+    asked: list[str] = []
+
+    def fail(host: str, *args: Any) -> list[Any]:
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "unknown name")
+
+    resolver = SystemResolver(timeout=5, failure_seconds=60, lookup=fail)
+    for _ in range(3):
+        with pytest.raises(ResolutionError, match="does not resolve"):
+            await resolver.resolve("gone.example")
+    assert asked == ["gone.example"]
+    uncached = SystemResolver(timeout=5, cache_seconds=0, lookup=fail)
+    for _ in range(2):
+        with pytest.raises(ResolutionError):
+            await uncached.resolve("gone.example")
+    assert asked == ["gone.example"] * 3
 
 
 # -- the shortcuts: a name ruled out without the parsers, cached readings --------------------
