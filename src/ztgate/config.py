@@ -543,6 +543,10 @@ class EgressProxySettings(_Section):
     connect_timeout_seconds: float = Field(10.0, gt=0, le=300)
     idle_timeout_seconds: float = Field(300.0, gt=0, le=86400)
     max_connections: int = Field(256, ge=1, le=100_000)
+    # One enclave's share: relaying at once (twice as many open on its socket).
+    max_connections_per_enclave: int = Field(32, ge=1, le=100_000)
+    # Refusals recorded one by one per enclave (past it: counted, summarised).
+    refusal_records_per_second: float = Field(20.0, gt=0, le=100_000)
     max_header_bytes: int = Field(16384, ge=1024, le=1_048_576)
     resolve_timeout_seconds: float = Field(2.0, gt=0, le=30)
 

@@ -230,6 +230,31 @@ async def test_connections_beyond_the_limit_get_503(tmp_path: Path) -> None:
         )
 
 
+async def test_one_enclave_relays_at_most_its_share(tmp_path: Path) -> None:
+    """An enclave holding its share of tunnels is refused more; another is not."""
+    async with audit_log(tmp_path) as (log, _), http_server() as server:
+        limits = ProxyLimits(max_connections=8, max_connections_per_enclave=1)
+        proxy = EgressProxy(log, TableResolver({}), limits=limits)
+        rules = EgressRules.build([], test_destinations=[f"127.0.0.1:{server.port}"])
+        for name in ("greedy", "other"):
+            proxy.add_enclave(Grant(f"{name}.1", Attribution(name), rules))
+            await proxy.listen_unix(f"{name}.1", tmp_path / f"{name}.sock")
+        connect = f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\n\r\n".encode()
+        held_reader, held_writer = await asyncio.open_unix_connection(str(tmp_path / "greedy.sock"))
+        held_writer.write(connect)
+        assert (await held_reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        for name, expected in (("greedy", b"HTTP/1.1 503 "), ("other", b"HTTP/1.1 200")):
+            reader, writer = await asyncio.open_unix_connection(str(tmp_path / f"{name}.sock"))
+            writer.write(connect)
+            answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert answer.startswith(expected), (name, answer)
+            if name == "greedy":
+                assert b"this enclave" in await reader.read()
+            writer.close()
+        held_writer.close()
+        await proxy.stop()
+
+
 class Rebinding:
     """A name that answers 127.0.0.1 once, then an address where nothing listens."""
 

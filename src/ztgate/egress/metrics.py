@@ -22,6 +22,11 @@ class ProxyMetrics:
             ("direction",),
             registry=self.registry,
         )
+        self.unrecorded_refusals = Counter(
+            "ztgate_egress_unrecorded_refusals",
+            "Refusals answered but not recorded one by one (past an enclave's record rate).",
+            registry=self.registry,
+        )
         self.open_tunnels = Gauge(
             "ztgate_egress_open_connections",
             "Egress proxy connections relaying bytes now.",

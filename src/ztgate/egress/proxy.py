@@ -17,8 +17,16 @@ are that enclave's). For each connection, in order:
   (6) audit the close: bytes each way and the duration.
 
 No TLS is intercepted: a CONNECT tunnel carries the client's TLS as is.
-At most `max_connections` connections relay at once, and at most twice as
-many are open at all (the rest still sending their heads); beyond, 503.
+
+One enclave cannot take the proxy from the others: each enclave may have
+at most `max_connections_per_enclave` connections relaying and twice as
+many open on its socket (the rest still sending their heads); the TCP
+listener, whose clients are known only once their head is read, has its
+own budget of twice `max_connections` open; at most `max_connections`
+relay in all. Beyond any of these: 503. Refusals are recorded one by one
+up to `refusal_records_per_second` per enclave (and per listener for the
+unattributed ones); past that they are still answered and counted, and
+the next recorded refusal says how many went unrecorded before it.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +44,7 @@ from ztgate.egress.decision import EgressDecision, decide
 from ztgate.egress.grants import Grant, Grants, ProxyCredentials
 from ztgate.egress.metrics import ProxyMetrics
 from ztgate.egress.pump import Traffic, relay
-from ztgate.egress.record import ConnectionFacts, egress_entry
+from ztgate.egress.record import ConnectionFacts, RefusalRecords, egress_entry
 from ztgate.egress.request import ProxyRequest, RequestError, basic_credentials, parse_head
 from ztgate.errors import GatewayError
 from ztgate.guards.resolver import Resolver
@@ -63,6 +72,8 @@ class ProxyLimits:
     connect_timeout: float = 10.0  # reading the head, and connecting to the destination
     idle_timeout: float = 300.0  # nothing moved either way for this long: closed
     max_connections: int = 256
+    max_connections_per_enclave: int = 32
+    refusal_records_per_second: float = 20.0
 
 
 class _Refused(Exception):
@@ -96,6 +107,11 @@ class EgressProxy:
         self._unix: dict[str, tuple[asyncio.Server, Path]] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._relaying = 0
+        # Connections open, and relaying, per budget: a grant id, or "tcp" (open, before
+        # the head says whose it is).
+        self._open: Counter[str] = Counter()
+        self._relaying_for: Counter[str] = Counter()
+        self._refusals = RefusalRecords(self.limits.refusal_records_per_second)
 
     # -- listeners ----------------------------------------------------------
 
@@ -133,6 +149,7 @@ class EgressProxy:
     async def remove_enclave(self, grant_id: str) -> None:
         """Stop serving a grant: its Unix socket closes, its credentials end."""
         self.grants.remove(grant_id)
+        self._refusals.forget(grant_id)
         found = self._unix.pop(grant_id, None)
         if found is not None:
             server, path = found
@@ -166,11 +183,19 @@ class EgressProxy:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        facts = ConnectionFacts(time_ordered_id(), None, listener)
+        facts = ConnectionFacts(time_ordered_id(), None, listener, grant=grant_id)
+        budget = grant_id if grant_id is not None else listener
+        self._open[budget] += 1
         try:
-            if len(self._handlers) > 2 * self.limits.max_connections:
-                # Connections still sending their heads count too: a flood of
-                # idle ones is turned away before it costs a decision or a record.
+            # Connections still sending their heads count too: a flood of idle
+            # ones is turned away before it costs a decision or a record, and
+            # only from its own budget (an enclave's socket, or the TCP listener).
+            allowed = (
+                2 * self.limits.max_connections_per_enclave
+                if grant_id is not None
+                else 2 * self.limits.max_connections
+            )
+            if self._open[budget] > allowed:
                 raise _Refused(503, "too many connections to the egress proxy", audit=False)
             await self._serve(facts, grant_id, client)
         except _Refused as refused:
@@ -181,6 +206,9 @@ class EgressProxy:
             logger.exception("egress proxy connection %s failed", facts.connection_id)
         finally:
             client[1].close()
+            self._open[budget] -= 1
+            if not self._open[budget]:
+                del self._open[budget]
             if task is not None:
                 self._handlers.discard(task)
 
@@ -190,19 +218,25 @@ class EgressProxy:
         facts.method, facts.destination = request.method, request.destination
         # (2) who it is for
         grant = self._attribute(grant_id, request)
-        facts.attribution = grant.attribution
+        facts.attribution, facts.grant = grant.attribution, grant.id
         # (3) where it may go
         decision = await decide(request.destination, grant.rules, self._resolver)
         if not decision.allowed:
             raise _Refused(403, decision.reason)
         facts.address = decision.address
+        if self._relaying_for[grant.id] >= self.limits.max_connections_per_enclave:
+            raise _Refused(503, "too many connections from this enclave through the egress proxy")
         if self._relaying >= self.limits.max_connections:
             raise _Refused(503, "too many connections through the egress proxy")
         self._relaying += 1
+        self._relaying_for[grant.id] += 1
         try:
             await self._forward(facts, request, decision, client)
         finally:
             self._relaying -= 1
+            self._relaying_for[grant.id] -= 1
+            if not self._relaying_for[grant.id]:
+                del self._relaying_for[grant.id]
 
     async def _read_request(self, reader: asyncio.StreamReader) -> ProxyRequest:
         try:
@@ -311,9 +345,21 @@ class EgressProxy:
 
     async def _refuse(self, facts: ConnectionFacts, client: Streams, refused: _Refused) -> None:
         self.metrics.connection("deny", facts.listener)
-        if refused.audit:
+        unrecorded = (
+            self._refusals.take(facts.grant or facts.listener, time.monotonic())
+            if refused.audit
+            else None
+        )
+        if refused.audit and unrecorded is None:
+            self.metrics.unrecorded_refusals.inc()  # past the rate: counted, summarised later
+        if unrecorded is not None:
             entry = egress_entry(
-                facts, outcome="deny", event="deny", reason=refused.reason, status=refused.status
+                facts,
+                outcome="deny",
+                event="deny",
+                reason=refused.reason,
+                status=refused.status,
+                unrecorded_before=unrecorded or None,
             )
             try:
                 await self._audit.append(entry)

@@ -29,6 +29,7 @@ class ConnectionFacts:
     method: str | None = None
     destination: Authority | None = None
     address: Address | None = None
+    grant: str | None = None  # the grant it is attributed to, once known (not recorded)
 
 
 def egress_entry(
@@ -41,8 +42,13 @@ def egress_entry(
     up: int | None = None,
     down: int | None = None,
     seconds: float | None = None,
+    unrecorded_before: int | None = None,
 ) -> AuditEntry:
-    """The audit entry for `event` (deny, open, close) of a connection."""
+    """The audit entry for `event` (deny, open, close) of a connection.
+
+    `unrecorded_before`: refusals of the same enclave (or listener) answered
+    but not recorded one by one since its previous recorded refusal.
+    """
     who = facts.attribution
     detail: dict[str, object] = {
         "event": event,
@@ -59,6 +65,7 @@ def egress_entry(
         "bytes_up": up,
         "bytes_down": down,
         "duration_ms": round(seconds * 1000, 3) if seconds is not None else None,
+        "unrecorded_before": unrecorded_before,
     }
     detail.update({key: value for key, value in optional.items() if value is not None})
     return AuditEntry(
@@ -70,3 +77,39 @@ def egress_entry(
         reasons=({"check": "egress-proxy", "reason": reason},),
         detail=detail,
     )
+
+
+class RefusalRecords:
+    """How many refusals each enclave (or listener) may have recorded one by one.
+
+    A token bucket per key: `per_second` records a second, bursts of twice
+    that. `take` answers None past it (answer the refusal, do not record
+    it) and otherwise how many went unrecorded since the key's previous
+    recorded refusal, so the record that follows a flood says how big it
+    was. Keys are grant ids and listeners: bounded by the enclaves served.
+    """
+
+    def __init__(self, per_second: float) -> None:
+        self._rate = per_second
+        self._burst = max(1.0, 2 * per_second)
+        self._keys: dict[str, list[float]] = {}  # key: [tokens, at, unrecorded]
+
+    def take(self, key: str, now: float) -> int | None:
+        """Record this refusal? None: no; else the refusals unrecorded before it."""
+        state = self._keys.get(key)
+        if state is None:
+            state = self._keys[key] = [self._burst, now, 0]
+        tokens = min(self._burst, state[0] + (now - state[1]) * self._rate)
+        state[1] = now
+        if tokens < 1:
+            state[0] = tokens
+            state[2] += 1
+            return None
+        state[0] = tokens - 1
+        unrecorded = int(state[2])
+        state[2] = 0
+        return unrecorded
+
+    def forget(self, key: str) -> None:
+        """Drop a key's bucket (its enclave is no longer served)."""
+        self._keys.pop(key, None)

@@ -24,6 +24,8 @@ def proxy_limits(settings: Settings) -> ProxyLimits:
         connect_timeout=section.connect_timeout_seconds,
         idle_timeout=section.idle_timeout_seconds,
         max_connections=section.max_connections,
+        max_connections_per_enclave=section.max_connections_per_enclave,
+        refusal_records_per_second=section.refusal_records_per_second,
     )
 
 

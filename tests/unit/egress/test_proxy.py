@@ -119,17 +119,47 @@ async def test_a_slow_client_gets_408(audit: tuple[AuditLog, Database], tmp_path
 async def test_idle_connections_beyond_twice_the_limit_get_503(
     audit: tuple[AuditLog, Database], tmp_path: Path
 ) -> None:
-    limits = ProxyLimits(max_connections=1, connect_timeout=5)
+    limits = ProxyLimits(max_connections_per_enclave=1, connect_timeout=5)
     proxy = EgressProxy(audit[0], NoNames(), limits=limits)
-    proxy.add_enclave(Grant("e.1", Attribution("e"), EgressRules()))
-    path = tmp_path / "e.sock"
-    await proxy.listen_unix("e.1", path)
-    opened = [await asyncio.open_unix_connection(str(path)) for _ in range(3)]
+    for name in ("e", "other"):
+        proxy.add_enclave(Grant(f"{name}.1", Attribution(name), EgressRules()))
+        await proxy.listen_unix(f"{name}.1", tmp_path / f"{name}.sock")
+    opened = [await asyncio.open_unix_connection(str(tmp_path / "e.sock")) for _ in range(3)]
     try:
         answer = await asyncio.wait_for(opened[2][0].read(), 5)  # the third sends nothing
         assert answer.startswith(b"HTTP/1.1 503 ")
+        # Another enclave is not turned away: its budget is its own.
+        other = await _ask(tmp_path / "other.sock", b"CONNECT a.test:443 HTTP/1.1\r\n\r\n")
+        assert other.startswith(b"HTTP/1.1 403 ")
     finally:
         for _, writer in opened:
             writer.close()
             await writer.wait_closed()
+        await proxy.stop()
+
+
+async def test_refusals_past_the_rate_are_answered_counted_and_summarised(
+    audit: tuple[AuditLog, Database], tmp_path: Path
+) -> None:
+    log, database = audit
+    limits = ProxyLimits(refusal_records_per_second=1, connect_timeout=5)
+    proxy = EgressProxy(log, NoNames(), limits=limits)
+    proxy.add_enclave(Grant("e.1", Attribution("e"), EgressRules()))
+    path = tmp_path / "e.sock"
+    await proxy.listen_unix("e.1", path)
+    refused = b"CONNECT a.test:443 HTTP/1.1\r\n\r\n"
+    try:
+        answers = [await _ask(path, refused) for _ in range(6)]
+        assert all(answer.startswith(b"HTTP/1.1 403 ") for answer in answers)
+        bodies = [json.loads(r.body) for r in AuditReader(database).records("main")]
+        assert len(bodies) == 2  # a burst of twice the rate, then counted only
+        assert "unrecorded_before" not in bodies[-1]["detail"]
+        counted = proxy.metrics.registry.get_sample_value("ztgate_egress_unrecorded_refusals_total")
+        assert counted == 4.0
+        await asyncio.sleep(1.1)  # a token again
+        assert (await _ask(path, refused)).startswith(b"HTTP/1.1 403 ")
+        bodies = [json.loads(r.body) for r in AuditReader(database).records("main")]
+        assert len(bodies) == 3
+        assert bodies[-1]["detail"]["unrecorded_before"] == 4
+    finally:
         await proxy.stop()

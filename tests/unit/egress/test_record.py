@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from ztgate.egress.decision import Attribution
-from ztgate.egress.record import ConnectionFacts, egress_entry
+from ztgate.egress.record import ConnectionFacts, RefusalRecords, egress_entry
 from ztgate.egress.request import Authority
 
 FACTS = ConnectionFacts(
@@ -52,3 +52,14 @@ def test_an_early_refusal_has_what_is_known() -> None:
         "listener": "tcp",
         "reason": "bad",
     }
+
+
+def test_refusal_records_are_a_token_bucket_per_key() -> None:
+    records = RefusalRecords(per_second=2)  # bursts of 4
+    assert [records.take("a", 0.0) for _ in range(5)] == [0, 0, 0, 0, None]
+    assert records.take("a", 0.1) is None
+    assert records.take("b", 0.1) == 0  # another enclave: its own bucket
+    assert records.take("a", 0.5) == 2  # one token back: two went unrecorded before it
+    assert records.take("a", 0.5) is None
+    records.forget("a")
+    assert records.take("a", 0.5) == 0
