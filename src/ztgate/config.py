@@ -530,6 +530,10 @@ class McpSettings(_Section):
     # Host headers (`name:port`, `*` for any port) /mcp answers besides the
     # gateway's own address and loopback: a DNS-rebinding defence.
     allowed_hosts: list[str] = Field(default_factory=list, max_length=64)
+    # Per-task instances of stdio servers (`ztgate mcp add --per-task`): at
+    # most this many run for one server; one ends after this long without a call.
+    task_instances_per_server: int = Field(16, ge=1, le=4096)
+    task_instance_idle_seconds: float = Field(300.0, gt=0, le=86400)
 
 
 class EgressProxySettings(_Section):

@@ -68,8 +68,9 @@ class Forwarder:
             self._poster.close()
             self._poster = None
 
-    async def forward(self, tool: Tool, call: ToolCall) -> ToolResult:
-        """POST the call's arguments to the tool and return its answer.
+    async def forward(self, tool: Tool, call: ToolCall, task: Any = None) -> ToolResult:
+        """POST the call's arguments to the tool and return its answer (`task`: whom an MCP
+        tool's per-task server instance runs for, `ztgate.mcp.task_instances.TaskBinding`).
 
         Raises:
             UpstreamError: connection failure, timeout, non-2xx status, a body
@@ -80,7 +81,7 @@ class Forwarder:
         if tool.upstream_url.startswith("mcp://"):
             if self.mcp is None:
                 raise UpstreamError(f"tool {tool.name}: its MCP server is not connected")
-            result: ToolResult = await self.mcp.call(tool, call)
+            result: ToolResult = await self.mcp.call(tool, call, task)
             return result
         timeout = self._timeouts.get(tool.timeout_seconds or self._timeout)
         if timeout is None:

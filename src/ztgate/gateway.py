@@ -46,6 +46,7 @@ from ztgate.identity.revocation import LiveRevocations, RevocationSet
 from ztgate.identity.verify import TrustBundle
 from ztgate.ids import time_ordered_id
 from ztgate.mcp.servers import GENERATION as MCP_SERVERS_GENERATION
+from ztgate.mcp.task_instances import TaskBinding
 from ztgate.metrics import Metrics
 from ztgate.models import Credentials, Decision, Outcome, ToolCall, ToolResult, Verdict
 from ztgate.obligations import apply as apply_obligations
@@ -63,6 +64,7 @@ from ztgate.tools.catalog import Catalog, CatalogEntry
 from ztgate.tools.model import Tool
 from ztgate.tools.registry import GENERATION as TOOLS_GENERATION
 from ztgate.tools.registry import InTransaction, ToolRegistry
+from ztgate.warrants.checks import FACT as WARRANT_FACT
 from ztgate.warrants.checks import WARRANT
 from ztgate.warrants.service import WarrantService
 
@@ -373,12 +375,36 @@ class Gateway:
         if self.containment is not None:
             await self.containment.reseed()
 
-    async def _enclave_command(self, server: Any, stack: contextlib.AsyncExitStack) -> Any:
-        """Start `server`'s enclave (kept until `stack` closes); the command to run in it."""
+    async def _enclave_command(
+        self, server: Any, stack: contextlib.AsyncExitStack, task: TaskBinding | None = None
+    ) -> Any:
+        """Start `server`'s enclave (kept until `stack` closes); the command to run in it.
+
+        For `task`'s own instance of a per-task server the enclave is attributed
+        to the agent and the task, held to their domains too, and given the
+        task's secrets (`ztgate.mcp.task_secrets`).
+        """
         from pathlib import Path
 
         from ztgate.enclave import Enclave, EnclaveSpec, SandboxOptions
+        from ztgate.mcp.task_secrets import task_secrets
 
+        for_task: dict[str, Any] = {}
+        if task is not None:
+            secrets: dict[str, str] = {}
+            if server.secrets_command:
+                secrets = await task_secrets(
+                    server.secrets_command, server=server.name, agent=task.agent,
+                    task_id=task.task_id,
+                )  # fmt: skip
+            agent_domains = self.settings.guards.egress.agent_domains.get(task.agent)
+            for_task = {
+                "agent": task.agent,
+                "task_id": task.task_id,
+                "secrets": secrets,
+                "agent_domains": tuple(agent_domains) if agent_domains is not None else None,
+                "task_domains": task.domains(server.name),
+            }
         spec = EnclaveSpec(
             name=server.name,
             command=server.command,
@@ -390,6 +416,7 @@ class Gateway:
             allowed_domains=tuple(server.allowed_domains),
             allowed_test_destinations=tuple(server.allowed_test_destinations),
             sandbox=server.sandbox,
+            **for_task,
         )
         options = SandboxOptions.from_settings(self.settings.enclaves)
         enclave = await stack.enter_async_context(Enclave(spec, self._egress_proxy, options))
@@ -518,8 +545,14 @@ class Gateway:
                     post=self.forwarder.post,
                     timeout=self.settings.gateway.upstream_timeout_seconds,
                     max_result_bytes=self.settings.gateway.max_result_bytes,
+                    task_instances_per_server=self.settings.mcp.task_instances_per_server,
+                    task_instance_idle_seconds=self.settings.mcp.task_instance_idle_seconds,
                 )
                 self.forwarder.mcp = self.mcp_upstreams
+                upstreams = self.mcp_upstreams
+                self.metrics.mcp_task_instances.set_function(
+                    lambda: upstreams.task_instances.count()
+                )
             if self._egress_proxy is None and any(s.transport == "stdio" for s in servers):
                 from ztgate.egress.service import start_egress_proxy
 
@@ -625,7 +658,8 @@ class Gateway:
             # have run. A read leaves one record, after its result.
             await self._record(previews, decision, "decision", "allow", None)
         try:
-            result = await self.forwarder.forward(entry.spec, call)
+            task = _task_binding(principal, task_id, ctx) if entry.spec.source == "mcp" else None
+            result = await self.forwarder.forward(entry.spec, call, task)
         except UpstreamError as exc:
             failure = Failure.UPSTREAM_TIMEOUT if exc.timeout else Failure.UPSTREAM_FAILED
             self.metrics.upstream_errors.labels(failure.value).inc()
@@ -761,6 +795,14 @@ def denial_status(decision: Decision) -> int:
     if unauthenticated(decision):
         return 401
     return 429 if decision.retry_after is not None else 403
+
+
+def _task_binding(agent: str | None, task_id: str | None, ctx: CallContext) -> TaskBinding | None:
+    """Whom an MCP call runs for, as its SVID and warrant proved (None: no task)."""
+    if agent is None or task_id is None:
+        return None
+    warrant = ctx.facts.get(WARRANT_FACT)
+    return TaskBinding(agent, task_id, getattr(warrant, "scope", None))
 
 
 def _authenticated(decision: Decision) -> tuple[str | None, str | None]:

@@ -83,6 +83,11 @@ class Metrics:
             ("trust_domain",),
             registry=self.registry,
         )
+        self.mcp_task_instances = Gauge(
+            "ztgate_mcp_task_instances",
+            "Per-task instances of stdio MCP servers running now (each in its own enclave).",
+            registry=self.registry,
+        )
         self.federation_keys = Gauge(
             "ztgate_federation_bundle_keys",
             "Keys in each federated trust domain's current bundle, by use (x509-svid, jwt-svid).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sys
 from typing import Annotated
 
@@ -102,6 +103,21 @@ def add(
     no_sandbox: Annotated[
         bool, typer.Option("--no-sandbox", help="Run unconfined (warned about at every start).")
     ] = False,
+    per_task: Annotated[
+        bool,
+        typer.Option(
+            "--per-task",
+            help="A stdio server: one instance (and enclave) per task and agent, attributed "
+            "to them and held to their domains.",
+        ),
+    ] = False,
+    secrets_command: Annotated[
+        str | None,
+        typer.Option(
+            help="With --per-task: a command (absolute path, then arguments) printing a task's "
+            "secrets as a JSON object of environment variables; run when its instance starts.",
+        ),
+    ] = None,
     replace: Annotated[bool, typer.Option(help="Replace a server of that name.")] = False,
 ) -> None:
     """Add an upstream MCP server; the gateway connects and imports its tools."""
@@ -120,6 +136,8 @@ def add(
         sandbox=not no_sandbox,
         url=url or "",
         read_only_tools=tuple(read_only or ()),
+        per_task=per_task,
+        secrets_command=_command_line(secrets_command),
     )
     registry, audit = _registry(ctx)
     detail = {"action": "mcp.add", "server": name, "transport": server.transport}
@@ -129,7 +147,19 @@ def add(
     console.print(f"added MCP server [bold]{name}[/] ({server.transport}: {where})")
     if not server.sandbox:
         console.print("[yellow]it will run without a sandbox: every start warns about it[/]")
+    if server.per_task:
+        console.print("each task that calls it gets an instance of its own (started on its call)")
     console.print(f"a running gateway connects to it and imports its tools as {name}.TOOL")
+
+
+def _command_line(text: str | None) -> tuple[str, ...]:
+    """A command line split as a POSIX shell would (no shell ever runs it)."""
+    if not text:
+        return ()
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise InvalidInputError(f"--secrets-command: {exc}") from exc
 
 
 @app.command("list")
@@ -149,7 +179,8 @@ def list_servers(
     for server in servers:
         where = server.url or " ".join([server.command, *server.args])
         sandbox = "" if server.sandbox or server.transport == "http" else " [yellow]unsandboxed[/]"
-        console.print(f"[bold]{server.name}[/] {server.transport}: {where}{sandbox}")
+        per_task = " (an instance per task)" if server.per_task else ""
+        console.print(f"[bold]{server.name}[/] {server.transport}: {where}{sandbox}{per_task}")
 
 
 @app.command("remove")

@@ -59,6 +59,12 @@ class McpServer:
     sandbox: bool = True
     url: str = ""
     read_only_tools: tuple[str, ...] = ()
+    # One instance (one enclave) per task and agent instead of one for all,
+    # its connections attributed to them and held to the task's domains.
+    per_task: bool = False
+    # Run (not in the enclave) when a task's instance starts: prints the
+    # task's secrets as a JSON object of environment variables.
+    secrets_command: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -80,11 +86,21 @@ class McpServer:
                 raise InvalidInputError("an http server has an http(s) URL and no command")
             if parts.username or parts.password:
                 raise InvalidInputError("the server URL must not carry credentials")
+        if self.per_task and self.transport != "stdio":
+            raise InvalidInputError("only a stdio server can run an instance per task")
+        if self.secrets_command:
+            if not self.per_task:
+                raise InvalidInputError("a secrets command needs an instance per task (per_task)")
+            if not Path(self.secrets_command[0]).is_absolute():
+                raise InvalidInputError(
+                    f"the secrets command {self.secrets_command[0]!r} must be an absolute path"
+                )
         for name in self.env:
             if not _ENV_NAME.fullmatch(name):
                 raise InvalidInputError(f"environment variable name {name!r} is not valid")
         for what in ("args", "read_only_paths", "read_write_paths", "allowed_domains",
-                     "allowed_test_destinations", "read_only_tools"):  # fmt: skip
+                     "allowed_test_destinations", "read_only_tools",
+                     "secrets_command"):  # fmt: skip
             items = getattr(self, what)
             if len(items) > _MAX_ITEMS or not all(isinstance(i, str) for i in items):
                 raise InvalidInputError(f"{what}: at most {_MAX_ITEMS} strings")
@@ -96,13 +112,16 @@ class McpServer:
             if getattr(self, key):
                 data[key] = getattr(self, key)
         for key in ("args", "read_only_paths", "read_write_paths", "allowed_domains",
-                    "allowed_test_destinations", "read_only_tools"):  # fmt: skip
+                    "allowed_test_destinations", "read_only_tools",
+                    "secrets_command"):  # fmt: skip
             if getattr(self, key):
                 data[key] = list(getattr(self, key))
         if self.env:
             data["env"] = dict(self.env)
         if not self.sandbox:
             data["sandbox"] = False
+        if self.per_task:
+            data["per_task"] = True
         return data
 
     @classmethod
@@ -114,16 +133,17 @@ class McpServer:
         """
         known = {"name", "transport", "command", "args", "env", "cwd", "read_only_paths",
                  "read_write_paths", "allowed_domains", "allowed_test_destinations",
-                 "sandbox", "url", "read_only_tools"}  # fmt: skip
+                 "sandbox", "url", "read_only_tools", "per_task",
+                 "secrets_command"}  # fmt: skip
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidInputError(f"MCP server: unknown key {unknown[0]!r}")
         env = data.get("env", {})
         if not isinstance(env, Mapping) or not all(isinstance(v, str) for v in env.values()):
             raise InvalidInputError("env maps names to strings")
-        sandbox = data.get("sandbox", True)
-        if not isinstance(sandbox, bool):
-            raise InvalidInputError("sandbox must be true or false")
+        sandbox, per_task = data.get("sandbox", True), data.get("per_task", False)
+        if not isinstance(sandbox, bool) or not isinstance(per_task, bool):
+            raise InvalidInputError("sandbox and per_task must be true or false")
         return cls(
             name=str(data.get("name", "")),
             transport=str(data.get("transport", "")),
@@ -138,6 +158,8 @@ class McpServer:
             sandbox=sandbox,
             url=str(data.get("url", "")),
             read_only_tools=_strings(data, "read_only_tools"),
+            per_task=per_task,
+            secrets_command=_strings(data, "secrets_command"),
         )
 
 

@@ -46,6 +46,7 @@ from ztgate.mcp.http_calls import (
 )
 from ztgate.mcp.servers import McpServer
 from ztgate.mcp.stdio_calls import StdioPipes, StdioToolCaller
+from ztgate.mcp.task_instances import TaskBinding, TaskInstances
 from ztgate.models import ToolCall, ToolResult
 from ztgate.tools.flow import UNTRACKED, ToolFlow
 from ztgate.tools.model import RiskTier, Tool
@@ -198,6 +199,8 @@ class _Connection:
         self.pipes: StdioPipes | None = None
         self.ready = asyncio.Event()
         self.error: BaseException | None = None
+        # A task's instance: its own listing of the tools, by registry name.
+        self.definitions: dict[str, Tool] = {}
         self._stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -264,14 +267,17 @@ class McpUpstreams:
         servers: Sequence[McpServer],
         *,
         sync: Callable[[McpServer, list[Tool]], None],
-        enclave: Callable[[McpServer, contextlib.AsyncExitStack], Any] | None = None,
+        enclave: Callable[..., Any] | None = None,
         post: Post | None = None,
         timeout: float = 30.0,
         relist_seconds: float = 60.0,
         max_result_bytes: int | None = None,
+        task_instances_per_server: int = 16,
+        task_instance_idle_seconds: float = 300.0,
     ) -> None:
         """Connect to `servers`; `sync(server, tools)` stores imported tools (in a thread);
-        `enclave(server, stack)` gives a stdio server's wrapped command (None: refuse stdio);
+        `enclave(server, stack, binding)` gives a stdio server's wrapped command (binding:
+        the task of a per-task instance, else None; no `enclave`: refuse stdio);
         `post` makes the HTTP requests of calls to Streamable HTTP servers (None: the SDK's);
         a stdio server's call results larger than `max_result_bytes` are refused."""
         self.servers = {server.name: server for server in servers}
@@ -285,8 +291,14 @@ class McpUpstreams:
         self._pending: set[asyncio.Task[None]] = set()
         self._refreshing: set[str] = set()
         self._again: set[str] = set()
+        self.task_instances: TaskInstances[_Connection] = TaskInstances(
+            self._start_task_instance,
+            per_server=task_instances_per_server,
+            idle_seconds=task_instance_idle_seconds,
+        )
+        self._reaper: asyncio.Task[None] | None = None
 
-    def use_enclaves(self, enclave: Callable[[McpServer, contextlib.AsyncExitStack], Any]) -> None:
+    def use_enclaves(self, enclave: Callable[..., Any]) -> None:
         """Start stdio servers in enclaves made by `enclave` from now on."""
         self._enclave = enclave
 
@@ -298,6 +310,7 @@ class McpUpstreams:
         """Follow the stored servers: open the new and the changed, close the removed."""
         wanted = {server.name: server for server in servers}
         for name in [n for n in self.connections if wanted.get(n) != self.servers.get(n)]:
+            await self.task_instances.stop(name)
             await self.connections.pop(name).stop()
             self.servers.pop(name, None)
             logger.info("MCP server %s closed", name)
@@ -306,8 +319,11 @@ class McpUpstreams:
         await self._open(added)
 
     async def _open(self, servers: Sequence[McpServer]) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_idle_instances())
         for server in servers:
-            connection = _Connection(server, self._opener(server))
+            connection = _Connection(server, lambda *_: None)
+            connection._opener = self._opener(server, connection)
             self.connections[server.name] = connection
             connection.task = asyncio.create_task(
                 connection.run(self._handler(server), self._on_change(server), self._relist)
@@ -337,6 +353,10 @@ class McpUpstreams:
         """Close every session (and the enclaves their servers run in)."""
         for task in list(self._pending):
             task.cancel()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        await self.task_instances.stop()
         for connection in self.connections.values():
             await connection.stop()
 
@@ -379,17 +399,41 @@ class McpUpstreams:
             raise UpstreamError(f"MCP server {name}: {what}/list failed: {exc}") from exc
         return list(getattr(listed, what))
 
-    async def call(self, tool: Tool, call: ToolCall) -> ToolResult:
-        """Run `call` on the tool's server, over its open session.
+    async def call(self, tool: Tool, call: ToolCall, task: TaskBinding | None = None) -> ToolResult:
+        """Run `call` on the tool's server, over its open session (`task`'s own instance
+        of a per-task server).
 
         Raises:
-            UpstreamError: the server is not connected, fails, or times out.
+            UpstreamError: the server is not connected, fails, or times out; a per-task
+                server without a task, or whose instance describes the tool otherwise.
         """
         server, name = _server_and_tool(tool.upstream_url)
-        client = self._client(server)
+        spec = self.servers.get(server)
+        if spec is None or not spec.per_task:
+            connection = self.connections.get(server)
+            if connection is None:
+                raise UpstreamError(f"MCP server {server} is not connected")
+            return await self._call_on(connection, tool, call, name)
+        if task is None:
+            raise UpstreamError(
+                f"MCP server {server} runs an instance per task: a call without a task "
+                "cannot reach it"
+            )
+        async with self.task_instances.use(spec, task) as instance:
+            if name not in _RESERVED and not _same_definition(instance.definitions, tool):
+                raise UpstreamError(
+                    f"MCP server {server}: the task's instance describes {tool.name} otherwise "
+                    "than the tool approved: refused"
+                )
+            return await self._call_on(instance, tool, call, name)
+
+    async def _call_on(
+        self, connection: _Connection, tool: Tool, call: ToolCall, name: str
+    ) -> ToolResult:
+        client = _client_of(connection)
         timeout = tool.timeout_seconds or self._timeout
         arguments = dict(call.arguments)
-        caller = self.connections[server].caller
+        caller = connection.caller
         if caller is not None and name not in _RESERVED:
             try:
                 return await caller.call(name, arguments, tool.input_schema, timeout)
@@ -417,17 +461,75 @@ class McpUpstreams:
             raise UpstreamError(f"MCP tool {tool.name} failed: {exc}") from exc
         return ToolResult(200, body, elapsed_seconds=time.perf_counter() - started)
 
+    async def _start_task_instance(self, server: McpServer, task: TaskBinding) -> _Connection:
+        """A new instance of `server` for `task`, connected, its tools listed.
+
+        Raises:
+            UpstreamError: it could not be started or listed.
+        """
+        connection = _Connection(server, lambda *_: None)
+        connection._opener = self._opener(server, connection, task)
+
+        async def relist() -> None:
+            with contextlib.suppress(UpstreamError):
+                await self._list_instance(connection)
+
+        async def on_message(message: Any) -> None:
+            if isinstance(getattr(message, "root", message), types.ToolListChangedNotification):
+                await relist()
+
+        connection.task = asyncio.create_task(connection.run(on_message, relist, self._relist))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
+        try:
+            if connection.client is None:
+                why = connection.error or "no session in time"
+                raise UpstreamError(f"MCP server {server.name}: the task's instance: {why}")
+            if connection.pipes is not None:
+                connection.caller = StdioToolCaller(
+                    connection.pipes, connection.client.protocol_version
+                )
+            await self._list_instance(connection)
+        except BaseException:
+            await connection.stop()
+            raise
+        return connection
+
+    async def _list_instance(self, connection: _Connection) -> None:
+        """Keep what a task's instance lists now (its calls are held to the approved tools)."""
+        client = _client_of(connection)
+        try:
+            listed = await asyncio.wait_for(client.list_tools(cache_mode="bypass"), self._timeout)
+        except Exception as exc:
+            raise UpstreamError(
+                f"MCP server {connection.server.name}: the task's instance's tools/list "
+                f"failed: {exc}"
+            ) from exc
+        tools = imported_tools(connection.server, listed.tools)
+        connection.definitions = {tool.name: tool for tool in tools}
+        if connection.caller is not None:
+            connection.caller.forget()
+
+    async def _reap_idle_instances(self) -> None:
+        every = max(1.0, min(30.0, self.task_instances.idle_seconds / 2))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.task_instances.reap()
+            except Exception:  # the reaper must live on
+                logger.exception("stopping idle MCP task instances failed")
+
     def _client(self, name: str) -> Client:
         connection = self.connections.get(name)
-        if connection is None or connection.client is None:
-            why = f": {connection.error}" if connection is not None and connection.error else ""
-            raise UpstreamError(f"MCP server {name} is not connected{why}")
-        return connection.client
+        if connection is None:
+            raise UpstreamError(f"MCP server {name} is not connected")
+        return _client_of(connection)
 
-    def _opener(self, server: McpServer) -> Callable[..., Any]:
+    def _opener(
+        self, server: McpServer, connection: _Connection, task: TaskBinding | None = None
+    ) -> Callable[..., Any]:
         async def open_session(stack: contextlib.AsyncExitStack, on_message: Any) -> Client:
             if server.transport == "http":
-                connection = self.connections[server.name]
 
                 async def session_of(response: httpx2.Response) -> None:
                     # The handshake-era session the SDK's client opened: calls
@@ -444,7 +546,12 @@ class McpUpstreams:
             else:
                 if self._enclave is None:
                     raise UpstreamError("stdio MCP servers need the egress proxy and enclaves")
-                wrapped = await self._enclave(server, stack)
+                # A per-task instance's enclave is the task's (`enclave(server, stack, task)`).
+                wrapped = await (
+                    self._enclave(server, stack)
+                    if task is None
+                    else self._enclave(server, stack, task)
+                )
                 params = StdioServerParameters(
                     command=wrapped.command,
                     args=list(wrapped.args),
@@ -454,7 +561,7 @@ class McpUpstreams:
                 # ztgate holds the server's pipes: the SDK's session runs over
                 # them, and calls are written to them directly.
                 transport = StdioPipes(params, max_result_bytes=self._max_result_bytes)
-                self.connections[server.name].pipes = transport
+                connection.pipes = transport
             return Client(transport, message_handler=on_message)
 
         return open_session
@@ -498,3 +605,26 @@ class McpUpstreams:
                     return
         finally:
             self._refreshing.discard(name)
+
+
+def _client_of(connection: _Connection) -> Client:
+    """The connection's open session.
+
+    Raises:
+        UpstreamError: it is not connected (and why, if it failed).
+    """
+    if connection.client is None:
+        why = f": {connection.error}" if connection.error else ""
+        raise UpstreamError(f"MCP server {connection.server.name} is not connected{why}")
+    return connection.client
+
+
+def _same_definition(definitions: dict[str, Tool], tool: Tool) -> bool:
+    """Whether an instance lists `tool` as the registry holds it (description and schemas)."""
+    listed = definitions.get(tool.name)
+    return (
+        listed is not None
+        and listed.description == tool.description
+        and listed.input_schema == tool.input_schema
+        and listed.output_schema == tool.output_schema
+    )

@@ -1,0 +1,265 @@
+"""Per-task instances of stdio MCP servers: their bookkeeping, their secrets, their calls.
+
+`TaskInstances` with fake instances (starting, sharing, evicting, reaping);
+the secrets command with real small commands; and `McpUpstreams` with the
+SDK's own server started per task (the enclave around it is tested against
+bubblewrap in tests/integration/test_mcp_per_task.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ztgate.errors import InvalidInputError, UpstreamError
+from ztgate.mcp.servers import McpServer
+from ztgate.mcp.task_instances import TaskBinding, TaskInstances
+from ztgate.mcp.task_secrets import task_secrets
+from ztgate.mcp.upstream import McpUpstreams
+from ztgate.tasks.scope import parse_scope
+from ztgate.testing import make_call
+from ztgate.tools.model import Tool
+
+UPSTREAM = Path(__file__).parents[2] / "integration" / "mcp_upstream_server.py"
+SERVER = McpServer(name="files", transport="stdio", command=sys.executable, per_task=True)
+ALICE = TaskBinding("spiffe://ztgate.local/agents/alice", "task-a")
+BOB = TaskBinding("spiffe://ztgate.local/agents/bob", "task-b")
+
+
+# -- the server's description ------------------------------------------------------------
+
+
+def test_only_a_stdio_server_runs_per_task_and_only_it_has_a_secrets_command() -> None:
+    with pytest.raises(InvalidInputError, match="only a stdio server"):
+        McpServer(name="r", transport="http", url="https://mcp.example/mcp", per_task=True)
+    with pytest.raises(InvalidInputError, match="needs an instance per task"):
+        McpServer(name="f", transport="stdio", command="/bin/true", secrets_command=("/bin/x",))
+    with pytest.raises(InvalidInputError, match="absolute path"):
+        dataclasses.replace(SERVER, secrets_command=("vault-secrets",))
+    server = dataclasses.replace(SERVER, secrets_command=("/usr/local/bin/mint", "--ttl", "60"))
+    assert McpServer.from_json(server.to_json()) == server
+    assert "per_task" not in McpServer.from_json({**SERVER.to_json(), "per_task": False}).to_json()
+
+
+def test_a_tasks_domains_are_its_scope_limits_on_the_servers_tools() -> None:
+    scope = parse_scope(
+        {
+            "tools": {
+                "files.fetch": {"limits": {"/url": {"domains": ["api.example.com"]}}},
+                "files.send": {"limits": {"/to": {"domains": ["*.example.org"]}}},
+                "other.fetch": {"limits": {"/url": {"domains": ["elsewhere.example"]}}},
+                "files.notes": {},
+            }
+        }
+    )
+    task = TaskBinding(ALICE.agent, ALICE.task_id, scope)
+    assert task.domains("files") == ("api.example.com", "*.example.org")
+    assert task.domains("nothing") is None
+    assert ALICE.domains("files") is None  # no scope: no list of the task's
+
+
+# -- the bookkeeping ------------------------------------------------------------------------
+
+
+class FakeInstance:
+    def __init__(self, binding: TaskBinding) -> None:
+        self.binding = binding
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class Starts:
+    """Starts fake instances, slowly, counting them; fails for the tasks named in `failing`."""
+
+    def __init__(self, failing: tuple[str, ...] = ()) -> None:
+        self.started: list[FakeInstance] = []
+        self.failing = failing
+
+    async def __call__(self, server: McpServer, binding: TaskBinding) -> FakeInstance:
+        await asyncio.sleep(0.01)
+        if binding.task_id in self.failing:
+            raise UpstreamError("the instance could not start")
+        instance = FakeInstance(binding)
+        self.started.append(instance)
+        return instance
+
+
+async def test_one_instance_per_task_and_agent_however_many_calls_arrive_at_once() -> None:
+    starts = Starts()
+    instances = TaskInstances(starts)
+
+    async def use(binding: TaskBinding) -> FakeInstance:
+        async with instances.use(SERVER, binding) as instance:
+            return instance
+
+    found = await asyncio.gather(*(use(b) for b in (ALICE, BOB, ALICE, ALICE, BOB)))
+    assert len(starts.started) == 2 and instances.count("files") == 2
+    assert found[0] is found[2] is found[3] and found[0].binding == ALICE
+    assert found[1] is found[4] and found[1].binding == BOB
+    # The same task for another agent (a sub-agent) is another instance.
+    sub = TaskBinding("spiffe://ztgate.local/agents/sub", ALICE.task_id)
+    assert await use(sub) is not found[0]
+
+
+async def test_a_failed_start_fails_its_calls_and_is_not_kept() -> None:
+    starts = Starts(failing=("task-a",))
+    instances = TaskInstances(starts)
+    for _ in range(2):  # tried again on the next call, not remembered as failed
+        with pytest.raises(UpstreamError, match="could not start"):
+            async with instances.use(SERVER, ALICE):
+                pass
+    assert instances.count() == 0
+
+
+async def test_past_the_limit_the_least_recently_used_idle_instance_makes_room() -> None:
+    now = [0.0]
+    starts = Starts()
+    instances = TaskInstances(starts, per_server=2, clock=lambda: now[0])
+    for binding in (ALICE, BOB):
+        now[0] += 1
+        async with instances.use(SERVER, binding):
+            pass
+    carol = TaskBinding("spiffe://ztgate.local/agents/carol", "task-c")
+    async with instances.use(SERVER, carol):
+        pass
+    assert starts.started[0].stopped and not starts.started[1].stopped  # Alice's was older
+    assert instances.count("files") == 2
+
+
+async def test_when_every_instance_is_busy_a_new_task_is_refused() -> None:
+    instances = TaskInstances(Starts(), per_server=1)
+    async with instances.use(SERVER, ALICE):
+        with pytest.raises(UpstreamError, match="all busy"):
+            async with instances.use(SERVER, BOB):
+                pass
+
+
+async def test_idle_instances_are_reaped_and_busy_ones_kept() -> None:
+    now = [0.0]
+    starts = Starts()
+    instances = TaskInstances(starts, idle_seconds=10, clock=lambda: now[0])
+    async with instances.use(SERVER, ALICE):
+        pass
+    async with instances.use(SERVER, BOB):
+        now[0] = 11
+        assert await instances.reap() == 1  # Alice's; Bob's is in a call
+    assert starts.started[0].stopped and not starts.started[1].stopped
+    await instances.stop("files")
+    assert starts.started[1].stopped and instances.count() == 0
+
+
+# -- the secrets command ------------------------------------------------------------------
+
+
+def _command(script: str) -> tuple[str, ...]:
+    return (sys.executable, "-c", script)
+
+
+async def _secrets(script: str, **kwargs: Any) -> dict[str, str]:
+    return await task_secrets(
+        _command(script), server="files", agent=ALICE.agent, task_id=ALICE.task_id, **kwargs
+    )
+
+
+async def test_the_secrets_command_is_told_the_task_and_its_object_is_the_secrets() -> None:
+    script = (
+        "import json, os; print(json.dumps({'TOKEN': 'minted-for-' + os.environ['ZTGATE_TASK_ID'],"
+        " 'SEEN': ' '.join(sorted(k for k in os.environ if k.startswith('ZTGATE_')))}))"
+    )
+    found = await _secrets(script)
+    assert found == {
+        "TOKEN": "minted-for-task-a",
+        "SEEN": "ZTGATE_AGENT ZTGATE_SERVER ZTGATE_TASK_ID",
+    }
+
+
+@pytest.mark.parametrize(
+    ("script", "why"),
+    [
+        ("import sys; sys.exit(3)", "failed \\(exit status 3\\)"),
+        ("print('not json')", "no JSON object"),
+        ("print('[1, 2]')", "no JSON object"),
+        ('print(\'{"PATH": "/evil"}\')', "cannot be a secret: 'PATH'"),
+        ('print(\'{"http_proxy": "x"}\')', "cannot be a secret"),
+        ('print(\'{"1BAD": "x"}\')', "cannot be a secret"),
+        ("print('{\"TOKEN\": 5}')", "the value of TOKEN is not a string"),
+        ("print('{\"TOKEN\": \"' + 'x' * 9000 + '\"}')", "the value of TOKEN"),
+        ("print('x' * 70000)", "printed more than 65536 bytes"),
+    ],
+)
+async def test_anything_but_a_clean_object_fails_closed(script: str, why: str) -> None:
+    with pytest.raises(UpstreamError, match=why) as caught:
+        await _secrets(script)
+    assert "/evil" not in str(caught.value)  # values are never in the error
+
+
+async def test_a_secrets_command_that_hangs_times_out() -> None:
+    with pytest.raises(UpstreamError, match=r"did not answer within 0\.5s"):
+        await _secrets("import time; time.sleep(30)", timeout=0.5)
+
+
+async def test_a_secrets_command_that_cannot_run_fails_closed() -> None:
+    with pytest.raises(UpstreamError, match="cannot be run"):
+        await task_secrets(
+            ("/nonexistent/mint",), server="files", agent=ALICE.agent, task_id=ALICE.task_id
+        )
+
+
+# -- calls, through McpUpstreams, to the SDK's server started per task ----------------------
+
+
+@contextlib.asynccontextmanager
+async def per_task_upstreams() -> AsyncIterator[tuple[McpUpstreams, dict[str, Tool], list[Any]]]:
+    imported: list[Tool] = []
+    enclaves: list[Any] = []
+
+    async def enclave(server: McpServer, _stack: Any, task: TaskBinding | None = None) -> Any:
+        enclaves.append(task)  # the catalog's session (None), then each task's instance
+        return SimpleNamespace(command=server.command, args=server.args, env={})
+
+    server = dataclasses.replace(SERVER, args=(str(UPSTREAM),))
+    upstreams = McpUpstreams(
+        [server],
+        sync=lambda _server, tools: imported.extend(tools),
+        enclave=enclave,
+        max_result_bytes=1_048_576,
+    )
+    await upstreams.start()
+    try:
+        yield upstreams, {tool.name: tool for tool in imported}, enclaves
+    finally:
+        await upstreams.stop()
+
+
+async def test_each_task_calls_its_own_instance_and_none_without_a_task() -> None:
+    async with per_task_upstreams() as (upstreams, tools, enclaves):
+        send = tools["files.send"]
+        call = make_call("files.send", {"to": "bob", "text": "hi"})
+        with pytest.raises(UpstreamError, match="a call without a task cannot reach it"):
+            await upstreams.call(send, call)
+        for binding in (ALICE, BOB, ALICE):
+            result = await upstreams.call(send, call, binding)
+            assert result.body == {"sent": {"to": "bob", "text": "hi"}}
+        assert enclaves == [None, ALICE, BOB]  # the catalog's, then one per task
+        assert upstreams.task_instances.count("files") == 2
+    assert upstreams.task_instances.count() == 0  # stopped with the upstreams
+
+
+async def test_an_instance_that_describes_a_tool_otherwise_is_refused() -> None:
+    async with per_task_upstreams() as (upstreams, tools, _):
+        approved = tools["files.archive"]
+        changed = dataclasses.replace(approved, description="Archive a message, now.")
+        call = make_call("files.archive", {})
+        with pytest.raises(UpstreamError, match="otherwise than the tool approved"):
+            await upstreams.call(changed, call, ALICE)
+        assert (await upstreams.call(approved, call, ALICE)).status == 200
