@@ -553,6 +553,17 @@ class EgressProxySettings(_Section):
     refusal_records_per_second: float = Field(20.0, gt=0, le=100_000)
     max_header_bytes: int = Field(16384, ge=1024, le=1_048_576)
     resolve_timeout_seconds: float = Field(2.0, gt=0, le=30)
+    # `host:port` agents may reach through the proxy even on loopback: for tests only.
+    agent_test_destinations: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("agent_test_destinations")
+    @classmethod
+    def _host_and_port(cls, value: list[str]) -> list[str]:
+        for item in value:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r} is not host:port")
+        return value
 
 
 class EnclaveSettings(_Section):

@@ -351,6 +351,8 @@ class Gateway:
             await self.containment.start(self.metrics)
         await self.audit.start()
         await self.forwarder.start()
+        if self.settings.egress_proxy.enabled:  # agents use it too, enclaves or not
+            await self._start_egress_proxy()
         await self._follow_mcp_servers()
         if self.database.is_sqlite:  # PostgreSQL checkpoints by itself
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_wal())
@@ -374,6 +376,27 @@ class Gateway:
         """What a shared hot state that lost its data gets back: the budgets' use, from the DB."""
         if self.containment is not None:
             await self.containment.reseed()
+
+    async def _start_egress_proxy(self) -> None:
+        """Start the egress proxy (once): enclaves' only way out, and agents' with their SVID."""
+        if self._egress_proxy is not None:
+            return
+        from ztgate.egress.agents import AgentEgress
+        from ztgate.egress.service import start_egress_proxy
+
+        agents = None
+        if self.identity is not None and self.warrants is not None:
+            egress = self.settings.guards.egress
+            agents = AgentEgress(
+                self.pipeline.checks,
+                self.clock,
+                allowed_domains=egress.allowed_domains,
+                agent_domains=egress.agent_domains,
+                test_destinations=self.settings.egress_proxy.agent_test_destinations,
+            )
+        self._egress_proxy = await start_egress_proxy(
+            self.settings, self.audit, self.metrics.registry, agents=agents
+        )
 
     async def _enclave_command(
         self, server: Any, stack: contextlib.AsyncExitStack, task: TaskBinding | None = None
@@ -554,11 +577,7 @@ class Gateway:
                     lambda: upstreams.task_instances.count()
                 )
             if self._egress_proxy is None and any(s.transport == "stdio" for s in servers):
-                from ztgate.egress.service import start_egress_proxy
-
-                self._egress_proxy = await start_egress_proxy(
-                    self.settings, self.audit, self.metrics.registry
-                )
+                await self._start_egress_proxy()
                 self.mcp_upstreams.use_enclaves(self._enclave_command)
             await self.mcp_upstreams.reconcile(servers)
             self.catalog = Catalog(self.registry.all())  # with the imported tools

@@ -36,16 +36,24 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ztgate.audit.log import AuditLog
+from ztgate.egress.agents import AgentRefused
 from ztgate.egress.decision import EgressDecision, decide
 from ztgate.egress.grants import Grant, Grants, ProxyCredentials
 from ztgate.egress.metrics import ProxyMetrics
 from ztgate.egress.pump import Traffic, relay
 from ztgate.egress.record import ConnectionFacts, RefusalRecords, egress_entry
-from ztgate.egress.request import ProxyRequest, RequestError, basic_credentials, parse_head
+from ztgate.egress.request import (
+    ProxyRequest,
+    RequestError,
+    basic_credentials,
+    bearer_token,
+    parse_head,
+)
 from ztgate.errors import GatewayError
 from ztgate.guards.resolver import Resolver
 from ztgate.ids import time_ordered_id
@@ -96,9 +104,12 @@ class EgressProxy:
         *,
         limits: ProxyLimits | None = None,
         metrics: ProxyMetrics | None = None,
+        agents: Callable[[ProxyRequest, str], Awaitable[Grant]] | None = None,
     ) -> None:
-        """Record every connection in `audit` (started by the caller); resolve with `resolver`."""
+        """Record every connection in `audit` (started by the caller); resolve with `resolver`;
+        decide agents' connections (`Proxy-Authorization: Bearer`) with `agents` (None: 407)."""
         self._audit = audit
+        self._agents = agents
         self._resolver = resolver
         self.limits = limits or ProxyLimits()
         self.metrics = metrics or ProxyMetrics()
@@ -217,7 +228,7 @@ class EgressProxy:
         request = await self._read_request(client[0])
         facts.method, facts.destination = request.method, request.destination
         # (2) who it is for
-        grant = self._attribute(grant_id, request)
+        grant = await self._attribute(grant_id, request)
         facts.attribution, facts.grant = grant.attribution, grant.id
         # (3) where it may go
         decision = await decide(request.destination, grant.rules, self._resolver)
@@ -253,13 +264,22 @@ class EgressProxy:
         except RequestError as exc:
             raise _Refused(exc.status, exc.reason) from exc
 
-    def _attribute(self, grant_id: str | None, request: ProxyRequest) -> Grant:
+    async def _attribute(self, grant_id: str | None, request: ProxyRequest) -> Grant:
         if grant_id is not None:
             grant = self.grants.get(grant_id)
             if grant is None:
                 raise _Refused(403, "the enclave is no longer served")
             return grant
-        credentials = basic_credentials(request.header(b"proxy-authorization"))
+        authorization = request.header(b"proxy-authorization")
+        bearer = bearer_token(authorization)
+        if bearer is not None:  # an agent (egress/agents.py)
+            if self._agents is None:
+                raise _Refused(407, "agents' credentials are not accepted: authentication is off")
+            try:
+                return await self._agents(request, bearer)
+            except AgentRefused as exc:
+                raise _Refused(exc.status, exc.reason) from exc
+        credentials = basic_credentials(authorization)
         grant = self.grants.authenticate(credentials)
         if grant is None:
             raise _Refused(407, "proxy credentials are missing or wrong")
@@ -378,7 +398,7 @@ async def _answer(writer: asyncio.StreamWriter, status: int, reason: str) -> Non
         "Connection: close",
     ]
     if status == 407:
-        head.append('Proxy-Authenticate: Basic realm="ztgate egress"')
+        head.append('Proxy-Authenticate: Basic realm="ztgate egress", Bearer realm="ztgate egress"')
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     with contextlib.suppress(ConnectionError):
         await writer.drain()

@@ -57,7 +57,7 @@ def egress_entry(
         "reason": reason,
     }
     optional: dict[str, object | None] = {
-        "enclave": who.enclave if who else None,
+        "enclave": who.enclave or None if who else None,  # none for an agent's own
         "method": facts.method,
         "host": facts.destination.host if facts.destination else None,
         "port": facts.destination.port if facts.destination else None,

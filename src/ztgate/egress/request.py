@@ -37,6 +37,9 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
+        # An agent's warrant and proof (egress/agents.py) are for the proxy alone.
+        b"ztgate-warrant",
+        b"ztgate-proof",
     }
 )
 
@@ -245,3 +248,17 @@ def basic_credentials(value: bytes | None) -> tuple[str, str] | None:
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
+
+
+def bearer_token(value: bytes | None) -> str | None:
+    """The token of a `Proxy-Authorization: Bearer` value (RFC 6750's characters), or None."""
+    if value is None:
+        return None
+    scheme, _, token = value.strip().partition(b" ")
+    token = token.strip()
+    if scheme.lower() != b"bearer" or not _BEARER.fullmatch(token):
+        return None
+    return token.decode("ascii")
+
+
+_BEARER = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")

@@ -7,12 +7,16 @@ with `start_egress_proxy` and hands it, with
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry
 
 from ztgate.audit.log import AuditLog
 from ztgate.config import Settings
+from ztgate.egress.grants import Grant
 from ztgate.egress.metrics import ProxyMetrics
 from ztgate.egress.proxy import EgressProxy, ProxyLimits
+from ztgate.egress.request import ProxyRequest
 from ztgate.guards.resolver import SystemResolver
 
 
@@ -30,9 +34,14 @@ def proxy_limits(settings: Settings) -> ProxyLimits:
 
 
 async def start_egress_proxy(
-    settings: Settings, audit: AuditLog, registry: CollectorRegistry | None = None
+    settings: Settings,
+    audit: AuditLog,
+    registry: CollectorRegistry | None = None,
+    *,
+    agents: Callable[[ProxyRequest, str], Awaitable[Grant]] | None = None,
 ) -> EgressProxy:
-    """A proxy recording in `audit` (started), counting in `registry`; on TCP if enabled.
+    """A proxy recording in `audit` (started), counting in `registry`; on TCP if enabled;
+    deciding agents' connections with `agents` (egress/agents.py; None: refused).
 
     Raises:
         OSError: the TCP address cannot be bound.
@@ -43,7 +52,11 @@ async def start_egress_proxy(
         cache_seconds=settings.guards.egress.resolve_cache_seconds,
     )
     proxy = EgressProxy(
-        audit, resolver, limits=proxy_limits(settings), metrics=ProxyMetrics(registry)
+        audit,
+        resolver,
+        limits=proxy_limits(settings),
+        metrics=ProxyMetrics(registry),
+        agents=agents,
     )
     if section.enabled:
         await proxy.listen_tcp(section.host, section.port)

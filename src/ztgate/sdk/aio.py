@@ -179,6 +179,22 @@ class AsyncAgent:
                 raise
             return await self.wait_for_approval(pending, approval_timeout, request_timeout=timeout)
 
+    async def proxy_headers(
+        self, host: str, port: int, *, method: str = "CONNECT", timeout: float | None = None
+    ) -> dict[str, str]:
+        """See `Agent.proxy_headers`."""
+        svid, warrant = await self.ready(timeout)
+        return requests.proxy_headers(
+            svid,
+            warrant,
+            host,
+            port,
+            method=method,
+            audience=self.audience,
+            issued_at=time.time(),
+            bearer=await self._bearer(),
+        )
+
     async def wait_for_approval(
         self,
         pending: ApprovalPending,

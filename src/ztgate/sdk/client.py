@@ -201,6 +201,32 @@ class Agent:
                 raise
             return self.wait_for_approval(pending, approval_timeout, request_timeout=timeout)
 
+    def proxy_headers(
+        self, host: str, port: int, *, method: str = "CONNECT", timeout: float | None = None
+    ) -> dict[str, str]:
+        """Headers for one connection to `host:port` through the gateway's egress proxy.
+
+        Send them with the `CONNECT` (or the absolute-form request of `method`)
+        to `[egress_proxy]`'s TCP address: the connection is then a call of
+        the tool `egress`, allowed only within the task's scope, and on record
+        as this agent's and task's. Fresh headers for every connection.
+
+        Raises:
+            ValueError: not a destination the proxy would read.
+            IdentityError: no usable SVID.
+        """
+        svid, warrant = self._ready(timeout)
+        return requests.proxy_headers(
+            svid,
+            warrant,
+            host,
+            port,
+            method=method,
+            audience=self.audience,
+            issued_at=time.time(),
+            bearer=self.identity.jwt_svid(),
+        )
+
     def _call(
         self,
         tool: str,

@@ -17,6 +17,9 @@ import httpx
 import orjson
 
 from ztgate.canonical import canonical_json
+from ztgate.egress.agents import EGRESS_TOOL, egress_arguments
+from ztgate.egress.request import RequestError as EgressRequestError
+from ztgate.egress.request import parse_authority
 from ztgate.errors import InvalidInputError
 from ztgate.sdk.errors import (
     ApprovalPending,
@@ -132,6 +135,48 @@ def call_request(
     if approval is not None:
         headers[APPROVAL_HEADER] = approval
     return HttpRequest("POST", CALLS, headers, content)
+
+
+def proxy_headers(
+    svid: SvidKey,
+    warrant: BoundWarrant,
+    host: str,
+    port: int,
+    *,
+    method: str,
+    audience: str,
+    issued_at: float,
+    bearer: str,
+) -> dict[str, str]:
+    """The headers of one connection through the gateway's egress proxy (`egress/agents.py`).
+
+    `Proxy-Authorization: Bearer` with the JWT-SVID, the warrant, and a proof
+    for the tool `egress` over exactly this destination: one proof, one
+    connection (a second connection with the same headers is a replay).
+
+    Raises:
+        ValueError: `host:port` is not a destination the proxy would read.
+    """
+    try:
+        destination = parse_authority(f"{host}:{port}")
+    except EgressRequestError as exc:
+        raise ValueError(f"not a destination for the egress proxy: {exc.reason}") from exc
+    arguments = egress_arguments(method, destination.host, destination.port)
+    signed = proof.sign(
+        svid.private_key,
+        audience=audience,
+        task_id=warrant.task_id,
+        warrant=warrant.token,
+        canonical=canonical_json(arguments),
+        tool=EGRESS_TOOL,
+        issued_at=issued_at,
+        jwk=svid.jwk,
+    )
+    return {
+        "Proxy-Authorization": f"Bearer {bearer}",
+        WARRANT_HEADER: warrant.token,
+        PROOF_HEADER: signed,
+    }
 
 
 def wait_request(approval_id: str, timeout: float) -> HttpRequest:
