@@ -68,9 +68,8 @@ CONNECT = (
 
 async def test_a_connection_is_a_call_of_egress_over_its_destination() -> None:
     checks = _checks()
-    agents = AgentEgress(
-        [*checks, StandIn("policy")], FrozenClock(), allowed_domains=["*.example.com"]
-    )
+    policy = StandIn("policy")  # not one of the checks that decide a connection
+    agents = AgentEgress([*checks, policy], FrozenClock(), allowed_domains=["*.example.com"])
     grant = await agents(_request(CONNECT), "eyJ.a-b_c.d")
     call = checks[0].seen[0]
     assert call.tool == EGRESS_TOOL and call.front_door == "egress"
@@ -83,7 +82,7 @@ async def test_a_connection_is_a_call_of_egress_over_its_destination() -> None:
     )
     assert grant.attribution.agent == AGENT and grant.attribution.task_id == "task-7"
     assert grant.rules.allowed_domains == ("*.example.com",)
-    assert all(check.seen for check in checks)
+    assert all(check.seen for check in checks) and not policy.seen
 
 
 @pytest.mark.parametrize(
