@@ -393,6 +393,7 @@ class Gateway:
                 allowed_domains=egress.allowed_domains,
                 agent_domains=egress.agent_domains,
                 test_destinations=self.settings.egress_proxy.agent_test_destinations,
+                refresh=self.refresh,
             )
         self._egress_proxy = await start_egress_proxy(
             self.settings, self.audit, self.metrics.registry, agents=agents

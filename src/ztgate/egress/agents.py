@@ -24,7 +24,7 @@ all it goes nowhere) and to the proxy's address rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from ztgate.canonical import canonical_json
@@ -71,8 +71,10 @@ class AgentEgress:
         allowed_domains: Sequence[str] = (),
         agent_domains: Mapping[str, Sequence[str]] | None = None,
         test_destinations: Sequence[str] = (),
+        refresh: Callable[[], None] = lambda: None,
     ) -> None:
-        """Decide with those of `checks` named in `CHECKS` (all of them must be there)."""
+        """Decide with those of `checks` named in `CHECKS` (all of them must be there),
+        after `refresh()` (the gateway's: what changed in the store since, as for a call)."""
         chosen = [check for check in checks if check.name in CHECKS]
         missing = set(CHECKS) - {check.name for check in chosen}
         if missing:
@@ -82,6 +84,7 @@ class AgentEgress:
         self._allowed = tuple(allowed_domains)
         self._agents = {agent: tuple(d) for agent, d in (agent_domains or {}).items()}
         self._tests = tuple(test_destinations)
+        self._refresh = refresh
 
     async def __call__(self, request: ProxyRequest, bearer: str) -> Grant:
         """The grant of an agent's connection.
@@ -89,6 +92,10 @@ class AgentEgress:
         Raises:
             AgentRefused: a check refused it (or a header is missing).
         """
+        try:
+            self._refresh()  # revocations, tasks, kill switches: as for the next call
+        except Exception as exc:  # fail closed
+            raise AgentRefused(503, "the store is unavailable") from exc
         destination = request.destination
         arguments = egress_arguments(request.method, destination.host, destination.port)
         call = ToolCall(
