@@ -152,3 +152,10 @@ async def test_an_asked_call_waits_then_runs_or_is_denied(
             await agent.call("echo", {"msg": "pay"}, approval_timeout=0.01)
         with pytest.raises(ValueError):
             await agent.wait_for_approval(ApprovalPending("no id"))
+
+
+async def test_proxy_headers(identity: FakeIdentity, gateway: FakeGateway) -> None:
+    async with AsyncAgent(URL, identity, transport=httpx.MockTransport(gateway)) as agent:
+        await agent.bind(task_id="t1")
+        headers = await agent.proxy_headers("api.example.com", 443, method="GET")
+    assert set(headers) == {"Proxy-Authorization", "Ztgate-Warrant", "Ztgate-Proof"}

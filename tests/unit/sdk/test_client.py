@@ -249,3 +249,17 @@ def test_a_rejected_or_undecided_approval(agent: Agent, gateway: FakeGateway) ->
     Approvals(gateway, ["pending"])
     with pytest.raises(ApprovalPending):
         agent.call("echo", {"msg": "pay"}, approval_timeout=0.01)
+
+
+def test_proxy_headers_need_a_warrant_and_are_fresh_for_each_connection(
+    agent: Agent, gateway: FakeGateway, identity: FakeIdentity
+) -> None:
+    with pytest.raises(ZtgateError, match="bind"):
+        agent.proxy_headers("api.example.com", 443)
+    agent.bind(task_id="t1")
+    first = agent.proxy_headers("api.example.com", 443)
+    second = agent.proxy_headers("api.example.com", 443)
+    assert first["Ztgate-Warrant"] == second["Ztgate-Warrant"] == agent.warrant.token  # type: ignore[union-attr]
+    assert first["Proxy-Authorization"].startswith("Bearer ")
+    assert first["Ztgate-Proof"] != second["Ztgate-Proof"]  # one proof, one connection
+    assert gateway.paths() == ["/v1/warrants/bind"]  # made locally, nothing sent

@@ -287,3 +287,50 @@ def test_the_approval_rides_on_the_call_and_waits_are_long_polls() -> None:
         requests.parse_wait(httpx.Response(200, json={"approval": {}}))
     with pytest.raises(CallFailed):
         requests.parse_wait(problem(404, "approval 'a' not found"))
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "method", "seen"),
+    [
+        ("API.Example.com.", 443, "CONNECT", ("api.example.com", 443)),
+        ("[2001:db8::1]", 8443, "CONNECT", ("2001:db8::1", 8443)),
+        ("docs.example.org", 80, "GET", ("docs.example.org", 80)),
+    ],
+)
+def test_proxy_headers_prove_the_destination_as_the_proxy_reads_it(
+    identity: FakeIdentity, host: str, port: int, method: str, seen: tuple[str, int]
+) -> None:
+    """What the proof signs is what the proxy computes from the request (egress/agents.py)."""
+    from ztgate.egress.agents import egress_arguments
+    from ztgate.egress.request import parse_authority
+
+    svid = identity.svid()
+    now = time.time()
+    headers = requests.proxy_headers(
+        svid, WARRANT, host, port, method=method, audience=AUDIENCE, issued_at=now, bearer="jwt"
+    )
+    assert headers["Proxy-Authorization"] == "Bearer jwt"
+    assert headers["Ztgate-Warrant"] == WARRANT.token
+    read = parse_authority(f"{host}:{port}")
+    assert (read.host, read.port) == seen
+    proof = proofs.ProofVerifier().verify(headers["Ztgate-Proof"], jkt=svid.jkt)
+    proofs.expect(
+        proof,
+        audience=AUDIENCE,
+        task_id="t1",
+        ath=warrant_hash(WARRANT.token),
+        canonical=canonical_json(egress_arguments(method, *seen)),
+        now=now,
+        window=1,
+        tool="egress",
+    )
+
+
+def test_proxy_headers_refuse_a_destination_the_proxy_would_not_read(
+    identity: FakeIdentity,
+) -> None:
+    with pytest.raises(ValueError, match="not a destination"):
+        requests.proxy_headers(
+            identity.svid(), WARRANT, "a b", 443, method="CONNECT", audience=AUDIENCE,
+            issued_at=0, bearer="jwt",
+        )  # fmt: skip
