@@ -6,7 +6,10 @@
   initialised `ClientSession`, in an enclave and without one;
 - one HTTP GET on a new connection (raw sockets) to a loopback server,
   direct and through the egress proxy's TCP listener (attribution, decision,
-  the audit records of open and close).
+  the audit records of open and close);
+- a server run per task (`mcp add --per-task`) through `McpUpstreams`: a new
+  task's first call (its secrets command, its enclave, the server's start,
+  its tools/list, the call), and the same task's next call.
 
     python benchmarks/enclave.py [--n 20] [--requests 300]
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import statistics
 import sys
@@ -25,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from _harness import ROOT, machine
 from mcp import ClientSession, StdioServerParameters
@@ -36,6 +41,11 @@ from ztgate.egress.decision import Attribution, EgressRules
 from ztgate.egress.grants import Grant
 from ztgate.egress.proxy import EgressProxy
 from ztgate.enclave import Enclave, EnclaveSpec, WrappedCommand
+from ztgate.mcp.servers import McpServer
+from ztgate.mcp.task_instances import TaskBinding
+from ztgate.mcp.task_secrets import task_secrets
+from ztgate.mcp.upstream import McpUpstreams
+from ztgate.testing import make_call
 
 SERVER = ROOT / "tests" / "integration" / "enclave_server.py"
 
@@ -139,8 +149,76 @@ async def measure(n: int, requests: int) -> dict[str, dict[str, float]]:
             results["HTTP GET, new connection, through the egress proxy"] = await timed(
                 requests, proxied
             )
+            first, warm = await per_task_calls(max(3, n // 4), proxy)
+            results["per-task server: a new task's first call"] = first
+            results["per-task server: the same task's next call"] = warm
             await proxy.stop()
     return results
+
+
+async def per_task_calls(n: int, proxy: EgressProxy) -> tuple[dict[str, float], dict[str, float]]:
+    """A new task's first call to a per-task server, and its next call (medians of `n`)."""
+    mint = (sys.executable, "-c", 'print(\'{"TOKEN": "minted"}\')')
+    server = McpServer(
+        name="bench-task",
+        transport="stdio",
+        command=sys.executable,
+        args=(str(SERVER),),
+        read_only_paths=(str(SERVER),),
+        per_task=True,
+        secrets_command=mint,
+    )
+
+    async def enclave(
+        server: McpServer, stack: contextlib.AsyncExitStack, task: TaskBinding | None = None
+    ) -> WrappedCommand:
+        # What the gateway's `_enclave_command` does for a task's instance.
+        secrets = {}
+        if task is not None:
+            secrets = await task_secrets(
+                mint, server=server.name, agent=task.agent, task_id=task.task_id
+            )
+        spec = EnclaveSpec(
+            name=server.name,
+            command=server.command,
+            args=server.args,
+            read_only_paths=(SERVER,),
+            secrets=secrets,
+            agent=task.agent if task else None,
+            task_id=task.task_id if task else None,
+        )
+        return (await stack.enter_async_context(Enclave(spec, proxy))).command()
+
+    imported: list[Any] = []
+    upstreams = McpUpstreams(
+        [server],
+        sync=lambda _server, tools: imported.extend(tools),
+        enclave=enclave,
+        max_result_bytes=1 << 20,
+    )
+    await upstreams.start()
+    tool = {found.name: found for found in imported}["bench-task.env"]
+    call = make_call("bench-task.env", {})
+    firsts, nexts = [], []
+    try:
+        for i in range(n):
+            task = TaskBinding("spiffe://ztgate.local/agents/bench", f"task-{i}")
+            for samples in (firsts, nexts):
+                started = time.perf_counter()
+                await upstreams.call(tool, call, task)
+                samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        await upstreams.stop()
+    return _figures(firsts), _figures(nexts)
+
+
+def _figures(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(samples), 2),
+        "p90_ms": round(samples[max(0, int(len(samples) * 0.9) - 1)], 2),
+        "min_ms": round(samples[0], 2),
+    }
 
 
 def main() -> None:

@@ -417,7 +417,7 @@ class _Upstreams:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    async def call(self, tool: Tool, call: ToolCall) -> ToolResult:
+    async def call(self, tool: Tool, call: ToolCall, task: object = None) -> ToolResult:
         self.calls.append(tool.name)
         return ToolResult(200, {"via": "mcp"})
 

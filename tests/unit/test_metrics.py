@@ -119,6 +119,7 @@ def test_render_is_prometheus_text_with_every_documented_series() -> None:
         "ztgate_loops_flagged",
         "ztgate_suspensions",
         "ztgate_alerts",
+        "ztgate_mcp_task_instances",
     }
     assert families["ztgate_federation_bundle_keys"].type == "gauge"
     assert families["ztgate_decisions"].type == "counter"
