@@ -577,8 +577,8 @@ class Gateway:
                 self.metrics.mcp_task_instances.set_function(
                     lambda: upstreams.task_instances.count()
                 )
-            if self._egress_proxy is None and any(s.transport == "stdio" for s in servers):
-                await self._start_egress_proxy()
+            if any(s.transport == "stdio" for s in servers):
+                await self._start_egress_proxy()  # once (it may run for agents already)
                 self.mcp_upstreams.use_enclaves(self._enclave_command)
             await self.mcp_upstreams.reconcile(servers)
             self.catalog = Catalog(self.registry.all())  # with the imported tools

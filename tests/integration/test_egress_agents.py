@@ -155,6 +155,13 @@ async def test_a_task_that_does_not_grant_egress_gets_none(proxied: Proxied) -> 
     task = proxied.task({"tools": {"lookup": {}}})
     answer = await proxied.ask(proxied.connect(task))
     assert answer.startswith(b"HTTP/1.1 403") and b"scope" in answer
+    # The refusal is the agent's and the task's on record (the checks proved them).
+    database = load_settings(proxied.gateway.config).open_database()
+    try:
+        refused = [r for r in egress_records(database) if r["detail"]["event"] == "deny"]
+    finally:
+        database.dispose()
+    assert refused[-1]["agent"] == AGENT and refused[-1]["task_id"] == task.task_id
 
 
 async def test_the_tasks_domains_hold(proxied: Proxied) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import re
+import socket
 import sys
 import threading
 import time
@@ -78,7 +79,10 @@ def pinged() -> Iterator[int]:
 def gateway(tmp_path_factory: pytest.TempPathFactory, pinged: int) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("mcp-per-task")
     toml = gateway_toml([], gateway={"authentication": "required"})
-    make_settings(workdir, toml + f"[mcp]\ntask_instance_idle_seconds = {IDLE_SECONDS}\n")
+    toml += f"[mcp]\ntask_instance_idle_seconds = {IDLE_SECONDS}\n"
+    # The proxy's TCP listener on for agents as well: enclaves must still get theirs.
+    toml += f"[egress_proxy]\nenabled = true\nport = {_free_port()}\n"
+    make_settings(workdir, toml)
     _register(workdir, AGENT)
     mint = workdir / "mint.py"
     mint.write_text(MINT)
@@ -107,6 +111,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, pinged: int) -> Iterator[G
         yield process
     finally:
         process.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _task(gateway: GatewayProcess) -> TaskCredentials:

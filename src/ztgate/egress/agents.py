@@ -47,12 +47,22 @@ _WARRANT_FACT = "warrant.verified"
 
 
 class AgentRefused(Exception):
-    """An agent's connection refused: the status (407: not authenticated; else 403) and why."""
+    """An agent's connection refused: the status (407: not authenticated; else 403) and why,
+    and the agent and task when the checks had proved them (the refusal is theirs on record)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(
+        self, status: int, reason: str, agent: str | None = None, task_id: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.agent = agent
+        self.task_id = task_id
+
+
+def agent_grant_id(agent: str, task_id: str | None) -> str:
+    """The proxy's grant id (its budgets, its refusal records) of an agent's connections."""
+    return f"agent:{agent}:{task_id or ''}"
 
 
 def egress_arguments(method: str, host: str, port: int) -> dict[str, Any]:
@@ -113,15 +123,21 @@ class AgentEgress:
         )
         ctx = CallContext(self._clock)
         decision = await self._pipeline.decide(call, ctx)
+        proved = {v.check for v in decision.verdicts if v.outcome is Outcome.ALLOW}
+        agent = ctx.facts.get(_PRINCIPAL_FACT) if "authenticate" in proved else None
+        warrant = ctx.facts.get(_WARRANT_FACT) if "warrant" in proved else None
+        task_id = getattr(warrant, "task_id", None)
         if decision.outcome is not Outcome.ALLOW:
             deciding = decision.deciding
             first = deciding[0] if deciding else None
             status = 407 if first is not None and first.check == "authenticate" else 403
             reason = f"{first.check}: {first.reason}" if first is not None else "not allowed"
-            raise AgentRefused(status, reason)
-        agent = ctx.facts.get(_PRINCIPAL_FACT)
-        warrant = ctx.facts.get(_WARRANT_FACT)
-        task_id = getattr(warrant, "task_id", None)
+            raise AgentRefused(
+                status,
+                reason,
+                agent if isinstance(agent, str) else None,
+                task_id if isinstance(task_id, str) else None,
+            )
         if not isinstance(agent, str) or not isinstance(task_id, str):  # pragma: no cover
             raise AgentRefused(403, "the checks allowed it without naming the agent and task")
         own = self._agents.get(agent)
@@ -133,7 +149,7 @@ class AgentEgress:
             test_destinations=self._tests,
         )
         attribution = Attribution("", agent, task_id)
-        return Grant(f"agent:{agent}:{task_id}", attribution, rules)
+        return Grant(agent_grant_id(agent, task_id), attribution, rules)
 
 
 def _text(value: bytes | None) -> str | None:

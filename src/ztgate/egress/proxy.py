@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ztgate.audit.log import AuditLog
-from ztgate.egress.agents import AgentRefused
-from ztgate.egress.decision import EgressDecision, decide
+from ztgate.egress.agents import AgentRefused, agent_grant_id
+from ztgate.egress.decision import Attribution, EgressDecision, decide
 from ztgate.egress.grants import Grant, Grants, ProxyCredentials
 from ztgate.egress.metrics import ProxyMetrics
 from ztgate.egress.pump import Traffic, relay
@@ -228,7 +228,13 @@ class EgressProxy:
         request = await self._read_request(client[0])
         facts.method, facts.destination = request.method, request.destination
         # (2) who it is for
-        grant = await self._attribute(grant_id, request)
+        try:
+            grant = await self._attribute(grant_id, request)
+        except AgentRefused as refused:  # an agent the checks proved is on record as such
+            if refused.agent is not None:
+                facts.attribution = Attribution("", refused.agent, refused.task_id)
+                facts.grant = agent_grant_id(refused.agent, refused.task_id)
+            raise _Refused(refused.status, refused.reason) from refused
         facts.attribution, facts.grant = grant.attribution, grant.id
         # (3) where it may go
         decision = await decide(request.destination, grant.rules, self._resolver)
@@ -275,10 +281,7 @@ class EgressProxy:
         if bearer is not None:  # an agent (egress/agents.py)
             if self._agents is None:
                 raise _Refused(407, "agents' credentials are not accepted: authentication is off")
-            try:
-                return await self._agents(request, bearer)
-            except AgentRefused as exc:
-                raise _Refused(exc.status, exc.reason) from exc
+            return await self._agents(request, bearer)  # AgentRefused: see _serve
         credentials = basic_credentials(authorization)
         grant = self.grants.authenticate(credentials)
         if grant is None:

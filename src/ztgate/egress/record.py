@@ -9,6 +9,7 @@ bytes each way and how long it lasted. Attribution goes in the indexed
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from ztgate.audit.record import AuditEntry
@@ -80,25 +81,31 @@ def egress_entry(
 
 
 class RefusalRecords:
-    """How many refusals each enclave (or listener) may have recorded one by one.
+    """How many refusals each enclave, agent (or listener) may have recorded one by one.
 
     A token bucket per key: `per_second` records a second, bursts of twice
     that. `take` answers None past it (answer the refusal, do not record
     it) and otherwise how many went unrecorded since the key's previous
     recorded refusal, so the record that follows a flood says how big it
-    was. Keys are grant ids and listeners: bounded by the enclaves served.
+    was. Keys are grant ids and listeners; at most `max_keys` are kept (the
+    least recently used goes: it starts again with a full bucket).
     """
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(self, per_second: float, *, max_keys: int = 4096) -> None:
         self._rate = per_second
         self._burst = max(1.0, 2 * per_second)
-        self._keys: dict[str, list[float]] = {}  # key: [tokens, at, unrecorded]
+        self._max_keys = max_keys
+        self._keys: OrderedDict[str, list[float]] = OrderedDict()  # [tokens, at, unrecorded]
 
     def take(self, key: str, now: float) -> int | None:
         """Record this refusal? None: no; else the refusals unrecorded before it."""
         state = self._keys.get(key)
         if state is None:
             state = self._keys[key] = [self._burst, now, 0]
+            if len(self._keys) > self._max_keys:
+                self._keys.popitem(last=False)
+        else:
+            self._keys.move_to_end(key)
         tokens = min(self._burst, state[0] + (now - state[1]) * self._rate)
         state[1] = now
         if tokens < 1:

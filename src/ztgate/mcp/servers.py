@@ -88,6 +88,13 @@ class McpServer:
                 raise InvalidInputError("the server URL must not carry credentials")
         if self.per_task and self.transport != "stdio":
             raise InvalidInputError("only a stdio server can run an instance per task")
+        if self.per_task and self.read_write_paths:
+            # Every instance would bind the same directories: one task's files
+            # would reach the next. Each instance has a private /tmp of its own.
+            raise InvalidInputError(
+                "a server with an instance per task cannot have writable paths (--rw-path): "
+                "they would be shared between tasks"
+            )
         if self.secrets_command:
             if not self.per_task:
                 raise InvalidInputError("a secrets command needs an instance per task (per_task)")

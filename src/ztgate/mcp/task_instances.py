@@ -60,14 +60,18 @@ class Instance(Protocol):
 
 
 InstanceT = TypeVar("InstanceT", bound=Instance)
-Key = tuple[str, str, str]  # server, task, agent
+# Server, task, agent, and the task's domains for the server (a narrower
+# warrant of the same agent and task is another instance).
+Key = tuple[str, str, str, tuple[str, ...] | None]
 
 
 @dataclass(slots=True)
 class _Entry(Generic[InstanceT]):
     instance: InstanceT
+    server: McpServer  # as it was when the instance started
     last_used: float
     busy: int = 0
+    stopped: bool = False
 
 
 class TaskInstances(Generic[InstanceT]):
@@ -80,14 +84,21 @@ class TaskInstances(Generic[InstanceT]):
         per_server: int = 16,
         idle_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        alive: Callable[[InstanceT], bool] = lambda _instance: True,
     ) -> None:
-        """Instances are made by `start(server, binding)` (which raises `UpstreamError`)."""
+        """Instances are made by `start(server, binding)` (which raises `UpstreamError`);
+        one that is not `alive` (its process died) is replaced on its task's next call."""
         self._start = start
         self.per_server = per_server
         self.idle_seconds = idle_seconds
         self._clock = clock
+        self._alive = alive
         self._running: dict[Key, _Entry[InstanceT]] = {}
         self._starting: dict[Key, asyncio.Future[_Entry[InstanceT]]] = {}
+        # Bumped when a server's instances are stopped: a start under way then
+        # stops what it started instead of keeping it.
+        self._epochs: dict[str, int] = {}
+        self._closed = False
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -102,7 +113,12 @@ class TaskInstances(Generic[InstanceT]):
         Raises:
             UpstreamError: it cannot be started, or the server's instances are all busy.
         """
-        entry = await self._entry(server, binding)
+        key = (server.name, binding.task_id, binding.agent, binding.domains(server.name))
+        entry = await self._entry(key, server, binding)
+        if entry.stopped:  # stopped (made room for another, reaped) before it could be used
+            entry = await self._entry(key, server, binding)
+            if entry.stopped:
+                raise UpstreamError(f"MCP server {server.name}: the task's instance stopped")
         entry.busy += 1
         try:
             yield entry.instance
@@ -110,25 +126,34 @@ class TaskInstances(Generic[InstanceT]):
             entry.busy -= 1
             entry.last_used = self._clock()
 
-    async def _entry(self, server: McpServer, binding: TaskBinding) -> _Entry[InstanceT]:
-        key = (server.name, binding.task_id, binding.agent)
+    def _current(self, key: Key, server: McpServer) -> _Entry[InstanceT] | None:
         entry = self._running.get(key)
+        if entry is not None and entry.server == server and self._alive(entry.instance):
+            return entry
+        return None
+
+    async def _entry(self, key: Key, server: McpServer, binding: TaskBinding) -> _Entry[InstanceT]:
+        entry = self._current(key, server)
         if entry is not None:
             return entry
-        starting = self._starting.get(key)
-        if starting is None:
-            async with self._lock:
-                entry = self._running.get(key)
-                if entry is not None:
-                    return entry
-                starting = self._starting.get(key)
-                if starting is None:
-                    await self._make_room(server.name)
-                    starting = asyncio.get_running_loop().create_future()
-                    self._starting[key] = starting
-                    task = asyncio.create_task(self._started(key, server, binding, starting))
-                    self._tasks.add(task)  # kept until done (the loop holds tasks weakly)
-                    task.add_done_callback(self._tasks.discard)
+        async with self._lock:
+            if self._closed:
+                raise UpstreamError(f"MCP server {server.name}: the gateway is stopping")
+            entry = self._current(key, server)
+            if entry is not None:
+                return entry
+            if key in self._running:  # its server changed, or it died: a new one
+                why = "it died" if self._running[key].server == server else "its server changed"
+                await self._stop_key(key, why)
+            starting = self._starting.get(key)
+            if starting is None:
+                await self._make_room(server.name)
+                starting = asyncio.get_running_loop().create_future()
+                self._starting[key] = starting
+                epoch = self._epochs.get(server.name, 0)
+                task = asyncio.create_task(self._started(key, server, binding, starting, epoch))
+                self._tasks.add(task)  # kept until done (the loop holds tasks weakly)
+                task.add_done_callback(self._tasks.discard)
         return await asyncio.shield(starting)
 
     async def _started(
@@ -137,23 +162,41 @@ class TaskInstances(Generic[InstanceT]):
         server: McpServer,
         binding: TaskBinding,
         starting: asyncio.Future[_Entry[InstanceT]],
+        epoch: int,
     ) -> None:
         try:
             instance = await self._start(server, binding)
         except BaseException as exc:
-            self._starting.pop(key, None)
-            if not starting.done():
-                error = exc if isinstance(exc, Exception) else UpstreamError("start cancelled")
-                starting.set_exception(error)
-                starting.exception()  # retrieved: each waiter raises it
+            self._settle(key, starting, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        entry = _Entry(instance, self._clock())
+        if self._closed or self._epochs.get(key[0], 0) != epoch:
+            with contextlib.suppress(Exception):
+                await instance.stop()
+            self._settle(key, starting, UpstreamError(f"MCP server {key[0]} changed or stopped"))
+            return
+        entry = _Entry(instance, server, self._clock())
         self._running[key] = entry
-        self._starting.pop(key, None)
-        starting.set_result(entry)
+        self._settle(key, starting, entry)
         logger.info("MCP server %s: an instance started for task %s", key[0], key[1])
+
+    def _settle(
+        self,
+        key: Key,
+        starting: asyncio.Future[_Entry[InstanceT]],
+        outcome: _Entry[InstanceT] | BaseException,
+    ) -> None:
+        if self._starting.get(key) is starting:
+            del self._starting[key]
+        if starting.done():
+            return
+        if isinstance(outcome, _Entry):
+            starting.set_result(outcome)
+            return
+        error = outcome if isinstance(outcome, Exception) else UpstreamError("start cancelled")
+        starting.set_exception(error)
+        starting.exception()  # retrieved: each waiter raises it
 
     async def _make_room(self, server: str) -> None:
         """Below `per_server` instances of `server` (starting ones included), or refuse."""
@@ -174,20 +217,39 @@ class TaskInstances(Generic[InstanceT]):
     async def reap(self) -> int:
         """Stop the instances idle for `idle_seconds`; how many were stopped."""
         cutoff = self._clock() - self.idle_seconds
+        # Chosen and taken out at once (no call can start on them after), then stopped.
         idle = [k for k, e in self._running.items() if e.busy == 0 and e.last_used <= cutoff]
-        for key in idle:
-            await self._stop_key(key, "idle")
-        return len(idle)
+        taken = [(key, self._take(key)) for key in idle]
+        for key, entry in taken:
+            await self._stop_entry(key, entry, "idle")
+        return len(taken)
 
     async def stop(self, server: str | None = None) -> None:
-        """Stop the instances of `server` (None: all of them)."""
+        """Stop the instances of `server` (None: all of them, for good), and its starts."""
+        names = {key[0] for key in (*self._running, *self._starting)}
+        if server is None:
+            self._closed = True
+        for name in names if server is None else {server}:
+            self._epochs[name] = self._epochs.get(name, 0) + 1
+        for key in [k for k in self._starting if server is None or k[0] == server]:
+            del self._starting[key]  # its start stops what it makes (the epoch moved)
         for key in [k for k in self._running if server is None or k[0] == server]:
             await self._stop_key(key, "stopping")
+        if server is None and self._tasks:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _take(self, key: Key) -> _Entry[InstanceT]:
+        entry = self._running.pop(key)
+        entry.stopped = True
+        return entry
 
     async def _stop_key(self, key: Key, why: str) -> None:
-        entry = self._running.pop(key, None)
-        if entry is None:
-            return
+        if key in self._running:
+            await self._stop_entry(key, self._take(key), why)
+
+    async def _stop_entry(self, key: Key, entry: _Entry[InstanceT], why: str) -> None:
         logger.info("MCP server %s: the instance for task %s stopped (%s)", key[0], key[1], why)
         with contextlib.suppress(Exception):
             await entry.instance.stop()

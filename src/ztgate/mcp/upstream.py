@@ -295,6 +295,7 @@ class McpUpstreams:
             self._start_task_instance,
             per_server=task_instances_per_server,
             idle_seconds=task_instance_idle_seconds,
+            alive=lambda connection: connection.client is not None,
         )
         self._reaper: asyncio.Task[None] | None = None
 
@@ -479,9 +480,9 @@ class McpUpstreams:
                 await relist()
 
         connection.task = asyncio.create_task(connection.run(on_message, relist, self._relist))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
-        try:
+        try:  # whatever happens from here (a cancellation too), no instance is left behind
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
             if connection.client is None:
                 why = connection.error or "no session in time"
                 raise UpstreamError(f"MCP server {server.name}: the task's instance: {why}")

@@ -63,3 +63,11 @@ def test_refusal_records_are_a_token_bucket_per_key() -> None:
     assert records.take("a", 0.5) is None
     records.forget("a")
     assert records.take("a", 0.5) == 0
+
+
+def test_refusal_buckets_are_bounded() -> None:
+    records = RefusalRecords(per_second=1, max_keys=2)  # bursts of 2
+    assert [records.take("a", 0.0), records.take("a", 0.0), records.take("a", 0.0)] == [0, 0, None]
+    records.take("b", 0.0)
+    records.take("c", 0.0)  # "a" is the least recently used: dropped
+    assert records.take("a", 0.0) == 0  # a full bucket again

@@ -157,6 +157,82 @@ async def test_idle_instances_are_reaped_and_busy_ones_kept() -> None:
     assert starts.started[1].stopped and instances.count() == 0
 
 
+class Gate:
+    """Starts that wait until let go (and note what they made)."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.started: list[FakeInstance] = []
+
+    async def __call__(self, server: McpServer, binding: TaskBinding) -> FakeInstance:
+        await self.go.wait()
+        instance = FakeInstance(binding)
+        self.started.append(instance)
+        return instance
+
+
+async def _once(instances: TaskInstances[Any], server: McpServer, binding: TaskBinding) -> Any:
+    async with instances.use(server, binding) as instance:
+        return instance
+
+
+async def test_a_start_under_way_when_its_server_changes_is_stopped_not_kept() -> None:
+    gate = Gate()
+    instances = TaskInstances(gate)
+    waiting = asyncio.create_task(_once(instances, SERVER, ALICE))
+    await asyncio.sleep(0.01)
+    await instances.stop("files")  # `mcp add --replace` or `remove` while it starts
+    gate.go.set()
+    with pytest.raises(UpstreamError, match="changed or stopped"):
+        await waiting
+    assert gate.started[0].stopped and instances.count() == 0
+
+
+async def test_an_instance_of_a_changed_server_is_replaced_on_the_next_call() -> None:
+    instances = TaskInstances(Starts())
+    old = await _once(instances, SERVER, ALICE)
+    changed = dataclasses.replace(SERVER, args=("--new",))
+    new = await _once(instances, changed, ALICE)
+    assert new is not old and old.stopped and instances.count() == 1
+
+
+async def test_a_dead_instance_is_replaced_on_the_next_call() -> None:
+    dead: set[int] = set()
+    instances = TaskInstances(Starts(), alive=lambda instance: id(instance) not in dead)
+    first = await _once(instances, SERVER, ALICE)
+    dead.add(id(first))
+    second = await _once(instances, SERVER, ALICE)
+    assert second is not first and first.stopped
+
+
+async def test_a_narrower_warrant_of_the_same_task_is_another_instance() -> None:
+    wide = parse_scope({"tools": {"files.fetch": {}}})
+    limits = {"/url": {"domains": ["api.example.com"]}}
+    narrow = parse_scope({"tools": {"files.fetch": {"limits": limits}}})
+    instances = TaskInstances(Starts())
+    one = await _once(instances, SERVER, TaskBinding(ALICE.agent, ALICE.task_id, wide))
+    two = await _once(instances, SERVER, TaskBinding(ALICE.agent, ALICE.task_id, narrow))
+    assert one is not two and instances.count() == 2
+
+
+async def test_stopping_for_good_stops_the_starts_under_way() -> None:
+    gate = Gate()
+    instances = TaskInstances(gate)
+    waiting = asyncio.create_task(_once(instances, SERVER, ALICE))
+    await asyncio.sleep(0.01)
+    await instances.stop()
+    with pytest.raises(UpstreamError):
+        await waiting
+    assert instances.count() == 0 and not gate.started  # cancelled before it made one
+    with pytest.raises(UpstreamError, match="stopping"):
+        await _once(instances, SERVER, BOB)
+
+
+def test_a_per_task_server_cannot_share_writable_paths() -> None:
+    with pytest.raises(InvalidInputError, match="writable paths"):
+        dataclasses.replace(SERVER, read_write_paths=("/srv/shared",))
+
+
 # -- calls, through McpUpstreams, to the SDK's server started per task ----------------------
 
 
