@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,3 +113,15 @@ def egress_records(database: Database) -> list[dict[str, Any]]:
     reader = AuditReader(database)
     bodies = [json.loads(record.body) for record in reader.records("main")]
     return [body for body in bodies if body["kind"] == "egress"]
+
+
+@contextmanager
+def threaded_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A loopback HTTP server answering with `handler` in a thread of its own; its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,9 +18,10 @@ from ztgate.clock import SystemClock
 from ztgate.config import load_settings
 from ztgate.egress.agents import egress_arguments
 from ztgate.identity.authority import CertificateAuthority
+from ztgate.ports import free_port
 from ztgate.testing import make_settings
 
-from .egress_kit import egress_records
+from .egress_kit import egress_records, threaded_http_server
 from .harness import GatewayProcess, TaskCredentials, gateway_toml
 from .test_authentication import _register, _token
 
@@ -45,20 +44,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def echo() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    with threaded_http_server(_Echo) as port:
+        yield port
 
 
 class Proxied:
@@ -97,7 +84,7 @@ class Proxied:
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory, echo: int) -> Iterator[Proxied]:
     workdir = tmp_path_factory.mktemp("egress-agents")
-    port = _free_port()
+    port = free_port()
     section = f"[egress_proxy]\nenabled = true\nport = {port}\n"
     section += f'agent_test_destinations = ["127.0.0.1:{echo}"]\n'
     make_settings(workdir, gateway_toml([], gateway={"authentication": "required"}) + section)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import re
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +26,10 @@ from ztgate.clock import SystemClock
 from ztgate.config import load_settings
 from ztgate.identity.authority import CertificateAuthority
 from ztgate.mcp.servers import McpServer, McpServerRegistry
+from ztgate.ports import free_port
 from ztgate.testing import make_settings
 
-from .egress_kit import egress_records
+from .egress_kit import egress_records, threaded_http_server
 from .harness import GatewayProcess, TaskCredentials, gateway_toml
 from .test_authentication import _register
 from .test_enclave import _namespaces_allowed
@@ -66,13 +65,8 @@ class _Pong(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def pinged() -> Iterator[int]:
     """A loopback HTTP host, the instances' allowed test destination; its port."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pong)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded_http_server(_Pong) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, pinged: int) -> Iterator[G
     toml = gateway_toml([], gateway={"authentication": "required"})
     toml += f"[mcp]\ntask_instance_idle_seconds = {IDLE_SECONDS}\n"
     # The proxy's TCP listener on for agents as well: enclaves must still get theirs.
-    toml += f"[egress_proxy]\nenabled = true\nport = {_free_port()}\n"
+    toml += f"[egress_proxy]\nenabled = true\nport = {free_port()}\n"
     make_settings(workdir, toml)
     _register(workdir, AGENT)
     mint = workdir / "mint.py"
@@ -111,13 +105,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, pinged: int) -> Iterator[G
         yield process
     finally:
         process.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _task(gateway: GatewayProcess) -> TaskCredentials:
