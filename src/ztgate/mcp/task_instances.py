@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -75,7 +76,12 @@ class _Entry(Generic[InstanceT]):
 
 
 class TaskInstances(Generic[InstanceT]):
-    """The running per-task instances, by server, task and agent."""
+    """The running per-task instances, by server, task and agent.
+
+    Instances are stopped outside the lock (a server slow to stop delays no
+    other task), and only ever of the server's current description: a call,
+    a start under way and a running instance are each checked against it.
+    """
 
     def __init__(
         self,
@@ -85,16 +91,20 @@ class TaskInstances(Generic[InstanceT]):
         idle_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         alive: Callable[[InstanceT], bool] = lambda _instance: True,
+        current: Callable[[str], McpServer | None] | None = None,
     ) -> None:
         """Instances are made by `start(server, binding)` (which raises `UpstreamError`);
-        one that is not `alive` (its process died) is replaced on its task's next call."""
+        one that is not `alive` (its process died) is replaced on its task's next call;
+        `current(name)` is the server's description now (None: removed; no `current`: the
+        description each call brings)."""
         self._start = start
         self.per_server = per_server
         self.idle_seconds = idle_seconds
         self._clock = clock
         self._alive = alive
+        self._current_of = current
         self._running: dict[Key, _Entry[InstanceT]] = {}
-        self._starting: dict[Key, asyncio.Future[_Entry[InstanceT]]] = {}
+        self._starting: dict[Key, tuple[McpServer, asyncio.Future[_Entry[InstanceT]]]] = {}
         # Bumped when a server's instances are stopped: a start under way then
         # stops what it started instead of keeping it.
         self._epochs: dict[str, int] = {}
@@ -111,13 +121,14 @@ class TaskInstances(Generic[InstanceT]):
         """The task's instance of `server` for one call (started if there is none).
 
         Raises:
-            UpstreamError: it cannot be started, or the server's instances are all busy.
+            UpstreamError: it cannot be started, the server's instances are all busy,
+                or the server is no longer served.
         """
         key = (server.name, binding.task_id, binding.agent, binding.domains(server.name))
         entry = await self._entry(key, server, binding)
-        if entry.stopped:  # stopped (made room for another, reaped) before it could be used
+        if not self._usable(entry):  # stopped or replaced before it could be used
             entry = await self._entry(key, server, binding)
-            if entry.stopped:
+            if not self._usable(entry):
                 raise UpstreamError(f"MCP server {server.name}: the task's instance stopped")
         entry.busy += 1
         try:
@@ -126,35 +137,57 @@ class TaskInstances(Generic[InstanceT]):
             entry.busy -= 1
             entry.last_used = self._clock()
 
-    def _current(self, key: Key, server: McpServer) -> _Entry[InstanceT] | None:
-        entry = self._running.get(key)
-        if entry is not None and entry.server == server and self._alive(entry.instance):
-            return entry
-        return None
+    def _spec(self, server: McpServer) -> McpServer:
+        """The server's description now.
+
+        Raises:
+            UpstreamError: it is no longer served.
+        """
+        if self._current_of is None:
+            return server
+        found = self._current_of(server.name)
+        if found is None:
+            raise UpstreamError(f"MCP server {server.name} is not served")
+        return found
+
+    def _usable(self, entry: _Entry[InstanceT]) -> bool:
+        if entry.stopped or not self._alive(entry.instance):
+            return False
+        return self._current_of is None or self._current_of(entry.server.name) == entry.server
 
     async def _entry(self, key: Key, server: McpServer, binding: TaskBinding) -> _Entry[InstanceT]:
-        entry = self._current(key, server)
-        if entry is not None:
+        entry = self._running.get(key)
+        if entry is not None and entry.server == self._spec(server) and self._usable(entry):
             return entry
-        async with self._lock:
-            if self._closed:
-                raise UpstreamError(f"MCP server {server.name}: the gateway is stopping")
-            entry = self._current(key, server)
-            if entry is not None:
-                return entry
-            if key in self._running:  # its server changed, or it died: a new one
-                why = "it died" if self._running[key].server == server else "its server changed"
-                await self._stop_key(key, why)
-            starting = self._starting.get(key)
-            if starting is None:
-                await self._make_room(server.name)
-                starting = asyncio.get_running_loop().create_future()
-                self._starting[key] = starting
-                epoch = self._epochs.get(server.name, 0)
-                task = asyncio.create_task(self._started(key, server, binding, starting, epoch))
-                self._tasks.add(task)  # kept until done (the loop holds tasks weakly)
-                task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(starting)
+        retired: list[tuple[Key, _Entry[InstanceT], str]] = []
+        try:
+            async with self._lock:
+                if self._closed:
+                    raise UpstreamError(f"MCP server {server.name}: the gateway is stopping")
+                server = self._spec(server)  # read again: the lock may have been a wait
+                entry = self._running.get(key)
+                if entry is not None:
+                    if entry.server == server and self._usable(entry):
+                        return entry
+                    why = "its server changed" if entry.server != server else "it died"
+                    retired.append((key, self._take(key), why))
+                pending = self._starting.get(key)
+                if pending is None or pending[0] != server:  # never join a start of another spec
+                    victim = self._room(server.name)
+                    if victim is not None:
+                        retired.append((*victim, "to make room"))
+                    started = asyncio.get_running_loop().create_future()
+                    pending = self._starting[key] = (server, started)
+                    epoch = self._epochs.get(server.name, 0)
+                    task = asyncio.create_task(self._started(key, server, binding, started, epoch))
+                    self._tasks.add(task)  # kept until done (the loop holds tasks weakly)
+                    task.add_done_callback(self._tasks.discard)
+                    # Settled even if cancelled before its first step (nothing started then).
+                    task.add_done_callback(functools.partial(self._cancelled, key, started))
+        finally:
+            for old_key, old, why in retired:  # outside the lock
+                await self._stop_entry(old_key, old, why)
+        return await asyncio.shield(pending[1])
 
     async def _started(
         self,
@@ -171,15 +204,25 @@ class TaskInstances(Generic[InstanceT]):
             if not isinstance(exc, Exception):
                 raise
             return
-        if self._closed or self._epochs.get(key[0], 0) != epoch:
+        current = server if self._current_of is None else self._current_of(server.name)
+        if self._closed or self._epochs.get(key[0], 0) != epoch or current != server:
+            self._settle(key, starting, UpstreamError(f"MCP server {key[0]} changed or stopped"))
             with contextlib.suppress(Exception):
                 await instance.stop()
-            self._settle(key, starting, UpstreamError(f"MCP server {key[0]} changed or stopped"))
             return
         entry = _Entry(instance, server, self._clock())
+        superseded = self._running.get(key)
         self._running[key] = entry
         self._settle(key, starting, entry)
         logger.info("MCP server %s: an instance started for task %s", key[0], key[1])
+        if superseded is not None:  # pragma: no cover - one start per key and spec at a time
+            superseded.stopped = True
+            await self._stop_entry(key, superseded, "superseded")
+
+    def _cancelled(
+        self, key: Key, starting: asyncio.Future[_Entry[InstanceT]], _task: object
+    ) -> None:
+        self._settle(key, starting, UpstreamError("the instance's start was cancelled"))
 
     def _settle(
         self,
@@ -187,7 +230,8 @@ class TaskInstances(Generic[InstanceT]):
         starting: asyncio.Future[_Entry[InstanceT]],
         outcome: _Entry[InstanceT] | BaseException,
     ) -> None:
-        if self._starting.get(key) is starting:
+        pending = self._starting.get(key)
+        if pending is not None and pending[1] is starting:
             del self._starting[key]
         if starting.done():
             return
@@ -198,11 +242,15 @@ class TaskInstances(Generic[InstanceT]):
         starting.set_exception(error)
         starting.exception()  # retrieved: each waiter raises it
 
-    async def _make_room(self, server: str) -> None:
-        """Below `per_server` instances of `server` (starting ones included), or refuse."""
+    def _room(self, server: str) -> tuple[Key, _Entry[InstanceT]] | None:
+        """Room for one more instance of `server`: the LRU idle one taken out, if need be.
+
+        Raises:
+            UpstreamError: `per_server` run or start already, none of them idle.
+        """
         ours = [key for key in (*self._running, *self._starting) if key[0] == server]
         if len(ours) < self.per_server:
-            return
+            return None
         idle = sorted(
             (entry.last_used, key)
             for key, entry in self._running.items()
@@ -212,7 +260,8 @@ class TaskInstances(Generic[InstanceT]):
             raise UpstreamError(
                 f"MCP server {server}: {self.per_server} task instances are running, all busy"
             )
-        await self._stop_key(idle[0][1], "to make room")
+        key = idle[0][1]
+        return key, self._take(key)
 
     async def reap(self) -> int:
         """Stop the instances idle for `idle_seconds`; how many were stopped."""
@@ -231,10 +280,13 @@ class TaskInstances(Generic[InstanceT]):
             self._closed = True
         for name in names if server is None else {server}:
             self._epochs[name] = self._epochs.get(name, 0) + 1
-        for key in [k for k in self._starting if server is None or k[0] == server]:
-            del self._starting[key]  # its start stops what it makes (the epoch moved)
-        for key in [k for k in self._running if server is None or k[0] == server]:
-            await self._stop_key(key, "stopping")
+        # Starts under way stop what they make (the epoch moved), and settle their waiters.
+        taken = [
+            (key, self._take(key))
+            for key in [k for k in self._running if server is None or k[0] == server]
+        ]
+        for key, entry in taken:
+            await self._stop_entry(key, entry, "stopping")
         if server is None and self._tasks:
             for task in list(self._tasks):
                 task.cancel()
@@ -244,10 +296,6 @@ class TaskInstances(Generic[InstanceT]):
         entry = self._running.pop(key)
         entry.stopped = True
         return entry
-
-    async def _stop_key(self, key: Key, why: str) -> None:
-        if key in self._running:
-            await self._stop_entry(key, self._take(key), why)
 
     async def _stop_entry(self, key: Key, entry: _Entry[InstanceT], why: str) -> None:
         logger.info("MCP server %s: the instance for task %s stopped (%s)", key[0], key[1], why)

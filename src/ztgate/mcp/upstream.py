@@ -296,6 +296,7 @@ class McpUpstreams:
             per_server=task_instances_per_server,
             idle_seconds=task_instance_idle_seconds,
             alive=lambda connection: connection.client is not None,
+            current=lambda name: self.servers.get(name),
         )
         self._reaper: asyncio.Task[None] | None = None
 
@@ -310,10 +311,15 @@ class McpUpstreams:
     async def reconcile(self, servers: Sequence[McpServer]) -> None:
         """Follow the stored servers: open the new and the changed, close the removed."""
         wanted = {server.name: server for server in servers}
-        for name in [n for n in self.connections if wanted.get(n) != self.servers.get(n)]:
-            await self.task_instances.stop(name)
-            await self.connections.pop(name).stop()
+        changed = [n for n in self.connections if wanted.get(n) != self.servers.get(n)]
+        # Out of service at once, before any await: a call from now on finds no server.
+        closing = []
+        for name in changed:
             self.servers.pop(name, None)
+            closing.append((name, self.connections.pop(name)))
+        for name, connection in closing:
+            await self.task_instances.stop(name)
+            await connection.stop()
             logger.info("MCP server %s closed", name)
         added = [server for name, server in wanted.items() if name not in self.connections]
         self.servers.update({server.name: server for server in added})

@@ -228,6 +228,71 @@ async def test_stopping_for_good_stops_the_starts_under_way() -> None:
         await _once(instances, SERVER, BOB)
 
 
+async def test_only_the_servers_current_description_is_ever_used() -> None:
+    current = {"files": SERVER}
+    starts = Starts()
+    instances = TaskInstances(starts, current=current.get)
+    old = await _once(instances, SERVER, ALICE)
+    changed = dataclasses.replace(SERVER, args=("--new",))
+    current["files"] = changed  # as `reconcile` does, before it stops anything
+    # A call that read the server before the change still gets the changed one.
+    new = await _once(instances, SERVER, ALICE)
+    assert old.stopped and new is not old and instances.count() == 1
+    del current["files"]  # removed
+    with pytest.raises(UpstreamError, match="not served"):
+        await _once(instances, changed, ALICE)
+
+
+async def test_a_start_of_an_old_description_is_not_joined_nor_kept() -> None:
+    current = {"files": SERVER}
+    gate = Gate()
+    instances = TaskInstances(gate, current=current.get)
+    early = asyncio.create_task(_once(instances, SERVER, ALICE))
+    await asyncio.sleep(0.01)
+    changed = dataclasses.replace(SERVER, args=("--new",))
+    current["files"] = changed
+    late = asyncio.create_task(_once(instances, changed, ALICE))
+    await asyncio.sleep(0.01)
+    gate.go.set()
+    with pytest.raises(UpstreamError, match="changed or stopped"):
+        await early
+    made = await late
+    assert instances.count() == 1 and not made.stopped
+    assert [i.stopped for i in gate.started].count(True) == 1  # the old one, as it came up
+
+
+async def test_a_start_cancelled_before_its_first_step_fails_its_call() -> None:
+    instances = TaskInstances(Gate())
+    waiting = asyncio.create_task(_once(instances, SERVER, ALICE))
+    await asyncio.sleep(0)  # the call made its start task, which has not run yet
+    await instances.stop()
+    with pytest.raises(UpstreamError):
+        await asyncio.wait_for(waiting, 2)  # settled, not left hanging
+
+
+class SlowToStop(FakeInstance):
+    async def stop(self) -> None:
+        await asyncio.sleep(1)
+        self.stopped = True
+
+
+async def test_an_instance_slow_to_stop_holds_up_no_other_task() -> None:
+    dead: set[int] = set()
+
+    async def start(server: McpServer, binding: TaskBinding) -> FakeInstance:
+        return SlowToStop(binding)
+
+    instances = TaskInstances(start, alive=lambda instance: id(instance) not in dead)
+    first = await _once(instances, SERVER, ALICE)
+    dead.add(id(first))
+    replacing = asyncio.create_task(_once(instances, SERVER, ALICE))  # stops the dead one
+    await asyncio.sleep(0.05)
+    began = asyncio.get_running_loop().time()
+    await _once(instances, dataclasses.replace(SERVER, name="other"), BOB)
+    assert asyncio.get_running_loop().time() - began < 0.5
+    await replacing
+
+
 def test_a_per_task_server_cannot_share_writable_paths() -> None:
     with pytest.raises(InvalidInputError, match="writable paths"):
         dataclasses.replace(SERVER, read_write_paths=("/srv/shared",))
