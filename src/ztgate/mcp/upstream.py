@@ -187,9 +187,12 @@ async def _every(seconds: float, action: Callable[[], Any]) -> None:
 class _Connection:
     """One upstream server's session, kept open by its own task."""
 
-    def __init__(self, server: McpServer, opener: Callable[..., Any]) -> None:
+    def __init__(
+        self, server: McpServer, opener_for: Callable[[_Connection], Callable[..., Any]]
+    ) -> None:
+        """`opener_for(connection)` opens the session (it records the pipes on `connection`)."""
         self.server = server
-        self._opener = opener
+        self._opener = opener_for(self)
         self.client: Client | None = None
         # Calls to a Streamable HTTP server (ztgate.mcp.http_calls) and the id
         # of the SDK client's session with it (handshake-era servers), or to a
@@ -329,8 +332,7 @@ class McpUpstreams:
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_idle_instances())
         for server in servers:
-            connection = _Connection(server, lambda *_: None)
-            connection._opener = self._opener(server, connection)
+            connection = _Connection(server, functools.partial(self._opener, server))
             self.connections[server.name] = connection
             connection.task = asyncio.create_task(
                 connection.run(self._handler(server), self._on_change(server), self._relist)
@@ -474,8 +476,7 @@ class McpUpstreams:
         Raises:
             UpstreamError: it could not be started or listed.
         """
-        connection = _Connection(server, lambda *_: None)
-        connection._opener = self._opener(server, connection, task)
+        connection = _Connection(server, functools.partial(self._opener, server, task=task))
 
         async def relist() -> None:
             with contextlib.suppress(UpstreamError):
