@@ -12,6 +12,7 @@ import http.server
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from ztgate.clock import SystemClock
@@ -19,6 +20,7 @@ from ztgate.config import load_settings
 from ztgate.egress.agents import egress_arguments
 from ztgate.identity.authority import CertificateAuthority
 from ztgate.ports import free_port
+from ztgate.sdk.egress import EgressTransport
 from ztgate.testing import make_settings
 
 from .egress_kit import egress_records, threaded_http_server
@@ -167,3 +169,20 @@ async def test_the_warrant_and_proof_never_reach_the_destination(proxied: Proxie
     assert b" 200 " in answer.split(b"\r\n", 1)[0], answer
     body = answer.split(b"\r\n\r\n", 1)[1]
     assert b"host" in body and b"ztgate" not in body and b"proxy-authorization" not in body
+
+
+async def test_an_agents_httpx_client_goes_through_with_the_sdks_transport(
+    proxied: Proxied,
+) -> None:
+    task = proxied.task()
+
+    async def headers_for(host: str, port: int) -> dict[str, str]:
+        proven = task.headers("egress", egress_arguments("CONNECT", host, port))
+        bearer = {"Proxy-Authorization": f"Bearer {_token(proxied.gateway.workdir, AGENT)}"}
+        return {**bearer, **proven}
+
+    transport = EgressTransport(("127.0.0.1", proxied.proxy_port), headers_for)
+    async with httpx.AsyncClient(transport=transport) as client:
+        pages = [await client.get(f"http://127.0.0.1:{proxied.echo}/{n}") for n in range(2)]
+    assert [page.status_code for page in pages] == [200, 200]
+    assert "ztgate" not in pages[0].text and "host" in pages[0].text
