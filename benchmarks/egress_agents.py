@@ -29,8 +29,7 @@ from pathlib import Path
 from _harness import ROOT, machine, process, python, wait_http
 
 sys.path.insert(0, str(ROOT / "tests"))
-from integration.egress_kit import threaded_http_server
-from integration.test_egress_agents import _Echo
+from integration.egress_kit import HeaderNames, threaded_http_server
 from ztgate.canonical import canonical_json
 from ztgate.clock import SystemClock
 from ztgate.config import load_settings
@@ -148,7 +147,7 @@ def main() -> None:
     port, proxy_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="ztgate-egress-bench-") as scratch:
         workdir = Path(scratch)
-        with threaded_http_server(_Echo) as echo:
+        with threaded_http_server(HeaderNames) as echo:
             agent = Agent(workdir, port, proxy_port, echo)
             log = (workdir / "gw.log").open("wb")
             command = [python(), "-m", "ztgate", "--config", str(workdir / "ztgate.toml"), "serve"]

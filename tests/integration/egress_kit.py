@@ -125,3 +125,17 @@ def threaded_http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> I
     finally:
         server.shutdown()
         server.server_close()
+
+
+class HeaderNames(http.server.BaseHTTPRequestHandler):
+    """Answers with the names of the request's headers."""
+
+    def do_GET(self) -> None:
+        body = " ".join(sorted(name.lower() for name in self.headers)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass

@@ -8,7 +8,6 @@ destination; the gateway's own checks decide it (egress/agents.py).
 from __future__ import annotations
 
 import asyncio
-import http.server
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,30 +22,16 @@ from ztgate.ports import free_port
 from ztgate.sdk.egress import EgressTransport
 from ztgate.testing import make_settings
 
-from .egress_kit import egress_records, threaded_http_server
+from .egress_kit import HeaderNames, egress_records, threaded_http_server
 from .harness import GatewayProcess, TaskCredentials, gateway_toml
 from .test_authentication import _register, _token
 
 AGENT = "spiffe://ztgate.local/agents/browser"
 
 
-class _Echo(http.server.BaseHTTPRequestHandler):
-    """Answers with the names of the request's headers."""
-
-    def do_GET(self) -> None:
-        body = " ".join(sorted(name.lower() for name in self.headers)).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def echo() -> Iterator[int]:
-    with threaded_http_server(_Echo) as port:
+    with threaded_http_server(HeaderNames) as port:
         yield port
 
 
