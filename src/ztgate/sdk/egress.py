@@ -24,6 +24,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import anyio
 import httpcore
 import httpx
 
@@ -54,10 +55,18 @@ class EgressBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         """A stream to `host:port`: the proxy's connection once it answered 200 to CONNECT."""
-        headers = await self._headers_for(host, port)
+        try:
+            with anyio.fail_after(timeout):
+                headers = await self._headers_for(host, port)
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"no proxy headers for {host}:{port} in time") from exc
+        except Exception as exc:  # no identity, no warrant, a host it cannot sign for
+            raise httpcore.ProxyError(f"no proxy headers for {host}:{port}: {exc}") from exc
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
+        if any("\r" in line or "\n" in line for line in lines):
+            raise httpcore.ProxyError("a proxy header holds a line break")
         stream = await self._network.connect_tcp(
             self._proxy[0], self._proxy[1], timeout=timeout, local_address=local_address,
             socket_options=socket_options,
@@ -76,6 +85,8 @@ class EgressBackend(httpcore.AsyncNetworkBackend):
             if len(parts) < 2 or parts[1] != "200":
                 reason = body.decode("utf-8", "replace").strip()
                 raise httpcore.ProxyError(f"{status_line}: {reason}"[:500])
+            if body:  # the proxy says nothing more: these bytes would be lost to the tunnel
+                raise httpcore.ProxyError("the egress proxy sent bytes after its 200")
         except BaseException:
             await stream.aclose()
             raise
@@ -107,7 +118,9 @@ class EgressTransport(httpx.AsyncBaseTransport):
         max_connections: int = 10,
     ) -> None:
         """Through `proxy` (host, port), with `headers_for` (e.g. `AsyncAgent.proxy_headers`);
-        `verify`: the TLS context for destinations (default: the system's CAs)."""
+        `verify`: the TLS context for destinations (default: the system's CAs; never off)."""
+        if verify is not None and not isinstance(verify, ssl.SSLContext):
+            raise TypeError("verify is an ssl.SSLContext (destinations are always verified)")
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=verify or ssl.create_default_context(),
             max_connections=max_connections,
@@ -131,19 +144,13 @@ class EgressTransport(httpx.AsyncBaseTransport):
         )
         try:
             answer = await self._pool.handle_async_request(sent)
-        except httpcore.ProxyError as exc:
-            raise httpx.ProxyError(str(exc), request=request) from exc
-        except httpcore.TimeoutException as exc:
-            raise httpx.TimeoutException(str(exc), request=request) from exc
-        except httpcore.NetworkError as exc:
-            raise httpx.NetworkError(str(exc), request=request) from exc
-        except httpcore.ProtocolError as exc:
-            raise httpx.ProtocolError(str(exc), request=request) from exc
+        except Exception as exc:
+            raise _as_httpx(exc, request) from exc
         assert isinstance(answer.stream, typing.AsyncIterable)  # noqa: S101 - httpcore's async pool
         return httpx.Response(
             status_code=answer.status,
             headers=answer.headers,
-            stream=_Body(answer),
+            stream=_Body(answer, request),
             extensions=answer.extensions,
         )
 
@@ -153,12 +160,43 @@ class EgressTransport(httpx.AsyncBaseTransport):
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, answer: httpcore.Response) -> None:
+    def __init__(self, answer: httpcore.Response, request: httpx.Request) -> None:
         self._answer = answer
+        self._request = request
 
     async def __aiter__(self) -> typing.AsyncIterator[bytes]:
-        async for part in self._answer.aiter_stream():
-            yield part
+        try:
+            async for part in self._answer.aiter_stream():
+                yield part
+        except Exception as exc:
+            raise _as_httpx(exc, self._request) from exc
 
     async def aclose(self) -> None:
         await self._answer.aclose()
+
+
+# httpcore's exceptions as httpx's (the same names), most specific first.
+_HTTPX_OF: tuple[tuple[type[Exception], type[httpx.RequestError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+def _as_httpx(exc: Exception, request: httpx.Request) -> Exception:
+    """`exc` as the httpx exception of the same name (anything else as it is)."""
+    for core, mapped in _HTTPX_OF:
+        if isinstance(exc, core):
+            return mapped(str(exc), request=request)
+    return exc

@@ -158,7 +158,9 @@ def proxy_headers(
         ValueError: `host:port` is not a destination the proxy would read.
     """
     try:
-        destination = parse_authority(f"{host}:{port}")
+        # An IPv6 address comes bare (httpcore gives `::1`); the proxy reads `[::1]:port`.
+        bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        destination = parse_authority(f"{bracketed}:{port}")
     except EgressRequestError as exc:
         raise ValueError(f"not a destination for the egress proxy: {exc.reason}") from exc
     arguments = egress_arguments(method, destination.host, destination.port)

@@ -294,6 +294,7 @@ def test_the_approval_rides_on_the_call_and_waits_are_long_polls() -> None:
     [
         ("API.Example.com.", 443, "CONNECT", ("api.example.com", 443)),
         ("[2001:db8::1]", 8443, "CONNECT", ("2001:db8::1", 8443)),
+        ("2001:db8::1", 8443, "CONNECT", ("2001:db8::1", 8443)),  # bare, as httpcore gives it
         ("docs.example.org", 80, "GET", ("docs.example.org", 80)),
     ],
 )
@@ -311,7 +312,8 @@ def test_proxy_headers_prove_the_destination_as_the_proxy_reads_it(
     )
     assert headers["Proxy-Authorization"] == "Bearer jwt"
     assert headers["Ztgate-Warrant"] == WARRANT.token
-    read = parse_authority(f"{host}:{port}")
+    bracketed = f"[{host}]" if ":" in host and "[" not in host else host
+    read = parse_authority(f"{bracketed}:{port}")
     assert (read.host, read.port) == seen
     proof = proofs.ProofVerifier().verify(headers["Ztgate-Proof"], jkt=svid.jkt)
     proofs.expect(
