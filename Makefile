@@ -49,10 +49,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # The suite runs on every core (pytest-xdist); TEST_WORKERS=0 runs it in one process.
+# Work stealing: a worker that runs out of tests takes some of the other's, so
+# the long integration tests do not leave one core idle at the end.
 TEST_WORKERS ?= auto
 
 unit: $(STAMP) browser sandbox redis postgres haproxy
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 ## Chromium for the browser tests: Debian's package, installed when missing and we are root.
 browser:

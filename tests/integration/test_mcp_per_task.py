@@ -38,7 +38,7 @@ from .test_mcp import connect as mcp_session
 AGENT = "spiffe://ztgate.local/agents/per-task"
 SERVER = Path(__file__).with_name("per_task_server.py").resolve()
 TOOLS = ("vault.whoami", "vault.ping")
-IDLE_SECONDS = 4
+IDLE_SECONDS = 2
 MINT = """
 import json, os
 task, agent = os.environ["ZTGATE_TASK_ID"], os.environ["ZTGATE_AGENT"]
