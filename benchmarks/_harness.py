@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -238,3 +240,31 @@ def report_progress(done: int, total: int, what: str = "") -> None:
     """One progress line for `benchmarks/run_all.py` (which reads the stage's output)."""
     if os.environ.get("ZTGATE_BENCH_PROGRESS"):
         print(f"@@progress {done} {total} {what}", flush=True)
+
+
+def latency_figures(samples_ms: list[float], digits: int = 2) -> dict[str, float]:
+    """p50, p90 and the minimum of latency samples in milliseconds."""
+    ordered = sorted(samples_ms)
+    return {
+        "p50_ms": round(statistics.median(ordered), digits),
+        "p90_ms": round(ordered[max(0, int(len(ordered) * 0.9) - 1)], digits),
+        "min_ms": round(ordered[0], digits),
+    }
+
+
+def write_latency_table(name: str, results: dict[str, dict[str, float]], **extra: Any) -> None:
+    """benchmarks/results/`name`.{json,md} (with `extra` in the JSON), and the table printed."""
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    document = {"machine": machine(), **extra, "results": results}
+    (out / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    lines = [
+        f"Machine: {machine()}",
+        "",
+        "| what | p50 ms | p90 ms | min ms |",
+        "|---|---|---|---|",
+    ]
+    for what, got in results.items():
+        lines.append(f"| {what} | {got['p50_ms']} | {got['p90_ms']} | {got['min_ms']} |")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

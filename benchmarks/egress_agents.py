@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _harness import ROOT, machine, process, python, wait_http
+from _harness import ROOT, latency_figures, process, python, wait_http, write_latency_table
 
 sys.path.insert(0, str(ROOT / "tests"))
 from integration.egress_kit import HeaderNames, threaded_http_server
@@ -108,15 +106,6 @@ async def _get(port: int, head: bytes = b"") -> None:
     assert b" 200 " in body.split(b"\r\n", 1)[0], body[:200]
 
 
-def _figures(samples: list[float]) -> dict[str, float]:
-    samples = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(samples), 3),
-        "p90_ms": round(samples[int(len(samples) * 0.9) - 1], 3),
-        "min_ms": round(samples[0], 3),
-    }
-
-
 async def measure(agent: Agent, proxy_port: int, echo: int, n: int) -> dict[str, dict[str, float]]:
     for _ in range(20):  # warm up both paths
         await _get(echo)
@@ -134,9 +123,9 @@ async def measure(agent: Agent, proxy_port: int, echo: int, n: int) -> dict[str,
         signing.append((signed - began) * 1000)
         proxied.append((done - signed) * 1000)
     return {
-        "HTTP GET, new connection, direct": _figures(direct),
-        "the agent signs the connection's proof": _figures(signing),
-        "HTTP GET, new connection, through the proxy as the agent": _figures(proxied),
+        "HTTP GET, new connection, direct": latency_figures(direct, 3),
+        "the agent signs the connection's proof": latency_figures(signing, 3),
+        "HTTP GET, new connection, through the proxy as the agent": latency_figures(proxied, 3),
     }
 
 
@@ -154,23 +143,7 @@ def main() -> None:
             with process(command, cpus=None, cwd=workdir, stderr=log) as served:
                 wait_http(f"http://127.0.0.1:{port}/readyz", served)
                 results = asyncio.run(measure(agent, proxy_port, echo, options.n))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "egress_agents.json").write_text(
-        json.dumps({"machine": machine(), "n": options.n, "results": results}, indent=2) + "\n"
-    )
-    lines = [
-        f"Machine: {machine()}",
-        "",
-        "| what | p50 ms | p90 ms | min ms |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, figures in results.items():
-        lines.append(
-            f"| {name} | {figures['p50_ms']} | {figures['p90_ms']} | {figures['min_ms']} |"
-        )
-    (out / "egress_agents.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_latency_table("egress_agents", results, n=options.n)
 
 
 if __name__ == "__main__":

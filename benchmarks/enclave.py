@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import json
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _harness import ROOT, machine
+from _harness import ROOT, latency_figures, write_latency_table
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
@@ -57,12 +55,7 @@ async def timed(n: int, action: Callable[[], Awaitable[None]]) -> dict[str, floa
         started = time.perf_counter()
         await action()
         samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return {
-        "p50_ms": round(statistics.median(samples), 2),
-        "p90_ms": round(samples[int(len(samples) * 0.9) - 1], 2),
-        "min_ms": round(samples[0], 2),
-    }
+    return latency_figures(samples)
 
 
 async def run_to_end(wrapped: WrappedCommand) -> None:
@@ -209,16 +202,7 @@ async def per_task_calls(n: int, proxy: EgressProxy) -> tuple[dict[str, float], 
                 samples.append((time.perf_counter() - started) * 1000)
     finally:
         await upstreams.stop()
-    return _figures(firsts), _figures(nexts)
-
-
-def _figures(samples: list[float]) -> dict[str, float]:
-    samples = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(samples), 2),
-        "p90_ms": round(samples[max(0, int(len(samples) * 0.9) - 1)], 2),
-        "min_ms": round(samples[0], 2),
-    }
+    return latency_figures(firsts), latency_figures(nexts)
 
 
 def main() -> None:
@@ -227,23 +211,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     options = parser.parse_args()
     results = asyncio.run(measure(options.n, options.requests))
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "enclave.json").write_text(
-        json.dumps({"machine": machine(), "results": results}, indent=2) + "\n"
-    )
-    lines = [
-        f"Machine: {machine()}",
-        "",
-        "| what | p50 ms | p90 ms | min ms |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, figures in results.items():
-        lines.append(
-            f"| {name} | {figures['p50_ms']} | {figures['p90_ms']} | {figures['min_ms']} |"
-        )
-    (out / "enclave.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_latency_table("enclave", results)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ from ztgate.tools.model import Tool
 from ztgate.tools.registry import GENERATION as TOOLS_GENERATION
 from ztgate.tools.registry import InTransaction, ToolRegistry
 from ztgate.warrants.checks import FACT as WARRANT_FACT
-from ztgate.warrants.checks import WARRANT
+from ztgate.warrants.checks import proven_caller
 from ztgate.warrants.service import WarrantService
 
 logger = logging.getLogger(__name__)
@@ -636,7 +636,7 @@ class Gateway:
         ctx = CallContext(self.clock, tool=entry)
         previews = _Previews(call)
         decision = await self.pipeline.decide(call, ctx)
-        principal, task_id = _authenticated(decision)
+        principal, task_id = proven_caller(decision)
         if principal is not None and call.agent is None:
             # The agent the record names is the one the SVID proved, and the
             # task the one its warrant proved.
@@ -823,21 +823,6 @@ def _task_binding(agent: str | None, task_id: str | None, ctx: CallContext) -> T
         return None
     warrant = ctx.facts.get(WARRANT_FACT)
     return TaskBinding(agent, task_id, getattr(warrant, "scope", None))
-
-
-def _authenticated(decision: Decision) -> tuple[str | None, str | None]:
-    """The SPIFFE ID the `authenticate` check verified and the task the `warrant` check did."""
-    spiffe_id = task_id = None
-    for verdict in decision.verdicts:
-        if verdict.outcome is not Outcome.ALLOW:
-            continue
-        if verdict.check == authentication.NAME:
-            found = verdict.facts.get("principal.spiffe_id")
-            spiffe_id = found if isinstance(found, str) else None
-        elif verdict.check == WARRANT:
-            found = verdict.facts.get("task.id")
-            task_id = found if isinstance(found, str) else None
-    return spiffe_id, task_id
 
 
 def _as_reason(verdict: Verdict) -> dict[str, str]:

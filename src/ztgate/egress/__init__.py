@@ -1,18 +1,8 @@
-"""The egress proxy: the only way out of an enclave (docs/egress-proxy.md)."""
+"""The egress proxy: the only way out of an enclave (docs/egress-proxy.md).
 
-from ztgate.egress.decision import Attribution, EgressDecision, EgressRules, decide
-from ztgate.egress.grants import Grant, ProxyCredentials
-from ztgate.egress.metrics import ProxyMetrics
-from ztgate.egress.proxy import EgressProxy, ProxyLimits
-
-__all__ = [
-    "Attribution",
-    "EgressDecision",
-    "EgressProxy",
-    "EgressRules",
-    "Grant",
-    "ProxyCredentials",
-    "ProxyLimits",
-    "ProxyMetrics",
-    "decide",
-]
+`proxy` (the proxy), `decision` (where a connection may go), `grants` (who
+may use it), `agents` (agents with their own identity), `request` (reading a
+request head; what an agent's proof signs), `record` (its audit records),
+`service` (the proxy as the settings describe it). Nothing is imported here:
+the SDK reads `request` without loading the proxy.
+"""

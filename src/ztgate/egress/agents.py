@@ -25,25 +25,26 @@ all it goes nowhere) and to the proxy's address rules.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 from ztgate.canonical import canonical_json
 from ztgate.clock import Clock
 from ztgate.egress.decision import Attribution, EgressRules
 from ztgate.egress.grants import Grant
-from ztgate.egress.request import ProxyRequest
+from ztgate.egress.request import EGRESS_TOOL, ProxyRequest, egress_arguments
 from ztgate.guards.egress import task_domains
 from ztgate.ids import time_ordered_id
 from ztgate.models import Credentials, Outcome, ToolCall
 from ztgate.pipeline import CallContext, Check, Pipeline
+from ztgate.warrants.checks import FACT as WARRANT_FACT
+from ztgate.warrants.checks import proven_caller
 
-EGRESS_TOOL: Final = "egress"
+__all__ = ["EGRESS_TOOL", "AgentEgress", "AgentRefused", "agent_grant_id", "egress_arguments"]
+
 WARRANT_HEADER: Final = b"ztgate-warrant"
 PROOF_HEADER: Final = b"ztgate-proof"
 # The gateway's checks that decide an agent's connection, in the pipeline's order.
 CHECKS: Final = ("authenticate", "warrant", "proof", "scope", "halt")
-_PRINCIPAL_FACT = "principal.spiffe_id"
-_WARRANT_FACT = "warrant.verified"
 
 
 class AgentRefused(Exception):
@@ -63,11 +64,6 @@ class AgentRefused(Exception):
 def agent_grant_id(agent: str, task_id: str | None) -> str:
     """The proxy's grant id (its budgets, its refusal records) of an agent's connections."""
     return f"agent:{agent}:{task_id or ''}"
-
-
-def egress_arguments(method: str, host: str, port: int) -> dict[str, Any]:
-    """The arguments of the `egress` call a connection is: what its proof signs."""
-    return {"method": method, "host": host, "port": port}
 
 
 class AgentEgress:
@@ -123,22 +119,15 @@ class AgentEgress:
         )
         ctx = CallContext(self._clock)
         decision = await self._pipeline.decide(call, ctx)
-        proved = {v.check for v in decision.verdicts if v.outcome is Outcome.ALLOW}
-        agent = ctx.facts.get(_PRINCIPAL_FACT) if "authenticate" in proved else None
-        warrant = ctx.facts.get(_WARRANT_FACT) if "warrant" in proved else None
-        task_id = getattr(warrant, "task_id", None)
+        agent, task_id = proven_caller(decision)
         if decision.outcome is not Outcome.ALLOW:
             deciding = decision.deciding
             first = deciding[0] if deciding else None
             status = 407 if first is not None and first.check == "authenticate" else 403
             reason = f"{first.check}: {first.reason}" if first is not None else "not allowed"
-            raise AgentRefused(
-                status,
-                reason,
-                agent if isinstance(agent, str) else None,
-                task_id if isinstance(task_id, str) else None,
-            )
-        if not isinstance(agent, str) or not isinstance(task_id, str):  # pragma: no cover
+            raise AgentRefused(status, reason, agent, task_id)
+        warrant = ctx.facts.get(WARRANT_FACT)
+        if agent is None or task_id is None:  # pragma: no cover
             raise AgentRefused(403, "the checks allowed it without naming the agent and task")
         own = self._agents.get(agent)
         tasks = task_domains(getattr(warrant, "scope", None), EGRESS_TOOL)

@@ -15,6 +15,7 @@ import binascii
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Any
 
 MAX_HOST_LENGTH = 253
 # RFC 9110 token characters, for methods and header names.
@@ -262,3 +263,13 @@ def bearer_token(value: bytes | None) -> str | None:
 
 
 _BEARER = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+
+
+# An agent's connection is a call of this tool (egress/agents.py), whose
+# arguments its proof signs: the SDK builds them as the proxy does, from here.
+EGRESS_TOOL = "egress"
+
+
+def egress_arguments(method: str, host: str, port: int) -> dict[str, Any]:
+    """The arguments of the `egress` call a connection is: what its proof signs."""
+    return {"method": method, "host": host, "port": port}

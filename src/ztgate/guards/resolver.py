@@ -274,16 +274,10 @@ class SystemResolver:
             self._cache.popitem(last=False)
 
 
-# Threads for lookups (see `SystemResolver`), made on first use.
+# Threads for lookups (see `SystemResolver`), made on first use (from the event loop).
 RESOLVER_THREADS = 8
-_EXECUTOR: list[ThreadPoolExecutor] = []
-_EXECUTOR_LOCK = threading.Lock()
 
 
+@functools.cache
 def _executor() -> ThreadPoolExecutor:
-    with _EXECUTOR_LOCK:
-        if not _EXECUTOR:
-            _EXECUTOR.append(
-                ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="ztgate-resolver")
-            )
-        return _EXECUTOR[0]
+    return ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="ztgate-resolver")

@@ -23,7 +23,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -54,6 +54,9 @@ from ztgate.tools.model import RiskTier, Tool
 logger = logging.getLogger(__name__)
 
 SCHEME = "mcp"
+# `enclave(server, stack, task)`: a stdio server's wrapped command, in an
+# enclave kept until `stack` closes (`task`: whom a per-task instance is for).
+Enclaves = Callable[[McpServer, contextlib.AsyncExitStack, TaskBinding | None], Awaitable[Any]]
 _CONNECT_SECONDS = 30.0
 # A server's resources and prompts are reached through two tools of its own,
 # so that reading a resource or getting a prompt is a call like any other:
@@ -270,7 +273,7 @@ class McpUpstreams:
         servers: Sequence[McpServer],
         *,
         sync: Callable[[McpServer, list[Tool]], None],
-        enclave: Callable[..., Any] | None = None,
+        enclave: Enclaves | None = None,
         post: Post | None = None,
         timeout: float = 30.0,
         relist_seconds: float = 60.0,
@@ -303,7 +306,7 @@ class McpUpstreams:
         )
         self._reaper: asyncio.Task[None] | None = None
 
-    def use_enclaves(self, enclave: Callable[..., Any]) -> None:
+    def use_enclaves(self, enclave: Enclaves) -> None:
         """Start stdio servers in enclaves made by `enclave` from now on."""
         self._enclave = enclave
 
@@ -342,21 +345,24 @@ class McpUpstreams:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(connection.ready.wait(), _CONNECT_SECONDS)
             if connection.client is not None:
-                if server.transport == "http" and self._post is not None:
-                    connection.caller = HttpToolCaller(
-                        server.url,
-                        connection.client.protocol_version,
-                        self._post,
-                        connection.current_session_id,
-                    )
-                elif connection.pipes is not None:
-                    connection.caller = StdioToolCaller(
-                        connection.pipes, connection.client.protocol_version
-                    )
+                self._attach_caller(connection)
                 try:
                     await self.refresh(server.name)
                 except UpstreamError as exc:
                     logger.error("%s", exc)
+
+    def _attach_caller(self, connection: _Connection) -> None:
+        """Calls straight to the server (HTTP POSTs, its stdio pipes), beside the SDK session."""
+        client = _client_of(connection)
+        if connection.server.transport == "http" and self._post is not None:
+            connection.caller = HttpToolCaller(
+                connection.server.url,
+                client.protocol_version,
+                self._post,
+                connection.current_session_id,
+            )
+        elif connection.pipes is not None:
+            connection.caller = StdioToolCaller(connection.pipes, client.protocol_version)
 
     async def stop(self) -> None:
         """Close every session (and the enclaves their servers run in)."""
@@ -493,10 +499,7 @@ class McpUpstreams:
             if connection.client is None:
                 why = connection.error or "no session in time"
                 raise UpstreamError(f"MCP server {server.name}: the task's instance: {why}")
-            if connection.pipes is not None:
-                connection.caller = StdioToolCaller(
-                    connection.pipes, connection.client.protocol_version
-                )
+            self._attach_caller(connection)
             await self._list_instance(connection)
         except BaseException:
             await connection.stop()
@@ -554,12 +557,7 @@ class McpUpstreams:
             else:
                 if self._enclave is None:
                     raise UpstreamError("stdio MCP servers need the egress proxy and enclaves")
-                # A per-task instance's enclave is the task's (`enclave(server, stack, task)`).
-                wrapped = await (
-                    self._enclave(server, stack)
-                    if task is None
-                    else self._enclave(server, stack, task)
-                )
+                wrapped = await self._enclave(server, stack, task)  # a per-task instance: its task
                 params = StdioServerParameters(
                     command=wrapped.command,
                     args=list(wrapped.args),

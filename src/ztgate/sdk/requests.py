@@ -17,9 +17,8 @@ import httpx
 import orjson
 
 from ztgate.canonical import canonical_json
-from ztgate.egress.agents import EGRESS_TOOL, egress_arguments
+from ztgate.egress.request import EGRESS_TOOL, egress_arguments, parse_authority
 from ztgate.egress.request import RequestError as EgressRequestError
-from ztgate.egress.request import parse_authority
 from ztgate.errors import InvalidInputError
 from ztgate.sdk.errors import (
     ApprovalPending,

@@ -22,7 +22,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ztgate.models import Outcome, ToolCall, Verdict
+from ztgate.identity.check import NAME as AUTHENTICATE
+from ztgate.models import Decision, Outcome, ToolCall, Verdict
 from ztgate.pipeline import CallContext
 from ztgate.store.hot import HotState
 from ztgate.warrants import proof as proofs
@@ -205,3 +206,19 @@ class ScopeCheck:
 
 def _deny(check: str, reason: str) -> Verdict:
     return Verdict(check, Outcome.DENY, reason[:500])
+
+
+def proven_caller(decision: Decision) -> tuple[str | None, str | None]:
+    """The SPIFFE ID the `authenticate` check verified and the task the `warrant` check did
+    (from their allowing verdicts only: nothing a refused check saw)."""
+    spiffe_id = task_id = None
+    for verdict in decision.verdicts:
+        if verdict.outcome is not Outcome.ALLOW:
+            continue
+        if verdict.check == AUTHENTICATE:
+            found = verdict.facts.get("principal.spiffe_id")
+            spiffe_id = found if isinstance(found, str) else None
+        elif verdict.check == WARRANT:
+            found = verdict.facts.get("task.id")
+            task_id = found if isinstance(found, str) else None
+    return spiffe_id, task_id

@@ -48,7 +48,7 @@ class StandIn:
 def _checks(task_scope: Any = None, **refusing: Outcome) -> list[StandIn]:
     facts = {
         "authenticate": {"principal.spiffe_id": AGENT},
-        "warrant": {"warrant.verified": Warrant("task-7", task_scope)},
+        "warrant": {"warrant.verified": Warrant("task-7", task_scope), "task.id": "task-7"},
     }
     return [
         StandIn(name, refusing.get(name, Outcome.ALLOW), facts.get(name, {})) for name in CHECKS

@@ -196,7 +196,9 @@ async def test_a_call_after_the_session_closed_fails(tmp_path: Path) -> None:
 # -- the SDK's server, through McpUpstreams ------------------------------------------
 
 
-async def _same_command(server: McpServer, _stack: contextlib.AsyncExitStack) -> Any:
+async def _same_command(
+    server: McpServer, _stack: contextlib.AsyncExitStack, _task: object = None
+) -> Any:
     """An "enclave" that runs the command as it is (the enclave tests are elsewhere)."""
     return SimpleNamespace(command=server.command, args=server.args, env={})
 
